@@ -1,0 +1,95 @@
+//! The one place that wires the parts together. `build` is shared by `main`
+//! and by tests: it connects the store, applies migrations, establishes the
+//! service key, binds the listener and assembles the router; `App::run` serves
+//! until the shutdown future resolves, then finishes in-flight requests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::auth::service_key::ServiceKey;
+use crate::config::Config;
+use crate::http::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// Shared state handed to every handler. Each field is one part's service.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub service_key: ServiceKey,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Store(#[source] StoreError),
+    #[error("NIMBUS_LISTEN: cannot listen on {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    #[error("metrics: {0}")]
+    Metrics(String),
+}
+
+/// A built server, bound and ready to run.
+pub struct App {
+    listener: TcpListener,
+    router: axum::Router,
+    state: AppState,
+    /// A service key generated at this start, to be shown to the operator once.
+    pub new_service_key: Option<secrecy::SecretString>,
+}
+
+pub async fn build(config: Config) -> Result<App, StartError> {
+    let store = Store::connect(&config.database).await.map_err(StartError::Store)?;
+    store.migrate().await.map_err(StartError::Store)?;
+    let (service_key, new_service_key) =
+        ServiceKey::establish(config.service_key.as_ref(), &store).await.map_err(StartError::Store)?;
+    let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError::Bind { addr: config.listen, reason: e.to_string() })?;
+    let state = AppState { config: Arc::new(config), store, metrics: Arc::new(metrics), service_key };
+    let router = crate::http::router(state.clone());
+    Ok(App { listener, router, state, new_service_key })
+}
+
+impl App {
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, lets in-flight requests finish, then
+    /// closes the database.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        self.state.store.close().await;
+        served
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,335 @@
+//! The one typed `Config`: read from an optional `nimbus.toml`, overridden by
+//! `NIMBUS_*` environment variables, overridden by command-line flags, and
+//! validated once at start. An invalid setting is reported with the name the
+//! user wrote it under (`NIMBUS_LISTEN`, `--listen`, `nimbus.toml: listen`).
+//! Things that reload live (rules, functions) are not here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Where the process reads its settings from; the flags of `nimbus serve`.
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct Overrides {
+    /// Config file [env: NIMBUS_CONFIG] [default: nimbus.toml, if present]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [env: NIMBUS_LISTEN] [default: 127.0.0.1:8090]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Data folder for the SQLite database and dev mail [env: NIMBUS_DATA_DIR] [default: ./nimbus-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+    /// postgres://… to use PostgreSQL; unset uses SQLite in the data dir [env: NIMBUS_DATABASE_URL]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Security rules folder [env: NIMBUS_RULES_DIR] [default: ./rules]
+    #[arg(long, value_name = "DIR")]
+    pub rules_dir: Option<String>,
+    /// Functions folder [env: NIMBUS_FUNCTIONS_DIR] [default: ./functions]
+    #[arg(long, value_name = "DIR")]
+    pub functions_dir: Option<String>,
+    /// Log filter, e.g. `info` or `nimbus=debug` [env: NIMBUS_LOG] [default: info]
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Log format: `human` or `json` [env: NIMBUS_LOG_FORMAT] [default: human]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Largest request body in bytes [env: NIMBUS_BODY_LIMIT] [default: 10485760]
+    #[arg(long, value_name = "BYTES")]
+    pub body_limit: Option<String>,
+    /// Allowed CORS origins, comma separated, or `*` [env: NIMBUS_CORS_ORIGINS] [default: *]
+    #[arg(long, value_name = "ORIGINS")]
+    pub cors_origins: Option<String>,
+}
+
+/// The validated configuration of one Nimbus process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    pub rules_dir: PathBuf,
+    pub functions_dir: PathBuf,
+    /// The admin key from configuration; `None` means "use the stored one".
+    pub service_key: Option<SecretString>,
+    pub log: String,
+    pub log_format: LogFormat,
+    pub body_limit: usize,
+    pub cors: CorsOrigins,
+}
+
+#[derive(Debug, Clone)]
+pub enum DatabaseConfig {
+    Sqlite { path: PathBuf },
+    Postgres { url: SecretString },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CorsOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+/// A setting that could not be used; its `Display` is the one line printed at exit.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{setting}: {problem}")]
+    Invalid { setting: String, problem: String },
+    #[error("{path}: {problem}")]
+    File { path: String, problem: String },
+}
+
+/// The settings `nimbus.toml` may hold; unknown keys are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    database_url: Option<String>,
+    rules_dir: Option<String>,
+    functions_dir: Option<String>,
+    service_key: Option<String>,
+    log: Option<String>,
+    log_format: Option<String>,
+    body_limit: Option<u64>,
+    cors_origins: Option<Vec<String>>,
+}
+
+/// One raw setting value and the name it was given under.
+struct Raw {
+    value: String,
+    source: String,
+}
+
+/// Reads environment variables; injected so tests need not touch the process env.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Config {
+    /// Loads file → env → flags and validates everything.
+    pub fn load(flags: &Overrides, env: &dyn Env) -> Result<Config, ConfigError> {
+        let file = read_file_settings(flags, env)?;
+        let layers = Layers { flags, env };
+        let data_dir = PathBuf::from(layers.get("data_dir", &file.data_dir).map_or("./nimbus-data".into(), |r| r.value));
+        Ok(Config {
+            listen: layers.parse("listen", &file.listen, "127.0.0.1:8090", |v| {
+                SocketAddr::from_str(v).map_err(|_| format!("invalid socket address {v:?}"))
+            })?,
+            database: database_config(layers.get("database_url", &file.database_url), &data_dir)?,
+            data_dir,
+            rules_dir: PathBuf::from(layers.get("rules_dir", &file.rules_dir).map_or("./rules".into(), |r| r.value)),
+            functions_dir: PathBuf::from(
+                layers.get("functions_dir", &file.functions_dir).map_or("./functions".into(), |r| r.value),
+            ),
+            service_key: service_key(layers.get("service_key", &file.service_key))?,
+            log: layers.get("log", &file.log).map_or("info".into(), |r| r.value),
+            log_format: layers.parse("log_format", &file.log_format, "human", |v| match v {
+                "human" => Ok(LogFormat::Human),
+                "json" => Ok(LogFormat::Json),
+                _ => Err(format!("expected \"human\" or \"json\", got {v:?}")),
+            })?,
+            body_limit: layers.parse("body_limit", &file.body_limit.map(|n| n.to_string()), "10485760", |v| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
+            })?,
+            cors: layers.parse(
+                "cors_origins",
+                &file.cors_origins.as_ref().map(|list| list.join(",")),
+                "*",
+                parse_cors,
+            )?,
+        })
+    }
+}
+
+fn read_file_settings(flags: &Overrides, env: &dyn Env) -> Result<FileSettings, ConfigError> {
+    let (path, required) = match (&flags.config, env.var("NIMBUS_CONFIG")) {
+        (Some(path), _) => (path.clone(), true),
+        (None, Some(path)) => (PathBuf::from(path), true),
+        (None, None) => (PathBuf::from("nimbus.toml"), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(FileSettings::default()),
+        Err(e) => return Err(file_error(&path, e.to_string())),
+    };
+    toml::from_str(&text).map_err(|e| file_error(&path, e.message().to_owned()))
+}
+
+fn file_error(path: &Path, problem: String) -> ConfigError {
+    ConfigError::File { path: path.display().to_string(), problem }
+}
+
+struct Layers<'a> {
+    flags: &'a Overrides,
+    env: &'a dyn Env,
+}
+
+impl Layers<'_> {
+    /// The highest-priority value of a setting: flag, then env, then file.
+    fn get(&self, key: &str, file_value: &Option<String>) -> Option<Raw> {
+        let env_name = format!("NIMBUS_{}", key.to_uppercase());
+        let flag_name = format!("--{}", key.replace('_', "-"));
+        if let Some(value) = flag_value(self.flags, key) {
+            return Some(Raw { value, source: flag_name });
+        }
+        if let Some(value) = self.env.var(&env_name) {
+            return Some(Raw { value, source: env_name });
+        }
+        file_value.clone().map(|value| Raw { value, source: format!("nimbus.toml: {key}") })
+    }
+
+    fn parse<T>(
+        &self,
+        key: &str,
+        file_value: &Option<String>,
+        default: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match self.get(key, file_value) {
+            Some(raw) => parse(raw.value.trim()).map_err(|problem| ConfigError::Invalid { setting: raw.source, problem }),
+            None => parse(default).map_err(|problem| ConfigError::Invalid { setting: key.into(), problem }),
+        }
+    }
+}
+
+fn flag_value(flags: &Overrides, key: &str) -> Option<String> {
+    match key {
+        "listen" => flags.listen.clone(),
+        "data_dir" => flags.data_dir.clone(),
+        "database_url" => flags.database_url.clone(),
+        "rules_dir" => flags.rules_dir.clone(),
+        "functions_dir" => flags.functions_dir.clone(),
+        "log" => flags.log.clone(),
+        "log_format" => flags.log_format.clone(),
+        "body_limit" => flags.body_limit.clone(),
+        "cors_origins" => flags.cors_origins.clone(),
+        _ => None,
+    }
+}
+
+fn database_config(raw: Option<Raw>, data_dir: &Path) -> Result<DatabaseConfig, ConfigError> {
+    let Some(raw) = raw.filter(|r| !r.value.trim().is_empty()) else {
+        return Ok(DatabaseConfig::Sqlite { path: data_dir.join("nimbus.db") });
+    };
+    let value = raw.value.trim();
+    if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+        Ok(DatabaseConfig::Postgres { url: SecretString::from(value.to_owned()) })
+    } else if let Some(path) = value.strip_prefix("sqlite://").or_else(|| value.strip_prefix("sqlite:")) {
+        Ok(DatabaseConfig::Sqlite { path: PathBuf::from(path) })
+    } else {
+        Err(ConfigError::Invalid {
+            setting: raw.source,
+            problem: "expected a postgres:// or sqlite: URL".into(),
+        })
+    }
+}
+
+fn service_key(raw: Option<Raw>) -> Result<Option<SecretString>, ConfigError> {
+    match raw {
+        None => Ok(None),
+        Some(raw) if raw.value.len() < 16 => Err(ConfigError::Invalid {
+            setting: raw.source,
+            problem: "must be at least 16 characters".into(),
+        }),
+        Some(raw) => Ok(Some(SecretString::from(raw.value))),
+    }
+}
+
+fn parse_cors(value: &str) -> Result<CorsOrigins, String> {
+    if value == "*" {
+        return Ok(CorsOrigins::Any);
+    }
+    let origins: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    for origin in &origins {
+        if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
+            return Err(format!("invalid origin {origin:?} (expected e.g. https://app.example.com)"));
+        }
+    }
+    Ok(CorsOrigins::List(origins))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct FakeEnv(HashMap<&'static str, &'static str>);
+    impl Env for FakeEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| v.to_string())
+        }
+    }
+
+    fn load(flags: Overrides, env: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
+        Config::load(&flags, &FakeEnv(env.iter().copied().collect()))
+    }
+
+    #[test]
+    fn defaults_without_any_configuration() {
+        let config = load(Overrides::default(), &[]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8090");
+        assert!(matches!(config.database, DatabaseConfig::Sqlite { ref path } if path.ends_with("nimbus-data/nimbus.db")));
+        assert_eq!(config.body_limit, 10 * 1024 * 1024);
+        assert_eq!(config.cors, CorsOrigins::Any);
+    }
+
+    #[test]
+    fn invalid_env_setting_names_the_variable() {
+        let err = load(Overrides::default(), &[("NIMBUS_LISTEN", "x")]).unwrap_err();
+        assert_eq!(err.to_string(), "NIMBUS_LISTEN: invalid socket address \"x\"");
+    }
+
+    #[test]
+    fn flags_override_env() {
+        let flags = Overrides { listen: Some("127.0.0.1:9".into()), ..Default::default() };
+        let config = load(flags, &[("NIMBUS_LISTEN", "x")]).unwrap();
+        assert_eq!(config.listen.port(), 9);
+        let flags = Overrides { body_limit: Some("-1".into()), ..Default::default() };
+        assert!(load(flags, &[]).unwrap_err().to_string().starts_with("--body-limit: "));
+    }
+
+    #[test]
+    fn file_settings_are_the_lowest_layer() {
+        let dir = std::env::temp_dir().join(format!("nimbus-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("n.toml");
+        std::fs::write(&file, "listen = \"127.0.0.1:7\"\nbody_limit = 5\n").unwrap();
+        let flags = Overrides { config: Some(file.clone()), ..Default::default() };
+        let config = load(flags.clone(), &[("NIMBUS_BODY_LIMIT", "6")]).unwrap();
+        assert_eq!((config.listen.port(), config.body_limit), (7, 6));
+        std::fs::write(&file, "lisen = 1\n").unwrap();
+        assert!(load(flags, &[]).unwrap_err().to_string().contains("unknown field `lisen`"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn database_url_selects_the_backend() {
+        let config = load(Overrides::default(), &[("NIMBUS_DATABASE_URL", "postgres://u@h/db")]).unwrap();
+        assert!(matches!(config.database, DatabaseConfig::Postgres { .. }));
+        let err = load(Overrides::default(), &[("NIMBUS_DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert!(err.to_string().starts_with("NIMBUS_DATABASE_URL: "));
+    }
+}

@@ -1,0 +1,64 @@
+//! Renders every failure as the one error shape
+//! `{"error": {"code": "...", "message": "..."}}` with the status from
+//! `error::ErrorCode`. Internal and unavailable errors are logged with an id and
+//! the client gets only that id, never the underlying text.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::{ApiFailure, ErrorCode};
+
+/// An error on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into(), retry_after_secs: None }
+    }
+}
+
+impl<E: ApiFailure> From<E> for ApiError {
+    fn from(failure: E) -> Self {
+        let code = failure.code();
+        let message = match code {
+            ErrorCode::Internal | ErrorCode::Unavailable => {
+                let id = uuid::Uuid::new_v4();
+                tracing::error!(error_id = %id, code = %code, "{failure}");
+                match code {
+                    ErrorCode::Internal => format!("internal error (id {id})"),
+                    _ => format!("service unavailable (id {id})"),
+                }
+            }
+            _ => failure.to_string(),
+        };
+        ApiError { code, message, retry_after_secs: failure.retry_after_secs() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert("retry-after", HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// The fallback for paths no route matches.
+pub async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such route")
+}
+
+/// The fallback for a known path asked with a method it does not serve.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+}

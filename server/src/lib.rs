@@ -1,0 +1,24 @@
+//! Nimbus: a self-hosted backend-as-a-service in one binary.
+//!
+//! Data flows one way: request → `http` (gateway) → feature module → `store`.
+//! See `docs/ARCHITECTURE.md` for the map.
+
+/// Wires the parts together; `build` is shared by `main` and tests.
+pub mod app;
+/// Who is calling: service key (and, later, users and tokens).
+pub mod auth;
+/// Command-line interface: `serve`, `migrate`, `version`.
+pub mod cli;
+/// The typed configuration: file → env → flags, validated at start.
+pub mod config;
+/// Stable error codes and the code → HTTP status table.
+pub mod error;
+/// The gateway: router, layers, error rendering, extractors, health, metrics.
+pub mod http;
+/// The only module that speaks SQL: SQLite and PostgreSQL backends.
+pub mod store;
+/// Log setup.
+pub mod telemetry;
+
+#[cfg(test)]
+mod tidy;

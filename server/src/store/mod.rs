@@ -1,0 +1,162 @@
+//! The storage layer: the only module that speaks SQL. Queries that both
+//! databases understand are written once here, through the `read!`/`write!`
+//! macros that run the same statement text on whichever pool is open;
+//! `sqlite.rs` and `postgres.rs` hold every dialect difference (connection
+//! setup, migrations, JSON and locking syntax). Nothing above this module knows
+//! which database it runs on, and it imports nothing from the rest of the server
+//! but the error codes.
+
+mod postgres;
+mod sqlite;
+
+use crate::config::DatabaseConfig;
+use crate::error::{ApiFailure, ErrorCode};
+
+/// What went wrong talking to the database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or opened (logged, never sent to clients).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique key is already taken.
+    #[error("already exists")]
+    AlreadyExists,
+    /// Any other database failure (logged with an id; the client sees only the id).
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl ApiFailure for StoreError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::Unavailable(_) => ErrorCode::Unavailable,
+            StoreError::AlreadyExists => ErrorCode::AlreadyExists,
+            StoreError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// Explicit mapping of driver errors: constraint violations become their own
+/// variants, connection trouble is `Unavailable`, the rest is `Internal`.
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::AlreadyExists,
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Internal(format!("migration failed: {e}"))
+    }
+}
+
+/// The open connection pools of one backend.
+enum Pools {
+    Sqlite(sqlite::SqlitePools),
+    Postgres(sqlx::PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to a pool that may serve reads.
+macro_rules! read {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &*$store.pools {
+            Pools::Sqlite(pools) => {
+                let $pool = &pools.readers;
+                $body
+            }
+            Pools::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$pool` bound to the pool that takes writes.
+macro_rules! write {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &*$store.pools {
+            Pools::Sqlite(pools) => {
+                let $pool = &pools.writer;
+                $body
+            }
+            Pools::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A handle to the database, cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pools: std::sync::Arc<Pools>,
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its folder when needed); does not migrate.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Store, StoreError> {
+        let pools = match config {
+            DatabaseConfig::Sqlite { path } => Pools::Sqlite(sqlite::SqlitePools::open(path).await?),
+            DatabaseConfig::Postgres { url } => Pools::Postgres(postgres::connect(url).await?),
+        };
+        Ok(Store { pools: std::sync::Arc::new(pools) })
+    }
+
+    /// `"sqlite"` or `"postgres"`, for logs.
+    pub fn backend_name(&self) -> &'static str {
+        match *self.pools {
+            Pools::Sqlite(_) => "sqlite",
+            Pools::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies pending migrations from `migrations/<backend>/`.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &*self.pools {
+            Pools::Sqlite(pools) => sqlite::MIGRATOR.run(&pools.writer).await?,
+            Pools::Postgres(pool) => postgres::MIGRATOR.run(pool).await?,
+        }
+        Ok(())
+    }
+
+    /// Whether the database answers and every migration this binary knows is applied.
+    pub async fn ready(&self) -> Result<bool, StoreError> {
+        let known = match *self.pools {
+            Pools::Sqlite(_) => sqlite::MIGRATOR.iter().count(),
+            Pools::Postgres(_) => postgres::MIGRATOR.iter().count(),
+        };
+        let applied: i64 = read!(self, |pool| {
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?
+        });
+        Ok(applied as usize == known)
+    }
+
+    pub async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(read!(self, |pool| {
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(pool).await?
+        }))
+    }
+
+    /// Stores `value` unless the key exists; returns whether it was stored.
+    pub async fn insert_setting_if_absent(&self, key: &str, value: &str) -> Result<bool, StoreError> {
+        let inserted = write!(self, |pool| {
+            sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                .bind(key)
+                .bind(value)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(inserted == 1)
+    }
+
+    /// Closes every pool, waiting for connections in use.
+    pub async fn close(&self) {
+        match &*self.pools {
+            Pools::Sqlite(pools) => pools.close().await,
+            Pools::Postgres(pool) => pool.close().await,
+        }
+    }
+}
