@@ -1,0 +1,240 @@
+//! Starts the real `nimbus` binary on a free port with a fresh data dir,
+//! against SQLite or a fresh PostgreSQL database (dropped afterwards), and
+//! offers small HTTP helpers. Nothing is shared between tests.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub const SERVICE_KEY: &str = "nsk_test_service_key_0123456789";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Emits `mod <name> { sqlite, postgres }` tests calling `async fn <name>(Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() { super::$name($crate::harness::Backend::Sqlite).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() { super::$name($crate::harness::Backend::Postgres).await }
+        }
+    )*};
+}
+
+pub fn nimbus_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_nimbus")
+}
+
+/// The PostgreSQL server tests create their databases on.
+pub fn postgres_admin_url() -> String {
+    std::env::var("NIMBUS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A fresh PostgreSQL database, dropped when this value is.
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let name = format!(
+            "nimbus_test_{}_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst),
+            rand::random::<u32>()
+        );
+        let admin = postgres_admin_url();
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is not reachable ({e}); set NIMBUS_TEST_DATABASE_URL"));
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+        PgDatabase { url: format!("{base}/{name}"), name }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            runtime.block_on(async {
+                if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                }
+            })
+        })
+        .join();
+    }
+}
+
+/// A running `nimbus serve` process.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub stdout_lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub client: reqwest::Client,
+    _db: Option<PgDatabase>,
+}
+
+/// What to start a server with.
+#[derive(Default)]
+pub struct Options {
+    pub env: Vec<(String, String)>,
+    /// Files to write into the project folder before start (path, content).
+    pub files: Vec<(String, String)>,
+}
+
+impl Options {
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub fn file(mut self, path: &str, content: &str) -> Self {
+        self.files.push((path.into(), content.into()));
+        self
+    }
+}
+
+impl Server {
+    pub async fn start(backend: Backend) -> Server {
+        Server::start_with(backend, Options::default()).await
+    }
+
+    pub async fn start_with(backend: Backend, options: Options) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(PgDatabase::create().await),
+        };
+        for (path, content) in &options.files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, content).expect("write project file");
+        }
+        let mut command = base_command(dir.path());
+        if let Some(db) = &db {
+            command.env("NIMBUS_DATABASE_URL", &db.url);
+        }
+        for (key, value) in &options.env {
+            command.env(key, value);
+        }
+        let (child, base, stdout_lines) = spawn_and_wait_for_address(command);
+        let server = Server { child, base, dir, stdout_lines, client: reqwest::Client::new(), _db: db };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(response) = self.client.get(self.url("/readyz")).send().await {
+                if response.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("server at {} never became ready", self.base);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait for nimbus")
+    }
+
+    /// Sends `method path` with an optional JSON body and bearer token.
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request sent");
+        read(response).await
+    }
+
+    /// Like `call`, with the service key.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call(method, path, Some(SERVICE_KEY), body).await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Status and JSON body (or `Value::String` of the text when not JSON).
+pub async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
+
+/// A `nimbus serve` command in `dir` on a free port, with the test service key.
+pub fn base_command(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(nimbus_bin());
+    command
+        .arg("serve")
+        .current_dir(dir)
+        .env_remove("NIMBUS_DATABASE_URL")
+        .env("NIMBUS_LISTEN", "127.0.0.1:0")
+        .env("NIMBUS_SERVICE_KEY", SERVICE_KEY)
+        .env("NIMBUS_LOG", "warn");
+    command
+}
+
+/// Spawns the command and reads stdout until the server says where it listens.
+pub fn spawn_and_wait_for_address(
+    mut command: Command,
+) -> (Child, String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    command.stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let mut child = command.spawn().expect("spawn nimbus");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let seen = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.to_owned());
+            }
+            seen.lock().expect("lines").push(line);
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(addr) => (child, format!("http://{addr}"), lines),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("nimbus did not print its address; output: {:?}", lines.lock().expect("lines"));
+        }
+    }
+}

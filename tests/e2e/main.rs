@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `nimbus` binary over HTTP, every data test once
+//! on SQLite and once on PostgreSQL (see `harness::on_both_backends!`).
+
+mod harness;
+
+mod foundation;
