@@ -1,13 +1,10 @@
 //! The storage layer: the only module that speaks SQL. Queries that both
-//! databases understand are written once here, through the `read!`/`write!`
+//! databases understand are written once here, through the `on_reader!`/`on_writer!`
 //! macros that run the same statement text on whichever pool is open;
 //! `sqlite.rs` and `postgres.rs` hold every dialect difference (connection
 //! setup, migrations, JSON and locking syntax). Nothing above this module knows
 //! which database it runs on, and it imports nothing from the rest of the server
 //! but the error codes.
-
-mod postgres;
-mod sqlite;
 
 use crate::config::DatabaseConfig;
 use crate::error::{ApiFailure, ErrorCode};
@@ -21,6 +18,9 @@ pub enum StoreError {
     /// A unique key is already taken.
     #[error("already exists")]
     AlreadyExists,
+    /// The transaction lost a race (deadlock, serialization failure); retrying may succeed.
+    #[error("transaction conflict: {0}")]
+    Conflict(String),
     /// Any other database failure (logged with an id; the client sees only the id).
     #[error("database error: {0}")]
     Internal(String),
@@ -31,6 +31,7 @@ impl ApiFailure for StoreError {
         match self {
             StoreError::Unavailable(_) => ErrorCode::Unavailable,
             StoreError::AlreadyExists => ErrorCode::AlreadyExists,
+            StoreError::Conflict(_) => ErrorCode::Unavailable,
             StoreError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -42,6 +43,9 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::AlreadyExists,
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")) => {
+                StoreError::Conflict(e.to_string())
+            }
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 StoreError::Unavailable(e.to_string())
             }
@@ -63,7 +67,7 @@ enum Pools {
 }
 
 /// Runs `$body` with `$pool` bound to a pool that may serve reads.
-macro_rules! read {
+macro_rules! on_reader {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &*$store.pools {
             Pools::Sqlite(pools) => {
@@ -76,7 +80,7 @@ macro_rules! read {
 }
 
 /// Runs `$body` with `$pool` bound to the pool that takes writes.
-macro_rules! write {
+macro_rules! on_writer {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &*$store.pools {
             Pools::Sqlite(pools) => {
@@ -87,6 +91,11 @@ macro_rules! write {
         }
     };
 }
+
+pub mod documents;
+mod postgres;
+pub mod query;
+mod sqlite;
 
 /// A handle to the database, cheap to clone.
 #[derive(Clone)]
@@ -127,21 +136,21 @@ impl Store {
             Pools::Sqlite(_) => sqlite::MIGRATOR.iter().count(),
             Pools::Postgres(_) => postgres::MIGRATOR.iter().count(),
         };
-        let applied: i64 = read!(self, |pool| {
+        let applied: i64 = on_reader!(self, |pool| {
             sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?
         });
         Ok(applied as usize == known)
     }
 
     pub async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(read!(self, |pool| {
+        Ok(on_reader!(self, |pool| {
             sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(pool).await?
         }))
     }
 
     /// Stores `value` unless the key exists; returns whether it was stored.
     pub async fn insert_setting_if_absent(&self, key: &str, value: &str) -> Result<bool, StoreError> {
-        let inserted = write!(self, |pool| {
+        let inserted = on_writer!(self, |pool| {
             sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
                 .bind(key)
                 .bind(value)

@@ -7,6 +7,8 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::documents::{apply_writes, now_micros, CommitError, Committed, Write, WriteSql};
+use super::query::{Dialect, FieldPath, Param, Scalar};
 use super::StoreError;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -19,4 +21,89 @@ pub(super) async fn connect(url: &SecretString) -> Result<PgPool, StoreError> {
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await?)
+}
+
+/// PostgreSQL reads JSON fields with `#>` / `#>>` and `jsonb_typeof`; strings
+/// compare with the "C" collation (bytewise, as SQLite does).
+pub(super) struct PostgresDialect;
+
+fn json_path(field: &FieldPath) -> String {
+    format!("'{{{}}}'", field.segments().join(","))
+}
+
+impl Dialect for PostgresDialect {
+    fn rank(&self, field: &FieldPath) -> String {
+        format!(
+            "(CASE jsonb_typeof(data #> {}) WHEN 'null' THEN 0::int8 WHEN 'boolean' THEN 1::int8 WHEN 'number' THEN 2::int8 \
+             WHEN 'string' THEN 3::int8 WHEN 'array' THEN 4::int8 WHEN 'object' THEN 5::int8 END)",
+            json_path(field)
+        )
+    }
+
+    fn num(&self, field: &FieldPath) -> String {
+        let p = json_path(field);
+        format!(
+            "(CASE jsonb_typeof(data #> {p}) WHEN 'number' THEN (data #> {p})::float8 \
+             WHEN 'boolean' THEN (CASE WHEN (data #> {p})::boolean THEN 1.0::float8 ELSE 0.0::float8 END) ELSE 0.0::float8 END)"
+        )
+    }
+
+    fn text(&self, field: &FieldPath) -> String {
+        let p = json_path(field);
+        format!("((CASE jsonb_typeof(data #> {p}) WHEN 'string' THEN data #>> {p} ELSE '' END) COLLATE \"C\")")
+    }
+
+    fn array_contains(&self, field: &FieldPath, _value: &Scalar, param: &str) -> String {
+        let p = json_path(field);
+        format!("(jsonb_typeof(data #> {p}) = 'array' AND (data #> {p}) @> jsonb_build_array({param}::jsonb))")
+    }
+
+    fn array_element_param(&self, value: &Scalar) -> Option<Param> {
+        let json = match value {
+            Scalar::Null => serde_json::Value::Null,
+            Scalar::Bool(b) => serde_json::Value::Bool(*b),
+            Scalar::Number(n) => serde_json::json!(n),
+            Scalar::String(s) => serde_json::Value::String(s.clone()),
+        };
+        Some(Param::Text(json.to_string()))
+    }
+
+    fn data_text(&self) -> &'static str {
+        "data::text"
+    }
+}
+
+static WRITE_SQL: WriteSql = WriteSql {
+    select_current: "SELECT id, data::text, version, create_time, update_time FROM documents \
+                     WHERE collection = $1 AND id = $2 FOR UPDATE",
+    insert: "INSERT INTO documents (collection, id, data, version, create_time, update_time) \
+             VALUES ($1, $2, $3::jsonb, 1, $4, $4)",
+    update: "UPDATE documents SET data = $3::jsonb, version = version + 1, update_time = $4 \
+             WHERE collection = $1 AND id = $2",
+    delete: "DELETE FROM documents WHERE collection = $1 AND id = $2",
+    change: "INSERT INTO changes (collection, doc_id, kind, version, before, after, time) \
+             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)",
+};
+
+/// Attempts at a commit that loses a race (a concurrent insert of the same id,
+/// a deadlock between two batches) before giving up.
+const ATTEMPTS: usize = 4;
+
+/// Runs the writes in one transaction, row locks taken as they are read.
+pub(super) async fn commit(pool: &PgPool, writes: Vec<Write>) -> Result<Vec<Committed>, CommitError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let now = now_micros();
+        let mut tx = pool.begin().await.map_err(StoreError::from)?;
+        let result = apply_writes!(tx, &WRITE_SQL, &writes, now);
+        let result = match result {
+            Ok(committed) => tx.commit().await.map(|()| committed).map_err(|e| CommitError::Store(e.into())),
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(CommitError::Store(StoreError::AlreadyExists | StoreError::Conflict(_))) if attempt < ATTEMPTS => continue,
+            other => return other,
+        }
+    }
 }

@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+use tokio::sync::{mpsc, oneshot};
+
+use super::documents::{apply_writes, now_micros, CommitError, Committed, Write, WriteSql};
+use super::query::{Dialect, FieldPath, Param, Scalar};
 use super::StoreError;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -16,6 +20,7 @@ const READERS: u32 = 4;
 pub(super) struct SqlitePools {
     pub writer: SqlitePool,
     pub readers: SqlitePool,
+    pub queue: WriteQueue,
 }
 
 impl SqlitePools {
@@ -36,11 +41,144 @@ impl SqlitePools {
             .max_connections(READERS)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqlitePools { writer, readers })
+        let queue = WriteQueue::start(writer.clone());
+        Ok(SqlitePools { writer, readers, queue })
     }
 
     pub async fn close(&self) {
         self.readers.close().await;
         self.writer.close().await;
     }
+}
+
+/// SQLite reads JSON fields with `json_type` / `json_extract`.
+pub(super) struct SqliteDialect;
+
+fn json_path(field: &FieldPath) -> String {
+    format!("'$.{}'", field.segments().join("."))
+}
+
+impl Dialect for SqliteDialect {
+    fn rank(&self, field: &FieldPath) -> String {
+        format!(
+            "(CASE json_type(data, {}) WHEN 'null' THEN 0 WHEN 'true' THEN 1 WHEN 'false' THEN 1 \
+             WHEN 'integer' THEN 2 WHEN 'real' THEN 2 WHEN 'text' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 END)",
+            json_path(field)
+        )
+    }
+
+    fn num(&self, field: &FieldPath) -> String {
+        let p = json_path(field);
+        format!(
+            "(CASE json_type(data, {p}) WHEN 'true' THEN 1.0 WHEN 'false' THEN 0.0 \
+             WHEN 'integer' THEN CAST(json_extract(data, {p}) AS REAL) WHEN 'real' THEN json_extract(data, {p}) ELSE 0.0 END)"
+        )
+    }
+
+    fn text(&self, field: &FieldPath) -> String {
+        let p = json_path(field);
+        format!("(CASE json_type(data, {p}) WHEN 'text' THEN json_extract(data, {p}) ELSE '' END)")
+    }
+
+    fn array_contains(&self, field: &FieldPath, value: &Scalar, param: &str) -> String {
+        let p = json_path(field);
+        let element = match value {
+            Scalar::Null => "je.type = 'null'".to_owned(),
+            Scalar::Bool(true) => "je.type = 'true'".to_owned(),
+            Scalar::Bool(false) => "je.type = 'false'".to_owned(),
+            Scalar::Number(_) => format!("je.type IN ('integer', 'real') AND je.value = {param}"),
+            Scalar::String(_) => format!("je.type = 'text' AND je.value = {param}"),
+        };
+        format!(
+            "(json_type(data, {p}) = 'array' AND EXISTS (SELECT 1 FROM json_each(documents.data, {p}) AS je WHERE {element}))"
+        )
+    }
+
+    fn array_element_param(&self, value: &Scalar) -> Option<Param> {
+        match value {
+            Scalar::Null | Scalar::Bool(_) => None,
+            Scalar::Number(n) => Some(Param::Real(*n)),
+            Scalar::String(s) => Some(Param::Text(s.clone())),
+        }
+    }
+
+    fn data_text(&self) -> &'static str {
+        "data"
+    }
+}
+
+pub(super) static WRITE_SQL: WriteSql = WriteSql {
+    select_current: "SELECT id, data, version, create_time, update_time FROM documents WHERE collection = $1 AND id = $2",
+    insert: "INSERT INTO documents (collection, id, data, version, create_time, update_time) VALUES ($1, $2, $3, 1, $4, $4)",
+    update: "UPDATE documents SET data = $3, version = version + 1, update_time = $4 WHERE collection = $1 AND id = $2",
+    delete: "DELETE FROM documents WHERE collection = $1 AND id = $2",
+    change: "INSERT INTO changes (collection, doc_id, kind, version, before, after, time) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+};
+
+/// Most commits one writer transaction takes in at once.
+const GROUP_MAX: usize = 256;
+
+type Reply = oneshot::Sender<Result<Vec<Committed>, CommitError>>;
+
+/// The single writer: commits arrive on a channel, and whatever is waiting is
+/// committed together in one transaction (group commit), each commit inside
+/// its own savepoint so a rejected one leaves the others intact.
+pub(super) struct WriteQueue {
+    sender: mpsc::Sender<(Vec<Write>, Reply)>,
+}
+
+impl WriteQueue {
+    fn start(writer: SqlitePool) -> WriteQueue {
+        let (sender, receiver) = mpsc::channel(4096);
+        tokio::spawn(run_writer(writer, receiver));
+        WriteQueue { sender }
+    }
+
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>, CommitError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send((writes, reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+    }
+}
+
+async fn run_writer(writer: SqlitePool, mut receiver: mpsc::Receiver<(Vec<Write>, Reply)>) {
+    let mut group = Vec::with_capacity(GROUP_MAX);
+    while receiver.recv_many(&mut group, GROUP_MAX).await > 0 {
+        let results = commit_group(&writer, &group).await;
+        let replies = group.drain(..).map(|(_, reply)| reply);
+        match results {
+            Ok(results) => replies.zip(results).for_each(|(reply, result)| {
+                let _ = reply.send(result);
+            }),
+            Err(e) => {
+                let message = e.to_string();
+                replies.for_each(|reply| {
+                    let _ = reply.send(Err(StoreError::Internal(message.clone()).into()));
+                });
+            }
+        }
+    }
+}
+
+async fn commit_group(
+    writer: &SqlitePool,
+    group: &[(Vec<Write>, Reply)],
+) -> Result<Vec<Result<Vec<Committed>, CommitError>>, StoreError> {
+    let now = now_micros();
+    let mut tx = writer.begin().await?;
+    let mut results = Vec::with_capacity(group.len());
+    for (writes, _) in group {
+        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+        let result = apply_writes!(savepoint, &WRITE_SQL, writes, now);
+        match result {
+            Ok(_) => savepoint.commit().await?,
+            Err(_) => savepoint.rollback().await?,
+        }
+        results.push(result);
+    }
+    tx.commit().await?;
+    Ok(results)
 }

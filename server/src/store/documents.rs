@@ -1,0 +1,306 @@
+//! Document rows: read one, commit a group of writes atomically (each write
+//! is a mutation of the current row, evaluated inside the transaction, so
+//! preconditions and merges see committed state), record every change in the
+//! change log in the same transaction, and run structured queries.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::query::{self, Aggregate, Cursor, Dialect, FieldPath, Query, SortKey};
+use super::{Pools, Store, StoreError};
+
+/// Where a document lives: its collection path (`posts/p1/comments`) and id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DocKey {
+    pub collection: String,
+    pub id: String,
+}
+
+/// A document row. `data` is the stored JSON text, returned without re-parsing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredDoc {
+    pub id: String,
+    pub data: String,
+    pub version: i64,
+    pub create_time: i64,
+    pub update_time: i64,
+}
+
+/// What a mutation decided to do with the row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Store this JSON text (creating the row when missing).
+    Put(String),
+    /// Remove the row (a no-op when missing).
+    Delete,
+}
+
+/// Why a mutation refused to apply; the whole commit is then rolled back.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rejection {
+    NotFound,
+    AlreadyExists,
+    VersionMismatch { expected: i64, actual: Option<i64> },
+    Invalid(String),
+}
+
+/// Decides a write from the current row (if any) and the commit time (µs).
+pub type Mutation = Box<dyn Fn(Option<&StoredDoc>, i64) -> Result<Outcome, Rejection> + Send + Sync>;
+
+pub struct Write {
+    pub key: DocKey,
+    pub mutation: Mutation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Create,
+    Update,
+    Delete,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Update => "update",
+            ChangeKind::Delete => "delete",
+        }
+    }
+}
+
+/// The result of one committed write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub key: DocKey,
+    /// `None` when a delete found nothing to delete.
+    pub kind: Option<ChangeKind>,
+    /// The row after the write (`None` after a delete).
+    pub doc: Option<StoredDoc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("write {index} rejected: {rejection:?}")]
+    Rejected { index: usize, rejection: Rejection },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One page of query results, each with the cursor just after it.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub documents: Vec<(StoredDoc, Cursor)>,
+    pub has_more: bool,
+}
+
+/// The statements of a write, in each dialect's spelling.
+pub(super) struct WriteSql {
+    pub select_current: &'static str,
+    pub insert: &'static str,
+    pub update: &'static str,
+    pub delete: &'static str,
+    pub change: &'static str,
+}
+
+pub(super) fn now_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
+}
+
+/// Applies `$writes` in order on `$conn` (a connection inside a transaction),
+/// evaluating to `Result<Vec<Committed>, CommitError>`. A macro because the
+/// connection types of the two drivers differ while the steps do not.
+macro_rules! apply_writes {
+    ($conn:expr, $sql:expr, $writes:expr, $now:expr) => {{
+        async {
+            let sql: &$crate::store::documents::WriteSql = $sql;
+            let mut committed = Vec::with_capacity($writes.len());
+            for (index, write) in $writes.iter().enumerate() {
+                let current: Option<$crate::store::documents::StoredDoc> = sqlx::query_as::<_, (String, String, i64, i64, i64)>(sql.select_current)
+                    .bind(&write.key.collection)
+                    .bind(&write.key.id)
+                    .fetch_optional(&mut *$conn)
+                    .await
+                    .map_err($crate::store::StoreError::from)?
+                    .map(|(id, data, version, create_time, update_time)| $crate::store::documents::StoredDoc { id, data, version, create_time, update_time });
+                let outcome = (write.mutation)(current.as_ref(), $now)
+                    .map_err(|rejection| $crate::store::documents::CommitError::Rejected { index, rejection })?;
+                let (kind, after) = match (outcome, current.as_ref()) {
+                    ($crate::store::documents::Outcome::Delete, None) => (None, None),
+                    ($crate::store::documents::Outcome::Delete, Some(_)) => {
+                        sqlx::query(sql.delete).bind(&write.key.collection).bind(&write.key.id).execute(&mut *$conn).await.map_err($crate::store::StoreError::from)?;
+                        (Some($crate::store::documents::ChangeKind::Delete), None)
+                    }
+                    ($crate::store::documents::Outcome::Put(data), None) => {
+                        sqlx::query(sql.insert).bind(&write.key.collection).bind(&write.key.id).bind(&data).bind($now).execute(&mut *$conn).await.map_err($crate::store::StoreError::from)?;
+                        let doc = $crate::store::documents::StoredDoc { id: write.key.id.clone(), data, version: 1, create_time: $now, update_time: $now };
+                        (Some($crate::store::documents::ChangeKind::Create), Some(doc))
+                    }
+                    ($crate::store::documents::Outcome::Put(data), Some(old)) => {
+                        sqlx::query(sql.update).bind(&write.key.collection).bind(&write.key.id).bind(&data).bind($now).execute(&mut *$conn).await.map_err($crate::store::StoreError::from)?;
+                        let doc = $crate::store::documents::StoredDoc { id: write.key.id.clone(), data, version: old.version + 1, create_time: old.create_time, update_time: $now };
+                        (Some($crate::store::documents::ChangeKind::Update), Some(doc))
+                    }
+                };
+                if let Some(kind) = kind {
+                    let version = after.as_ref().map_or_else(|| current.as_ref().map_or(0, |c| c.version + 1), |d| d.version);
+                    sqlx::query(sql.change)
+                        .bind(&write.key.collection)
+                        .bind(&write.key.id)
+                        .bind(kind.as_str())
+                        .bind(version)
+                        .bind(current.as_ref().map(|c| c.data.as_str()))
+                        .bind(after.as_ref().map(|d| d.data.as_str()))
+                        .bind($now)
+                        .execute(&mut *$conn)
+                        .await
+                        .map_err($crate::store::StoreError::from)?;
+                }
+                committed.push($crate::store::documents::Committed { key: write.key.clone(), kind, doc: after });
+            }
+            Ok::<_, $crate::store::documents::CommitError>(committed)
+        }
+        .await
+    }};
+}
+pub(super) use apply_writes;
+
+/// Binds query parameters onto a `sqlx` query of either driver.
+macro_rules! bind_params {
+    ($query:expr, $params:expr) => {{
+        let mut q = $query;
+        for param in $params {
+            q = match param {
+                $crate::store::query::Param::Int(v) => q.bind(*v),
+                $crate::store::query::Param::Real(v) => q.bind(*v),
+                $crate::store::query::Param::Text(v) => q.bind(v.as_str()),
+            };
+        }
+        q
+    }};
+}
+
+fn dialect(pools: &Pools) -> &'static dyn Dialect {
+    match pools {
+        Pools::Sqlite(_) => &super::sqlite::SqliteDialect,
+        Pools::Postgres(_) => &super::postgres::PostgresDialect,
+    }
+}
+
+impl Store {
+    pub async fn get_document(&self, key: &DocKey) -> Result<Option<StoredDoc>, StoreError> {
+        let sql = format!(
+            "SELECT id, {}, version, create_time, update_time FROM documents WHERE collection = $1 AND id = $2",
+            dialect(&self.pools).data_text()
+        );
+        let row: Option<(String, String, i64, i64, i64)> = on_reader!(self, |pool| {
+            sqlx::query_as(&sql).bind(&key.collection).bind(&key.id).fetch_optional(pool).await?
+        });
+        Ok(row.map(|(id, data, version, create_time, update_time)| StoredDoc { id, data, version, create_time, update_time }))
+    }
+
+    /// Applies all writes in one transaction, or none of them.
+    pub async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>, CommitError> {
+        match &*self.pools {
+            Pools::Sqlite(pools) => pools.queue.commit(writes).await,
+            Pools::Postgres(pool) => super::postgres::commit(pool, writes).await,
+        }
+    }
+
+    /// One page of documents in query order (`limit` rows at most).
+    pub async fn query_documents(&self, query: &Query) -> Result<Page, StoreError> {
+        let sql = query::select(dialect(&self.pools), query);
+        let order_fields = query.order.len();
+        let mut documents = on_reader!(self, |pool| {
+            let rows = bind_params!(sqlx::query(&sql.text), &sql.params).fetch_all(pool).await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                out.push(decode_row(row, order_fields)?);
+            }
+            out
+        });
+        let has_more = documents.len() > query.limit as usize;
+        documents.truncate(query.limit as usize);
+        Ok(Page { documents, has_more })
+    }
+
+    pub async fn count_documents(&self, query: &Query) -> Result<i64, StoreError> {
+        let sql = query::count(dialect(&self.pools), query);
+        Ok(on_reader!(self, |pool| {
+            bind_params!(sqlx::query_scalar::<_, i64>(&sql.text), &sql.params).fetch_one(pool).await?
+        }))
+    }
+
+    /// Each aggregate's value over the filtered set (`None` when no numeric value).
+    pub async fn aggregate_documents(
+        &self,
+        query: &Query,
+        aggregates: &[Aggregate],
+    ) -> Result<Vec<Option<f64>>, StoreError> {
+        let sql = query::aggregate(dialect(&self.pools), query, aggregates);
+        Ok(on_reader!(self, |pool| {
+            let row = bind_params!(sqlx::query(&sql.text), &sql.params).fetch_one(pool).await?;
+            let mut values = Vec::with_capacity(aggregates.len());
+            for i in 0..aggregates.len() {
+                values.push(sqlx::Row::try_get::<Option<f64>, _>(&row, i)?);
+            }
+            values
+        }))
+    }
+
+    /// Creates (if missing) an expression index serving equality filters and
+    /// ordering on `fields`, in that order, within one collection.
+    pub async fn ensure_index(&self, name: &str, fields: &[FieldPath]) -> Result<(), StoreError> {
+        let dialect = dialect(&self.pools);
+        let mut columns = vec!["collection".to_owned()];
+        for field in fields {
+            columns.extend(query::index_expressions(dialect, field).into_iter().map(|e| format!("({e})")));
+        }
+        columns.push("id".to_owned());
+        let sql = format!("CREATE INDEX IF NOT EXISTS {name} ON documents ({})", columns.join(", "));
+        on_writer!(self, |pool| sqlx::query(&sql).execute(pool).await.map(|_| ())?);
+        Ok(())
+    }
+
+    /// The query plan the database would use, as text (for tests and operators).
+    pub async fn explain_query(&self, query: &Query) -> Result<String, StoreError> {
+        let sql = query::select(dialect(&self.pools), query);
+        let lines: Vec<String> = match &*self.pools {
+            Pools::Sqlite(pools) => {
+                let text = format!("EXPLAIN QUERY PLAN {}", sql.text);
+                let rows = bind_params!(sqlx::query(&text), &sql.params).fetch_all(&pools.readers).await?;
+                rows.iter().map(|r| sqlx::Row::try_get::<String, _>(r, 3)).collect::<Result<_, _>>()?
+            }
+            Pools::Postgres(pool) => {
+                let text = format!("EXPLAIN {}", sql.text);
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await?;
+                let rows = bind_params!(sqlx::query(&text), &sql.params).fetch_all(&mut *tx).await?;
+                rows.iter().map(|r| sqlx::Row::try_get::<String, _>(r, 0)).collect::<Result<_, _>>()?
+            }
+        };
+        Ok(lines.join("\n"))
+    }
+}
+
+fn decode_row<R: sqlx::Row>(row: &R, order_fields: usize) -> Result<(StoredDoc, Cursor), StoreError>
+where
+    usize: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    f64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let doc = StoredDoc {
+        id: row.try_get(0)?,
+        data: row.try_get(1)?,
+        version: row.try_get(2)?,
+        create_time: row.try_get(3)?,
+        update_time: row.try_get(4)?,
+    };
+    let mut keys = Vec::with_capacity(order_fields);
+    for i in 0..order_fields {
+        let base = 5 + i * 3;
+        keys.push(SortKey { rank: row.try_get(base)?, num: row.try_get(base + 1)?, text: row.try_get(base + 2)? });
+    }
+    let cursor = Cursor { keys, id: doc.id.clone() };
+    Ok((doc, cursor))
+}

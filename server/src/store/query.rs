@@ -1,0 +1,378 @@
+//! Structured document queries, and their translation to SQL text plus
+//! parameters. The SQL is written once here; the two dialects differ only in
+//! how a JSON field is read (`Dialect`). Every field is compared through three
+//! sort keys that both databases compute the same way — its type rank
+//! (null < bool < number < string < array < map), its numeric value and its
+//! string value — so filters, ordering, cursors and declared expression
+//! indexes agree on SQLite and PostgreSQL.
+
+use std::fmt::Write as _;
+
+/// A dotted field path inside document data; segments are `[A-Za-z_][A-Za-z0-9_]*`
+/// (so a path can be written into SQL text, as expression indexes require).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPath(Vec<String>);
+
+impl FieldPath {
+    pub const MAX_DEPTH: usize = 16;
+
+    pub fn parse(text: &str) -> Option<FieldPath> {
+        let segments: Vec<String> = text.split('.').map(str::to_owned).collect();
+        let valid = |s: &String| {
+            let mut chars = s.chars();
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && s.len() <= 64
+        };
+        (segments.len() <= Self::MAX_DEPTH && segments.iter().all(valid)).then_some(FieldPath(segments))
+    }
+
+    pub fn segments(&self) -> &[String] {
+        &self.0
+    }
+}
+
+/// A value a field is compared with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Null,
+    Bool(bool),
+    Number(f64),
+    String(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CompareOp {
+    fn sql(self) -> &'static str {
+        match self {
+            CompareOp::Eq => "=",
+            CompareOp::Ne => "<>",
+            CompareOp::Lt => "<",
+            CompareOp::Le => "<=",
+            CompareOp::Gt => ">",
+            CompareOp::Ge => ">=",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    Compare { field: FieldPath, op: CompareOp, value: Scalar },
+    In { field: FieldPath, values: Vec<Scalar>, negated: bool },
+    ArrayContains { field: FieldPath, values: Vec<Scalar> },
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Asc,
+    Desc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderBy {
+    pub field: FieldPath,
+    pub direction: Direction,
+}
+
+/// The sort keys of one field of one document.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SortKey {
+    pub rank: i64,
+    pub num: f64,
+    pub text: String,
+}
+
+/// A position in a query's order: the sort keys of the order fields and the id.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor {
+    pub keys: Vec<SortKey>,
+    pub id: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub collection: String,
+    pub filter: Option<Filter>,
+    pub order: Vec<OrderBy>,
+    pub limit: u32,
+    pub start_after: Option<Cursor>,
+    pub end_before: Option<Cursor>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AggregateFn {
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+/// One aggregate over the numeric values of a field in the filtered set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    pub function: AggregateFn,
+    pub field: FieldPath,
+}
+
+/// A bound parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Param {
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// How a dialect reads one JSON field; everything else is shared SQL.
+pub(super) trait Dialect {
+    /// Type rank: 0 null, 1 bool, 2 number, 3 string, 4 array, 5 map; NULL when missing.
+    fn rank(&self, field: &FieldPath) -> String;
+    /// Numeric value of bools (0/1) and numbers, 0 otherwise.
+    fn num(&self, field: &FieldPath) -> String;
+    /// String value of strings (compared bytewise), '' otherwise.
+    fn text(&self, field: &FieldPath) -> String;
+    /// Whether the field is an array holding a value equal to `value` (bound as `param`).
+    fn array_contains(&self, field: &FieldPath, value: &Scalar, param: &str) -> String;
+    /// How `value` is bound for `array_contains`.
+    fn array_element_param(&self, value: &Scalar) -> Option<Param>;
+    /// The select expression for the document data as JSON text.
+    fn data_text(&self) -> &'static str;
+}
+
+/// SQL text and its parameters, built left to right.
+pub(super) struct Sql {
+    pub text: String,
+    pub params: Vec<Param>,
+}
+
+impl Sql {
+    fn new() -> Sql {
+        Sql { text: String::new(), params: Vec::new() }
+    }
+
+    fn bind(&mut self, param: Param) -> String {
+        self.params.push(param);
+        format!("${}", self.params.len())
+    }
+}
+
+/// The index key expressions for one field, in index order.
+pub(super) fn index_expressions(dialect: &dyn Dialect, field: &FieldPath) -> [String; 3] {
+    [dialect.rank(field), dialect.num(field), dialect.text(field)]
+}
+
+/// `SELECT id, data, version, create_time, update_time, <sort keys>… FROM documents …`
+pub(super) fn select(dialect: &dyn Dialect, query: &Query) -> Sql {
+    let mut sql = Sql::new();
+    let _ = write!(sql.text, "SELECT id, {}, version, create_time, update_time", dialect.data_text());
+    for order in &query.order {
+        let [rank, num, text] = index_expressions(dialect, &order.field);
+        let _ = write!(sql.text, ", {rank}, {num}, {text}");
+    }
+    sql.text.push_str(" FROM documents WHERE ");
+    where_clause(dialect, query, &mut sql);
+    sql.text.push_str(" ORDER BY ");
+    let keys = order_keys(dialect, query);
+    let terms: Vec<String> = keys
+        .iter()
+        .map(|(expr, dir)| format!("{expr} {}", if *dir == Direction::Asc { "ASC" } else { "DESC" }))
+        .collect();
+    sql.text.push_str(&terms.join(", "));
+    // One more than asked, to know whether a next page exists.
+    let _ = write!(sql.text, " LIMIT {}", u64::from(query.limit) + 1);
+    sql
+}
+
+/// `SELECT COUNT(*) …` over the filtered set (order and cursors apply, limit does not).
+pub(super) fn count(dialect: &dyn Dialect, query: &Query) -> Sql {
+    let mut sql = Sql::new();
+    sql.text.push_str("SELECT COUNT(*) FROM documents WHERE ");
+    where_clause(dialect, query, &mut sql);
+    sql
+}
+
+/// `SELECT <aggregate>… ` over the numeric values of each field in the filtered set.
+pub(super) fn aggregate(dialect: &dyn Dialect, query: &Query, aggregates: &[Aggregate]) -> Sql {
+    let mut sql = Sql::new();
+    sql.text.push_str("SELECT ");
+    let columns: Vec<String> = aggregates
+        .iter()
+        .map(|a| {
+            let function = match a.function {
+                AggregateFn::Sum => "SUM",
+                AggregateFn::Avg => "AVG",
+                AggregateFn::Min => "MIN",
+                AggregateFn::Max => "MAX",
+            };
+            format!("{function}(CASE WHEN {} = 2 THEN {} END)", dialect.rank(&a.field), dialect.num(&a.field))
+        })
+        .collect();
+    sql.text.push_str(&columns.join(", "));
+    sql.text.push_str(" FROM documents WHERE ");
+    where_clause(dialect, query, &mut sql);
+    sql
+}
+
+fn where_clause(dialect: &dyn Dialect, query: &Query, sql: &mut Sql) {
+    let collection = sql.bind(Param::Text(query.collection.clone()));
+    let _ = write!(sql.text, "collection = {collection}");
+    for order in &query.order {
+        let _ = write!(sql.text, " AND {} IS NOT NULL", dialect.rank(&order.field));
+    }
+    if let Some(filter) = &query.filter {
+        sql.text.push_str(" AND ");
+        filter_sql(dialect, filter, sql);
+    }
+    if let Some(cursor) = &query.start_after {
+        sql.text.push_str(" AND ");
+        cursor_sql(dialect, query, cursor, After::Yes, sql);
+    }
+    if let Some(cursor) = &query.end_before {
+        sql.text.push_str(" AND ");
+        cursor_sql(dialect, query, cursor, After::No, sql);
+    }
+}
+
+/// The full ORDER BY key list: three keys per order field, then the id.
+fn order_keys(dialect: &dyn Dialect, query: &Query) -> Vec<(String, Direction)> {
+    let mut keys = Vec::new();
+    for order in &query.order {
+        for expr in index_expressions(dialect, &order.field) {
+            keys.push((expr, order.direction));
+        }
+    }
+    let id_direction = query.order.last().map_or(Direction::Asc, |o| o.direction);
+    keys.push(("id".to_owned(), id_direction));
+    keys
+}
+
+#[derive(PartialEq)]
+enum After {
+    Yes,
+    No,
+}
+
+/// Keyset condition: rows strictly after (or before) the cursor in query order.
+fn cursor_sql(dialect: &dyn Dialect, query: &Query, cursor: &Cursor, after: After, sql: &mut Sql) {
+    let keys = order_keys(dialect, query);
+    let mut values: Vec<Param> = Vec::new();
+    for key in &cursor.keys {
+        values.push(Param::Int(key.rank));
+        values.push(Param::Real(key.num));
+        values.push(Param::Text(key.text.clone()));
+    }
+    values.push(Param::Text(cursor.id.clone()));
+    let mut alternatives = Vec::new();
+    for (i, (expr, direction)) in keys.iter().enumerate() {
+        let mut terms = Vec::new();
+        for (j, (prior, _)) in keys.iter().enumerate().take(i) {
+            let p = sql.bind(values[j].clone());
+            terms.push(format!("{prior} = {p}"));
+        }
+        let ascending_after = (*direction == Direction::Asc) == (after == After::Yes);
+        let p = sql.bind(values[i].clone());
+        terms.push(format!("{expr} {} {p}", if ascending_after { ">" } else { "<" }));
+        alternatives.push(format!("({})", terms.join(" AND ")));
+    }
+    let _ = write!(sql.text, "({})", alternatives.join(" OR "));
+}
+
+fn filter_sql(dialect: &dyn Dialect, filter: &Filter, sql: &mut Sql) {
+    match filter {
+        Filter::Compare { field, op, value } => compare_sql(dialect, field, *op, value, sql),
+        Filter::In { field, values, negated } => {
+            let op = if *negated { CompareOp::Ne } else { CompareOp::Eq };
+            let parts: Vec<Filter> = values
+                .iter()
+                .map(|value| Filter::Compare { field: field.clone(), op, value: value.clone() })
+                .collect();
+            filter_sql(dialect, &if *negated { Filter::And(parts) } else { Filter::Or(parts) }, sql);
+        }
+        Filter::ArrayContains { field, values } => {
+            let mut parts = Vec::new();
+            for value in values {
+                let param = match dialect.array_element_param(value) {
+                    Some(param) => sql.bind(param),
+                    None => String::new(),
+                };
+                parts.push(dialect.array_contains(field, value, &param));
+            }
+            join(parts, " OR ", sql);
+        }
+        Filter::And(filters) | Filter::Or(filters) => {
+            let separator = if matches!(filter, Filter::And(_)) { " AND " } else { " OR " };
+            if filters.is_empty() {
+                sql.text.push_str(if matches!(filter, Filter::And(_)) { "1 = 1" } else { "1 = 0" });
+                return;
+            }
+            sql.text.push('(');
+            for (i, inner) in filters.iter().enumerate() {
+                if i > 0 {
+                    sql.text.push_str(separator);
+                }
+                filter_sql(dialect, inner, sql);
+            }
+            sql.text.push(')');
+        }
+    }
+}
+
+fn join(parts: Vec<String>, separator: &str, sql: &mut Sql) {
+    if parts.is_empty() {
+        sql.text.push_str("1 = 0");
+    } else {
+        let _ = write!(sql.text, "({})", parts.join(separator));
+    }
+}
+
+/// `field op value`: only values of the same type rank can match; `!=` matches
+/// every present value that is not equal (including other types).
+fn compare_sql(dialect: &dyn Dialect, field: &FieldPath, op: CompareOp, value: &Scalar, sql: &mut Sql) {
+    let rank = dialect.rank(field);
+    let (value_rank, key) = match value {
+        Scalar::Null => (0, None),
+        Scalar::Bool(b) => (1, Some((dialect.num(field), Param::Real(if *b { 1.0 } else { 0.0 })))),
+        Scalar::Number(n) => (2, Some((dialect.num(field), Param::Real(*n)))),
+        Scalar::String(s) => (3, Some((dialect.text(field), Param::Text(s.clone())))),
+    };
+    let same_type_match = match key {
+        None => match op {
+            CompareOp::Eq | CompareOp::Ne | CompareOp::Le | CompareOp::Ge => format!("{rank} = 0"),
+            CompareOp::Lt | CompareOp::Gt => "1 = 0".to_owned(),
+        },
+        Some((expr, param)) => {
+            let p = sql.bind(param);
+            let op = if op == CompareOp::Ne { CompareOp::Eq } else { op };
+            format!("{rank} = {value_rank} AND {expr} {} {p}", op.sql())
+        }
+    };
+    if op == CompareOp::Ne {
+        let _ = write!(sql.text, "({rank} IS NOT NULL AND NOT ({same_type_match}))");
+    } else {
+        let _ = write!(sql.text, "({same_type_match})");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_paths_are_safe_to_embed() {
+        assert!(FieldPath::parse("dims.w").is_some());
+        assert!(FieldPath::parse("a'b").is_none());
+        assert!(FieldPath::parse("a..b").is_none());
+        assert!(FieldPath::parse("0a").is_none());
+        assert!(FieldPath::parse("").is_none());
+    }
+}
