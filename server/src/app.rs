@@ -11,6 +11,9 @@ use tokio::net::TcpListener;
 
 use crate::auth::service_key::ServiceKey;
 use crate::config::Config;
+use crate::documents::data::DataLimits;
+use crate::documents::schema::Schemas;
+use crate::documents::Documents;
 use crate::http::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
@@ -21,6 +24,7 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub service_key: ServiceKey,
+    pub documents: Documents,
 }
 
 /// Why the server could not start.
@@ -30,6 +34,8 @@ pub enum StartError {
     Store(#[source] StoreError),
     #[error("NIMBUS_LISTEN: cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
+    #[error("{0}")]
+    Config(String),
     #[error("metrics: {0}")]
     Metrics(String),
 }
@@ -44,17 +50,39 @@ pub struct App {
 }
 
 pub async fn build(config: Config) -> Result<App, StartError> {
-    let store = Store::connect(&config.database).await.map_err(StartError::Store)?;
+    let store = Store::connect(&config.database)
+        .await
+        .map_err(StartError::Store)?;
     store.migrate().await.map_err(StartError::Store)?;
-    let (service_key, new_service_key) =
-        ServiceKey::establish(config.service_key.as_ref(), &store).await.map_err(StartError::Store)?;
+    let (service_key, new_service_key) = ServiceKey::establish(config.service_key.as_ref(), &store)
+        .await
+        .map_err(StartError::Store)?;
     let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|e| StartError::Bind { addr: config.listen, reason: e.to_string() })?;
-    let state = AppState { config: Arc::new(config), store, metrics: Arc::new(metrics), service_key };
+        .map_err(|e| StartError::Bind {
+            addr: config.listen,
+            reason: e.to_string(),
+        })?;
+    let schemas = Schemas::compile(&config.schemas).map_err(StartError::Config)?;
+    crate::documents::ensure_indexes(&store, &config.indexes)
+        .await
+        .map_err(StartError::Config)?;
+    let documents = Documents::new(store.clone(), DataLimits::default(), schemas);
+    let state = AppState {
+        config: Arc::new(config),
+        store,
+        metrics: Arc::new(metrics),
+        service_key,
+        documents,
+    };
     let router = crate::http::router(state.clone());
-    Ok(App { listener, router, state, new_service_key })
+    Ok(App {
+        listener,
+        router,
+        state,
+        new_service_key,
+    })
 }
 
 impl App {
@@ -64,8 +92,13 @@ impl App {
 
     /// Serves until `shutdown` resolves, lets in-flight requests finish, then
     /// closes the database.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
         self.state.store.close().await;
         served
     }
@@ -76,14 +109,15 @@ pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = interrupt.await;
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

@@ -60,6 +60,19 @@ pub struct Config {
     pub log_format: LogFormat,
     pub body_limit: usize,
     pub cors: CorsOrigins,
+    /// Expression indexes to create on documents (from `nimbus.toml` only).
+    pub indexes: Vec<IndexSetting>,
+    /// JSON Schemas by collection pattern (`products`, `rooms/*/messages`).
+    pub schemas: Vec<(String, serde_json::Value)>,
+}
+
+/// `[[indexes]]` in `nimbus.toml`: the fields of one query shape, in order
+/// (equality fields first, then the order-by fields).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct IndexSetting {
+    pub collection: String,
+    pub fields: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +116,11 @@ struct FileSettings {
     log_format: Option<String>,
     body_limit: Option<u64>,
     cors_origins: Option<Vec<String>>,
+    #[serde(default)]
+    indexes: Vec<IndexSetting>,
+    /// Collection pattern → inline schema (a table) or a JSON file path (a string).
+    #[serde(default)]
+    schemas: std::collections::BTreeMap<String, toml::Value>,
 }
 
 /// One raw setting value and the name it was given under.
@@ -128,58 +146,122 @@ impl Env for ProcessEnv {
 impl Config {
     /// Loads file → env → flags and validates everything.
     pub fn load(flags: &Overrides, env: &dyn Env) -> Result<Config, ConfigError> {
-        let file = read_file_settings(flags, env)?;
+        let (file, file_dir) = read_file_settings(flags, env)?;
         let layers = Layers { flags, env };
-        let data_dir = PathBuf::from(layers.get("data_dir", &file.data_dir).map_or("./nimbus-data".into(), |r| r.value));
+        let data_dir = PathBuf::from(
+            layers
+                .get("data_dir", &file.data_dir)
+                .map_or("./nimbus-data".into(), |r| r.value),
+        );
         Ok(Config {
             listen: layers.parse("listen", &file.listen, "127.0.0.1:8090", |v| {
                 SocketAddr::from_str(v).map_err(|_| format!("invalid socket address {v:?}"))
             })?,
             database: database_config(layers.get("database_url", &file.database_url), &data_dir)?,
             data_dir,
-            rules_dir: PathBuf::from(layers.get("rules_dir", &file.rules_dir).map_or("./rules".into(), |r| r.value)),
+            rules_dir: PathBuf::from(
+                layers
+                    .get("rules_dir", &file.rules_dir)
+                    .map_or("./rules".into(), |r| r.value),
+            ),
             functions_dir: PathBuf::from(
-                layers.get("functions_dir", &file.functions_dir).map_or("./functions".into(), |r| r.value),
+                layers
+                    .get("functions_dir", &file.functions_dir)
+                    .map_or("./functions".into(), |r| r.value),
             ),
             service_key: service_key(layers.get("service_key", &file.service_key))?,
-            log: layers.get("log", &file.log).map_or("info".into(), |r| r.value),
+            log: layers
+                .get("log", &file.log)
+                .map_or("info".into(), |r| r.value),
             log_format: layers.parse("log_format", &file.log_format, "human", |v| match v {
                 "human" => Ok(LogFormat::Human),
                 "json" => Ok(LogFormat::Json),
                 _ => Err(format!("expected \"human\" or \"json\", got {v:?}")),
             })?,
-            body_limit: layers.parse("body_limit", &file.body_limit.map(|n| n.to_string()), "10485760", |v| {
-                v.parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
-            })?,
+            body_limit: layers.parse(
+                "body_limit",
+                &file.body_limit.map(|n| n.to_string()),
+                "10485760",
+                |v| {
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
+                },
+            )?,
             cors: layers.parse(
                 "cors_origins",
                 &file.cors_origins.as_ref().map(|list| list.join(",")),
                 "*",
                 parse_cors,
             )?,
+            schemas: load_schemas(&file.schemas, &file_dir)?,
+            indexes: file.indexes,
         })
     }
 }
 
-fn read_file_settings(flags: &Overrides, env: &dyn Env) -> Result<FileSettings, ConfigError> {
+/// The parsed file (or defaults when absent) and the folder it is in.
+fn read_file_settings(
+    flags: &Overrides,
+    env: &dyn Env,
+) -> Result<(FileSettings, PathBuf), ConfigError> {
     let (path, required) = match (&flags.config, env.var("NIMBUS_CONFIG")) {
         (Some(path), _) => (path.clone(), true),
         (None, Some(path)) => (PathBuf::from(path), true),
         (None, None) => (PathBuf::from("nimbus.toml"), false),
     };
+    let dir = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok(FileSettings::default()),
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((FileSettings::default(), dir))
+        }
         Err(e) => return Err(file_error(&path, e.to_string())),
     };
-    toml::from_str(&text).map_err(|e| file_error(&path, e.message().to_owned()))
+    let settings = toml::from_str(&text).map_err(|e| file_error(&path, e.message().to_owned()))?;
+    Ok((settings, dir))
+}
+
+fn load_schemas(
+    schemas: &std::collections::BTreeMap<String, toml::Value>,
+    dir: &Path,
+) -> Result<Vec<(String, serde_json::Value)>, ConfigError> {
+    let invalid = |pattern: &str, problem: String| ConfigError::Invalid {
+        setting: format!("nimbus.toml: schemas.{pattern}"),
+        problem,
+    };
+    schemas
+        .iter()
+        .map(|(pattern, value)| {
+            let schema = match value {
+                toml::Value::String(file) => {
+                    let path = dir.join(file);
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| invalid(pattern, format!("{}: {e}", path.display())))?;
+                    serde_json::from_str(&text)
+                        .map_err(|e| invalid(pattern, format!("{}: {e}", path.display())))?
+                }
+                toml::Value::Table(_) => {
+                    serde_json::to_value(value).map_err(|e| invalid(pattern, e.to_string()))?
+                }
+                _ => {
+                    return Err(invalid(
+                        pattern,
+                        "expected an inline table or a JSON file path".into(),
+                    ))
+                }
+            };
+            Ok((pattern.clone(), schema))
+        })
+        .collect()
 }
 
 fn file_error(path: &Path, problem: String) -> ConfigError {
-    ConfigError::File { path: path.display().to_string(), problem }
+    ConfigError::File {
+        path: path.display().to_string(),
+        problem,
+    }
 }
 
 struct Layers<'a> {
@@ -193,12 +275,21 @@ impl Layers<'_> {
         let env_name = format!("NIMBUS_{}", key.to_uppercase());
         let flag_name = format!("--{}", key.replace('_', "-"));
         if let Some(value) = flag_value(self.flags, key) {
-            return Some(Raw { value, source: flag_name });
+            return Some(Raw {
+                value,
+                source: flag_name,
+            });
         }
         if let Some(value) = self.env.var(&env_name) {
-            return Some(Raw { value, source: env_name });
+            return Some(Raw {
+                value,
+                source: env_name,
+            });
         }
-        file_value.clone().map(|value| Raw { value, source: format!("nimbus.toml: {key}") })
+        file_value.clone().map(|value| Raw {
+            value,
+            source: format!("nimbus.toml: {key}"),
+        })
     }
 
     fn parse<T>(
@@ -209,8 +300,14 @@ impl Layers<'_> {
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<T, ConfigError> {
         match self.get(key, file_value) {
-            Some(raw) => parse(raw.value.trim()).map_err(|problem| ConfigError::Invalid { setting: raw.source, problem }),
-            None => parse(default).map_err(|problem| ConfigError::Invalid { setting: key.into(), problem }),
+            Some(raw) => parse(raw.value.trim()).map_err(|problem| ConfigError::Invalid {
+                setting: raw.source,
+                problem,
+            }),
+            None => parse(default).map_err(|problem| ConfigError::Invalid {
+                setting: key.into(),
+                problem,
+            }),
         }
     }
 }
@@ -232,13 +329,22 @@ fn flag_value(flags: &Overrides, key: &str) -> Option<String> {
 
 fn database_config(raw: Option<Raw>, data_dir: &Path) -> Result<DatabaseConfig, ConfigError> {
     let Some(raw) = raw.filter(|r| !r.value.trim().is_empty()) else {
-        return Ok(DatabaseConfig::Sqlite { path: data_dir.join("nimbus.db") });
+        return Ok(DatabaseConfig::Sqlite {
+            path: data_dir.join("nimbus.db"),
+        });
     };
     let value = raw.value.trim();
     if value.starts_with("postgres://") || value.starts_with("postgresql://") {
-        Ok(DatabaseConfig::Postgres { url: SecretString::from(value.to_owned()) })
-    } else if let Some(path) = value.strip_prefix("sqlite://").or_else(|| value.strip_prefix("sqlite:")) {
-        Ok(DatabaseConfig::Sqlite { path: PathBuf::from(path) })
+        Ok(DatabaseConfig::Postgres {
+            url: SecretString::from(value.to_owned()),
+        })
+    } else if let Some(path) = value
+        .strip_prefix("sqlite://")
+        .or_else(|| value.strip_prefix("sqlite:"))
+    {
+        Ok(DatabaseConfig::Sqlite {
+            path: PathBuf::from(path),
+        })
     } else {
         Err(ConfigError::Invalid {
             setting: raw.source,
@@ -262,10 +368,18 @@ fn parse_cors(value: &str) -> Result<CorsOrigins, String> {
     if value == "*" {
         return Ok(CorsOrigins::Any);
     }
-    let origins: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    let origins: Vec<String> = value
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
     for origin in &origins {
-        if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
-            return Err(format!("invalid origin {origin:?} (expected e.g. https://app.example.com)"));
+        if !(origin.starts_with("http://") || origin.starts_with("https://"))
+            || origin.ends_with('/')
+        {
+            return Err(format!(
+                "invalid origin {origin:?} (expected e.g. https://app.example.com)"
+            ));
         }
     }
     Ok(CorsOrigins::List(origins))
@@ -291,7 +405,9 @@ mod tests {
     fn defaults_without_any_configuration() {
         let config = load(Overrides::default(), &[]).unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8090");
-        assert!(matches!(config.database, DatabaseConfig::Sqlite { ref path } if path.ends_with("nimbus-data/nimbus.db")));
+        assert!(
+            matches!(config.database, DatabaseConfig::Sqlite { ref path } if path.ends_with("nimbus-data/nimbus.db"))
+        );
         assert_eq!(config.body_limit, 10 * 1024 * 1024);
         assert_eq!(config.cors, CorsOrigins::Any);
     }
@@ -299,16 +415,28 @@ mod tests {
     #[test]
     fn invalid_env_setting_names_the_variable() {
         let err = load(Overrides::default(), &[("NIMBUS_LISTEN", "x")]).unwrap_err();
-        assert_eq!(err.to_string(), "NIMBUS_LISTEN: invalid socket address \"x\"");
+        assert_eq!(
+            err.to_string(),
+            "NIMBUS_LISTEN: invalid socket address \"x\""
+        );
     }
 
     #[test]
     fn flags_override_env() {
-        let flags = Overrides { listen: Some("127.0.0.1:9".into()), ..Default::default() };
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9".into()),
+            ..Default::default()
+        };
         let config = load(flags, &[("NIMBUS_LISTEN", "x")]).unwrap();
         assert_eq!(config.listen.port(), 9);
-        let flags = Overrides { body_limit: Some("-1".into()), ..Default::default() };
-        assert!(load(flags, &[]).unwrap_err().to_string().starts_with("--body-limit: "));
+        let flags = Overrides {
+            body_limit: Some("-1".into()),
+            ..Default::default()
+        };
+        assert!(load(flags, &[])
+            .unwrap_err()
+            .to_string()
+            .starts_with("--body-limit: "));
     }
 
     #[test]
@@ -317,19 +445,33 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("n.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:7\"\nbody_limit = 5\n").unwrap();
-        let flags = Overrides { config: Some(file.clone()), ..Default::default() };
+        let flags = Overrides {
+            config: Some(file.clone()),
+            ..Default::default()
+        };
         let config = load(flags.clone(), &[("NIMBUS_BODY_LIMIT", "6")]).unwrap();
         assert_eq!((config.listen.port(), config.body_limit), (7, 6));
         std::fs::write(&file, "lisen = 1\n").unwrap();
-        assert!(load(flags, &[]).unwrap_err().to_string().contains("unknown field `lisen`"));
+        assert!(load(flags, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `lisen`"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn database_url_selects_the_backend() {
-        let config = load(Overrides::default(), &[("NIMBUS_DATABASE_URL", "postgres://u@h/db")]).unwrap();
+        let config = load(
+            Overrides::default(),
+            &[("NIMBUS_DATABASE_URL", "postgres://u@h/db")],
+        )
+        .unwrap();
         assert!(matches!(config.database, DatabaseConfig::Postgres { .. }));
-        let err = load(Overrides::default(), &[("NIMBUS_DATABASE_URL", "mysql://x")]).unwrap_err();
+        let err = load(
+            Overrides::default(),
+            &[("NIMBUS_DATABASE_URL", "mysql://x")],
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("NIMBUS_DATABASE_URL: "));
     }
 }

@@ -11,6 +11,8 @@ pub mod auth;
 pub mod cli;
 /// The typed configuration: file → env → flags, validated at start.
 pub mod config;
+/// JSON documents in collections: access, validation, writes, queries.
+pub mod documents;
 /// Stable error codes and the code → HTTP status table.
 pub mod error;
 /// The gateway: router, layers, error rendering, extractors, health, metrics.

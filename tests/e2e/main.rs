@@ -3,4 +3,5 @@
 
 mod harness;
 
+mod documents;
 mod foundation;

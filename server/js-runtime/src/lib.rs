@@ -46,7 +46,8 @@ async fn eval_inner(name: &str, source: String) -> Result<serde_json::Value, JsE
         .map_err(|e| JsError::Script(e.to_string()))?;
     deno_core::scope!(scope, &mut js);
     let namespace = deno_core::v8::Local::new(scope, namespace);
-    let key = deno_core::v8::String::new(scope, "default").ok_or_else(|| JsError::Script("alloc".into()))?;
+    let key = deno_core::v8::String::new(scope, "default")
+        .ok_or_else(|| JsError::Script("alloc".into()))?;
     let value = namespace
         .get(scope, key.into())
         .ok_or_else(|| JsError::Script("no default export".into()))?;

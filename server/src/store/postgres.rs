@@ -90,7 +90,10 @@ static WRITE_SQL: WriteSql = WriteSql {
 const ATTEMPTS: usize = 4;
 
 /// Runs the writes in one transaction, row locks taken as they are read.
-pub(super) async fn commit(pool: &PgPool, writes: Vec<Write>) -> Result<Vec<Committed>, CommitError> {
+pub(super) async fn commit(
+    pool: &PgPool,
+    writes: Vec<Write>,
+) -> Result<Vec<Committed>, CommitError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -98,11 +101,19 @@ pub(super) async fn commit(pool: &PgPool, writes: Vec<Write>) -> Result<Vec<Comm
         let mut tx = pool.begin().await.map_err(StoreError::from)?;
         let result = apply_writes!(tx, &WRITE_SQL, &writes, now);
         let result = match result {
-            Ok(committed) => tx.commit().await.map(|()| committed).map_err(|e| CommitError::Store(e.into())),
+            Ok(committed) => tx
+                .commit()
+                .await
+                .map(|()| committed)
+                .map_err(|e| CommitError::Store(e.into())),
             Err(e) => Err(e),
         };
         match result {
-            Err(CommitError::Store(StoreError::AlreadyExists | StoreError::Conflict(_))) if attempt < ATTEMPTS => continue,
+            Err(CommitError::Store(StoreError::AlreadyExists | StoreError::Conflict(_)))
+                if attempt < ATTEMPTS =>
+            {
+                continue
+            }
             other => return other,
         }
     }
