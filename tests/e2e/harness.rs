@@ -154,7 +154,7 @@ impl Server {
         let server = Server {
             child,
             base,
-            dir,
+            _dir: dir,
             client: reqwest::Client::new(),
             _db: db,
         };
