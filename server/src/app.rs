@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+use crate::auth::accounts::Accounts;
+use crate::auth::mailer::Mailer;
 use crate::auth::service_key::ServiceKey;
+use crate::auth::tokens::Tokens;
 use crate::config::Config;
 use crate::documents::data::DataLimits;
 use crate::documents::schema::Schemas;
@@ -25,6 +28,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub service_key: ServiceKey,
     pub documents: Documents,
+    pub accounts: Accounts,
 }
 
 /// Why the server could not start.
@@ -50,39 +54,32 @@ pub struct App {
 }
 
 pub async fn build(config: Config) -> Result<App, StartError> {
-    let store = Store::connect(&config.database)
-        .await
-        .map_err(StartError::Store)?;
+    let store = Store::connect(&config.database).await.map_err(StartError::Store)?;
     store.migrate().await.map_err(StartError::Store)?;
-    let (service_key, new_service_key) = ServiceKey::establish(config.service_key.as_ref(), &store)
-        .await
-        .map_err(StartError::Store)?;
+    let (service_key, new_service_key) =
+        ServiceKey::establish(config.service_key.as_ref(), &store).await.map_err(StartError::Store)?;
+    let auth = &config.auth;
+    let tokens = Tokens::start(
+        store.clone(),
+        auth.issuer.clone(),
+        auth.audience.clone(),
+        auth.access_ttl,
+        auth.jwt_secret.as_ref(),
+    )
+    .await
+    .map_err(|e| StartError::Config(format!("auth keys: {e}")))?;
+    let accounts = Accounts::new(store.clone(), tokens, Mailer::Folder(config.data_dir.join("mail")), auth.clone());
     let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
     let listener = TcpListener::bind(config.listen)
         .await
-        .map_err(|e| StartError::Bind {
-            addr: config.listen,
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| StartError::Bind { addr: config.listen, reason: e.to_string() })?;
     let schemas = Schemas::compile(&config.schemas).map_err(StartError::Config)?;
-    crate::documents::ensure_indexes(&store, &config.indexes)
-        .await
-        .map_err(StartError::Config)?;
+    crate::documents::ensure_indexes(&store, &config.indexes).await.map_err(StartError::Config)?;
     let documents = Documents::new(store.clone(), DataLimits::default(), schemas);
-    let state = AppState {
-        config: Arc::new(config),
-        store,
-        metrics: Arc::new(metrics),
-        service_key,
-        documents,
-    };
+    let state =
+        AppState { config: Arc::new(config), store, metrics: Arc::new(metrics), service_key, documents, accounts };
     let router = crate::http::router(state.clone());
-    Ok(App {
-        listener,
-        router,
-        state,
-        new_service_key,
-    })
+    Ok(App { listener, router, state, new_service_key })
 }
 
 impl App {
@@ -92,13 +89,8 @@ impl App {
 
     /// Serves until `shutdown` resolves, lets in-flight requests finish, then
     /// closes the database.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
         self.state.store.close().await;
         served
     }
@@ -109,15 +101,14 @@ pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(e) => {
-                    tracing::warn!("cannot listen for SIGTERM: {e}");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = interrupt.await;
+                return;
+            }
+        };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

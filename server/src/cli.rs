@@ -10,11 +10,7 @@ use secrecy::ExposeSecret;
 use crate::config::{Config, Overrides, ProcessEnv};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "nimbus",
-    version,
-    about = "A self-hosted backend-as-a-service in one binary"
-)]
+#[command(name = "nimbus", version, about = "A self-hosted backend-as-a-service in one binary")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -43,12 +39,10 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn with_config(flags: &Overrides, command: fn(Config) -> Result<(), String>) -> ExitCode {
-    let result = Config::load(flags, &ProcessEnv)
-        .map_err(|e| e.to_string())
-        .and_then(|config| {
-            crate::telemetry::init(&config.log, config.log_format)?;
-            command(config)
-        });
+    let result = Config::load(flags, &ProcessEnv).map_err(|e| e.to_string()).and_then(|config| {
+        crate::telemetry::init(&config.log, config.log_format)?;
+        command(config)
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(line) => {
@@ -69,25 +63,18 @@ fn serve(config: Config) -> Result<(), String> {
     tokio_runtime()?.block_on(async move {
         let app = crate::app::build(config).await.map_err(|e| e.to_string())?;
         if let Some(key) = &app.new_service_key {
-            println!(
-                "service key (shown only once; store it safely): {}",
-                key.expose_secret()
-            );
+            println!("service key (shown only once; store it safely): {}", key.expose_secret());
         }
         let addr = app.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%addr, "nimbus is ready");
         println!("listening on {addr}");
-        app.run(crate::app::shutdown_signal())
-            .await
-            .map_err(|e| format!("server error: {e}"))
+        app.run(crate::app::shutdown_signal()).await.map_err(|e| format!("server error: {e}"))
     })
 }
 
 fn migrate(config: Config) -> Result<(), String> {
     tokio_runtime()?.block_on(async move {
-        let store = crate::store::Store::connect(&config.database)
-            .await
-            .map_err(|e| e.to_string())?;
+        let store = crate::store::Store::connect(&config.database).await.map_err(|e| e.to_string())?;
         store.migrate().await.map_err(|e| e.to_string())?;
         println!("migrations applied ({})", store.backend_name());
         store.close().await;

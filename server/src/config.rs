@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -64,6 +65,29 @@ pub struct Config {
     pub indexes: Vec<IndexSetting>,
     /// JSON Schemas by collection pattern (`products`, `rooms/*/messages`).
     pub schemas: Vec<(String, serde_json::Value)>,
+    pub auth: AuthConfig,
+}
+
+/// Auth settings (`NIMBUS_AUTH_*`, `NIMBUS_JWT_SECRET`, `NIMBUS_PUBLIC_URL`, `NIMBUS_SMTP_URL`).
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    /// When set, access tokens are HS256 with this secret instead of EdDSA.
+    pub jwt_secret: Option<SecretString>,
+    pub min_password_length: usize,
+    /// The base URL links in emails point at.
+    pub public_url: String,
+    /// Sign-in attempts per client IP per minute.
+    pub signin_per_minute: u32,
+    /// Sign-ups (including anonymous) per client IP per minute.
+    pub signup_per_minute: u32,
+    /// Recovery and verification emails per client IP per minute.
+    pub email_per_minute: u32,
+    /// Failed sign-ins per account within 15 minutes before it is locked for the rest of them.
+    pub max_failed_signins: u32,
 }
 
 /// `[[indexes]]` in `nimbus.toml`: the fields of one query shape, in order
@@ -118,9 +142,28 @@ struct FileSettings {
     cors_origins: Option<Vec<String>>,
     #[serde(default)]
     indexes: Vec<IndexSetting>,
+    #[serde(default)]
+    auth: AuthFileSettings,
+    jwt_secret: Option<String>,
+    public_url: Option<String>,
     /// Collection pattern → inline schema (a table) or a JSON file path (a string).
     #[serde(default)]
     schemas: std::collections::BTreeMap<String, toml::Value>,
+}
+
+/// `[auth]` in `nimbus.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFileSettings {
+    issuer: Option<String>,
+    audience: Option<String>,
+    access_ttl_secs: Option<u64>,
+    refresh_ttl_secs: Option<u64>,
+    min_password_length: Option<u64>,
+    signin_per_minute: Option<u64>,
+    signup_per_minute: Option<u64>,
+    email_per_minute: Option<u64>,
+    max_failed_signins: Option<u64>,
 }
 
 /// One raw setting value and the name it was given under.
@@ -148,53 +191,38 @@ impl Config {
     pub fn load(flags: &Overrides, env: &dyn Env) -> Result<Config, ConfigError> {
         let (file, file_dir) = read_file_settings(flags, env)?;
         let layers = Layers { flags, env };
-        let data_dir = PathBuf::from(
-            layers
-                .get("data_dir", &file.data_dir)
-                .map_or("./nimbus-data".into(), |r| r.value),
-        );
+        let data_dir =
+            PathBuf::from(layers.get("data_dir", &file.data_dir).map_or("./nimbus-data".into(), |r| r.value));
         Ok(Config {
             listen: layers.parse("listen", &file.listen, "127.0.0.1:8090", |v| {
                 SocketAddr::from_str(v).map_err(|_| format!("invalid socket address {v:?}"))
             })?,
             database: database_config(layers.get("database_url", &file.database_url), &data_dir)?,
             data_dir,
-            rules_dir: PathBuf::from(
-                layers
-                    .get("rules_dir", &file.rules_dir)
-                    .map_or("./rules".into(), |r| r.value),
-            ),
+            rules_dir: PathBuf::from(layers.get("rules_dir", &file.rules_dir).map_or("./rules".into(), |r| r.value)),
             functions_dir: PathBuf::from(
-                layers
-                    .get("functions_dir", &file.functions_dir)
-                    .map_or("./functions".into(), |r| r.value),
+                layers.get("functions_dir", &file.functions_dir).map_or("./functions".into(), |r| r.value),
             ),
             service_key: service_key(layers.get("service_key", &file.service_key))?,
-            log: layers
-                .get("log", &file.log)
-                .map_or("info".into(), |r| r.value),
+            log: layers.get("log", &file.log).map_or("info".into(), |r| r.value),
             log_format: layers.parse("log_format", &file.log_format, "human", |v| match v {
                 "human" => Ok(LogFormat::Human),
                 "json" => Ok(LogFormat::Json),
                 _ => Err(format!("expected \"human\" or \"json\", got {v:?}")),
             })?,
-            body_limit: layers.parse(
-                "body_limit",
-                &file.body_limit.map(|n| n.to_string()),
-                "10485760",
-                |v| {
-                    v.parse::<usize>()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
-                },
-            )?,
+            body_limit: layers.parse("body_limit", &file.body_limit.map(|n| n.to_string()), "10485760", |v| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| format!("expected a positive number of bytes, got {v:?}"))
+            })?,
             cors: layers.parse(
                 "cors_origins",
                 &file.cors_origins.as_ref().map(|list| list.join(",")),
                 "*",
                 parse_cors,
             )?,
+            auth: auth_config(&layers, &file)?,
             schemas: load_schemas(&file.schemas, &file_dir)?,
             indexes: file.indexes,
         })
@@ -202,10 +230,7 @@ impl Config {
 }
 
 /// The parsed file (or defaults when absent) and the folder it is in.
-fn read_file_settings(
-    flags: &Overrides,
-    env: &dyn Env,
-) -> Result<(FileSettings, PathBuf), ConfigError> {
+fn read_file_settings(flags: &Overrides, env: &dyn Env) -> Result<(FileSettings, PathBuf), ConfigError> {
     let (path, required) = match (&flags.config, env.var("NIMBUS_CONFIG")) {
         (Some(path), _) => (path.clone(), true),
         (None, Some(path)) => (PathBuf::from(path), true),
@@ -214,9 +239,7 @@ fn read_file_settings(
     let dir = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok((FileSettings::default(), dir))
-        }
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok((FileSettings::default(), dir)),
         Err(e) => return Err(file_error(&path, e.to_string())),
     };
     let settings = toml::from_str(&text).map_err(|e| file_error(&path, e.message().to_owned()))?;
@@ -239,18 +262,10 @@ fn load_schemas(
                     let path = dir.join(file);
                     let text = std::fs::read_to_string(&path)
                         .map_err(|e| invalid(pattern, format!("{}: {e}", path.display())))?;
-                    serde_json::from_str(&text)
-                        .map_err(|e| invalid(pattern, format!("{}: {e}", path.display())))?
+                    serde_json::from_str(&text).map_err(|e| invalid(pattern, format!("{}: {e}", path.display())))?
                 }
-                toml::Value::Table(_) => {
-                    serde_json::to_value(value).map_err(|e| invalid(pattern, e.to_string()))?
-                }
-                _ => {
-                    return Err(invalid(
-                        pattern,
-                        "expected an inline table or a JSON file path".into(),
-                    ))
-                }
+                toml::Value::Table(_) => serde_json::to_value(value).map_err(|e| invalid(pattern, e.to_string()))?,
+                _ => return Err(invalid(pattern, "expected an inline table or a JSON file path".into())),
             };
             Ok((pattern.clone(), schema))
         })
@@ -258,10 +273,7 @@ fn load_schemas(
 }
 
 fn file_error(path: &Path, problem: String) -> ConfigError {
-    ConfigError::File {
-        path: path.display().to_string(),
-        problem,
-    }
+    ConfigError::File { path: path.display().to_string(), problem }
 }
 
 struct Layers<'a> {
@@ -275,21 +287,12 @@ impl Layers<'_> {
         let env_name = format!("NIMBUS_{}", key.to_uppercase());
         let flag_name = format!("--{}", key.replace('_', "-"));
         if let Some(value) = flag_value(self.flags, key) {
-            return Some(Raw {
-                value,
-                source: flag_name,
-            });
+            return Some(Raw { value, source: flag_name });
         }
         if let Some(value) = self.env.var(&env_name) {
-            return Some(Raw {
-                value,
-                source: env_name,
-            });
+            return Some(Raw { value, source: env_name });
         }
-        file_value.clone().map(|value| Raw {
-            value,
-            source: format!("nimbus.toml: {key}"),
-        })
+        file_value.clone().map(|value| Raw { value, source: format!("nimbus.toml: {key}") })
     }
 
     fn parse<T>(
@@ -300,16 +303,75 @@ impl Layers<'_> {
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<T, ConfigError> {
         match self.get(key, file_value) {
-            Some(raw) => parse(raw.value.trim()).map_err(|problem| ConfigError::Invalid {
-                setting: raw.source,
-                problem,
-            }),
-            None => parse(default).map_err(|problem| ConfigError::Invalid {
-                setting: key.into(),
-                problem,
-            }),
+            Some(raw) => {
+                parse(raw.value.trim()).map_err(|problem| ConfigError::Invalid { setting: raw.source, problem })
+            }
+            None => parse(default).map_err(|problem| ConfigError::Invalid { setting: key.into(), problem }),
         }
     }
+}
+
+fn number<T: FromStr>(min: T) -> impl Fn(&str) -> Result<T, String>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    move |v| match v.parse::<T>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!("expected a whole number of at least {min}, got {v:?}")),
+    }
+}
+
+fn auth_config(layers: &Layers, file: &FileSettings) -> Result<AuthConfig, ConfigError> {
+    let a = &file.auth;
+    let text = |v: &Option<u64>| v.map(|n| n.to_string());
+    let listen = layers.parse("listen", &file.listen, "127.0.0.1:8090", |v| Ok::<_, String>(v.to_owned()))?;
+    Ok(AuthConfig {
+        issuer: layers.get("auth_issuer", &a.issuer).map_or("nimbus".into(), |r| r.value),
+        audience: layers.get("auth_audience", &a.audience).map_or("nimbus".into(), |r| r.value),
+        access_ttl: Duration::from_secs(layers.parse(
+            "auth_access_ttl_secs",
+            &text(&a.access_ttl_secs),
+            "900",
+            number(10u64),
+        )?),
+        refresh_ttl: Duration::from_secs(layers.parse(
+            "auth_refresh_ttl_secs",
+            &text(&a.refresh_ttl_secs),
+            "2592000",
+            number(60u64),
+        )?),
+        jwt_secret: match layers.get("jwt_secret", &file.jwt_secret) {
+            Some(raw) if raw.value.len() < 32 => {
+                return Err(ConfigError::Invalid {
+                    setting: raw.source,
+                    problem: "must be at least 32 characters".into(),
+                })
+            }
+            other => other.map(|raw| SecretString::from(raw.value)),
+        },
+        min_password_length: layers.parse(
+            "auth_min_password_length",
+            &text(&a.min_password_length),
+            "8",
+            number(6usize),
+        )?,
+        public_url: layers.parse("public_url", &file.public_url, &format!("http://{listen}"), |v| {
+            if v.starts_with("http://") || v.starts_with("https://") {
+                Ok(v.trim_end_matches('/').to_owned())
+            } else {
+                Err(format!("expected an http:// or https:// URL, got {v:?}"))
+            }
+        })?,
+        signin_per_minute: layers.parse("auth_signin_per_minute", &text(&a.signin_per_minute), "30", number(1u32))?,
+        signup_per_minute: layers.parse("auth_signup_per_minute", &text(&a.signup_per_minute), "20", number(1u32))?,
+        email_per_minute: layers.parse("auth_email_per_minute", &text(&a.email_per_minute), "5", number(1u32))?,
+        max_failed_signins: layers.parse(
+            "auth_max_failed_signins",
+            &text(&a.max_failed_signins),
+            "10",
+            number(1u32),
+        )?,
+    })
 }
 
 fn flag_value(flags: &Overrides, key: &str) -> Option<String> {
@@ -329,37 +391,24 @@ fn flag_value(flags: &Overrides, key: &str) -> Option<String> {
 
 fn database_config(raw: Option<Raw>, data_dir: &Path) -> Result<DatabaseConfig, ConfigError> {
     let Some(raw) = raw.filter(|r| !r.value.trim().is_empty()) else {
-        return Ok(DatabaseConfig::Sqlite {
-            path: data_dir.join("nimbus.db"),
-        });
+        return Ok(DatabaseConfig::Sqlite { path: data_dir.join("nimbus.db") });
     };
     let value = raw.value.trim();
     if value.starts_with("postgres://") || value.starts_with("postgresql://") {
-        Ok(DatabaseConfig::Postgres {
-            url: SecretString::from(value.to_owned()),
-        })
-    } else if let Some(path) = value
-        .strip_prefix("sqlite://")
-        .or_else(|| value.strip_prefix("sqlite:"))
-    {
-        Ok(DatabaseConfig::Sqlite {
-            path: PathBuf::from(path),
-        })
+        Ok(DatabaseConfig::Postgres { url: SecretString::from(value.to_owned()) })
+    } else if let Some(path) = value.strip_prefix("sqlite://").or_else(|| value.strip_prefix("sqlite:")) {
+        Ok(DatabaseConfig::Sqlite { path: PathBuf::from(path) })
     } else {
-        Err(ConfigError::Invalid {
-            setting: raw.source,
-            problem: "expected a postgres:// or sqlite: URL".into(),
-        })
+        Err(ConfigError::Invalid { setting: raw.source, problem: "expected a postgres:// or sqlite: URL".into() })
     }
 }
 
 fn service_key(raw: Option<Raw>) -> Result<Option<SecretString>, ConfigError> {
     match raw {
         None => Ok(None),
-        Some(raw) if raw.value.len() < 16 => Err(ConfigError::Invalid {
-            setting: raw.source,
-            problem: "must be at least 16 characters".into(),
-        }),
+        Some(raw) if raw.value.len() < 16 => {
+            Err(ConfigError::Invalid { setting: raw.source, problem: "must be at least 16 characters".into() })
+        }
         Some(raw) => Ok(Some(SecretString::from(raw.value))),
     }
 }
@@ -368,18 +417,10 @@ fn parse_cors(value: &str) -> Result<CorsOrigins, String> {
     if value == "*" {
         return Ok(CorsOrigins::Any);
     }
-    let origins: Vec<String> = value
-        .split(',')
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect();
+    let origins: Vec<String> = value.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
     for origin in &origins {
-        if !(origin.starts_with("http://") || origin.starts_with("https://"))
-            || origin.ends_with('/')
-        {
-            return Err(format!(
-                "invalid origin {origin:?} (expected e.g. https://app.example.com)"
-            ));
+        if !(origin.starts_with("http://") || origin.starts_with("https://")) || origin.ends_with('/') {
+            return Err(format!("invalid origin {origin:?} (expected e.g. https://app.example.com)"));
         }
     }
     Ok(CorsOrigins::List(origins))
@@ -415,28 +456,16 @@ mod tests {
     #[test]
     fn invalid_env_setting_names_the_variable() {
         let err = load(Overrides::default(), &[("NIMBUS_LISTEN", "x")]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "NIMBUS_LISTEN: invalid socket address \"x\""
-        );
+        assert_eq!(err.to_string(), "NIMBUS_LISTEN: invalid socket address \"x\"");
     }
 
     #[test]
     fn flags_override_env() {
-        let flags = Overrides {
-            listen: Some("127.0.0.1:9".into()),
-            ..Default::default()
-        };
+        let flags = Overrides { listen: Some("127.0.0.1:9".into()), ..Default::default() };
         let config = load(flags, &[("NIMBUS_LISTEN", "x")]).unwrap();
         assert_eq!(config.listen.port(), 9);
-        let flags = Overrides {
-            body_limit: Some("-1".into()),
-            ..Default::default()
-        };
-        assert!(load(flags, &[])
-            .unwrap_err()
-            .to_string()
-            .starts_with("--body-limit: "));
+        let flags = Overrides { body_limit: Some("-1".into()), ..Default::default() };
+        assert!(load(flags, &[]).unwrap_err().to_string().starts_with("--body-limit: "));
     }
 
     #[test]
@@ -445,33 +474,19 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("n.toml");
         std::fs::write(&file, "listen = \"127.0.0.1:7\"\nbody_limit = 5\n").unwrap();
-        let flags = Overrides {
-            config: Some(file.clone()),
-            ..Default::default()
-        };
+        let flags = Overrides { config: Some(file.clone()), ..Default::default() };
         let config = load(flags.clone(), &[("NIMBUS_BODY_LIMIT", "6")]).unwrap();
         assert_eq!((config.listen.port(), config.body_limit), (7, 6));
         std::fs::write(&file, "lisen = 1\n").unwrap();
-        assert!(load(flags, &[])
-            .unwrap_err()
-            .to_string()
-            .contains("unknown field `lisen`"));
+        assert!(load(flags, &[]).unwrap_err().to_string().contains("unknown field `lisen`"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn database_url_selects_the_backend() {
-        let config = load(
-            Overrides::default(),
-            &[("NIMBUS_DATABASE_URL", "postgres://u@h/db")],
-        )
-        .unwrap();
+        let config = load(Overrides::default(), &[("NIMBUS_DATABASE_URL", "postgres://u@h/db")]).unwrap();
         assert!(matches!(config.database, DatabaseConfig::Postgres { .. }));
-        let err = load(
-            Overrides::default(),
-            &[("NIMBUS_DATABASE_URL", "mysql://x")],
-        )
-        .unwrap_err();
+        let err = load(Overrides::default(), &[("NIMBUS_DATABASE_URL", "mysql://x")]).unwrap_err();
         assert!(err.to_string().starts_with("NIMBUS_DATABASE_URL: "));
     }
 }

@@ -17,6 +17,8 @@ pub mod documents;
 pub mod error;
 /// The gateway: router, layers, error rendering, extractors, health, metrics.
 pub mod http;
+/// Random ids and secret tokens, and how tokens are hashed for storage.
+pub mod ids;
 /// The only module that speaks SQL: SQLite and PostgreSQL backends.
 pub mod store;
 /// Log setup.

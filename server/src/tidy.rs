@@ -23,13 +23,7 @@ fn files() -> Vec<(String, String)> {
         .into_iter()
         .map(|p| {
             let text = std::fs::read_to_string(&p).expect("read source");
-            (
-                p.strip_prefix(&root)
-                    .expect("under src")
-                    .to_string_lossy()
-                    .replace('\\', "/"),
-                text,
-            )
+            (p.strip_prefix(&root).expect("under src").to_string_lossy().replace('\\', "/"), text)
         })
         .collect()
 }
@@ -43,10 +37,7 @@ fn mentions(text: &str, krate: &str) -> bool {
 #[test]
 fn every_module_says_what_it_owns() {
     for (path, text) in files() {
-        assert!(
-            text.starts_with("//!"),
-            "{path} must open with a //! comment saying what it owns"
-        );
+        assert!(text.starts_with("//!"), "{path} must open with a //! comment saying what it owns");
     }
 }
 
@@ -54,10 +45,7 @@ fn every_module_says_what_it_owns() {
 fn sql_stays_in_store() {
     for (path, text) in files() {
         if !path.starts_with("store/") {
-            assert!(
-                !mentions(&text, "sqlx"),
-                "{path} uses sqlx; only store/ may speak SQL"
-            );
+            assert!(!mentions(&text, "sqlx"), "{path} uses sqlx; only store/ may speak SQL");
         }
     }
 }
@@ -65,15 +53,9 @@ fn sql_stays_in_store() {
 #[test]
 fn axum_stays_in_the_gateway() {
     for (path, text) in files() {
-        let allowed = path.starts_with("http/")
-            || path.ends_with("api.rs")
-            || path == "app.rs"
-            || path == "tidy.rs";
+        let allowed = path.starts_with("http/") || path.ends_with("api.rs") || path == "app.rs" || path == "tidy.rs";
         if !allowed {
-            assert!(
-                !mentions(&text, "axum"),
-                "{path} uses axum; only http/, api.rs files and app.rs may"
-            );
+            assert!(!mentions(&text, "axum"), "{path} uses axum; only http/, api.rs files and app.rs may");
         }
     }
 }

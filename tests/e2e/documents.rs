@@ -26,84 +26,42 @@ on_both_backends!(
 
 async fn crud_round_trip(backend: Backend) {
     let server = Server::start(backend).await;
-    let (status, doc) = server
-        .admin(
-            "PUT",
-            "/v1/docs/posts/p1",
-            Some(json!({"title": "hi", "n": 1})),
-        )
-        .await;
+    let (status, doc) = server.admin("PUT", "/v1/docs/posts/p1", Some(json!({"title": "hi", "n": 1}))).await;
     assert_eq!(status, 201, "{doc}");
     assert_eq!(
-        (
-            doc["id"].as_str(),
-            doc["path"].as_str(),
-            doc["version"].as_i64()
-        ),
+        (doc["id"].as_str(), doc["path"].as_str(), doc["version"].as_i64()),
         (Some("p1"), Some("posts/p1"), Some(1))
     );
     assert_eq!(doc["data"], json!({"title": "hi", "n": 1}));
     assert!(doc["createTime"].as_str().unwrap().ends_with('Z'));
-    let (status, doc) = server
-        .admin("PUT", "/v1/docs/posts/p1", Some(json!({"title": "again"})))
-        .await;
-    assert_eq!(
-        (status, doc["version"].as_i64(), doc["data"].clone()),
-        (200, Some(2), json!({"title": "again"}))
-    );
+    let (status, doc) = server.admin("PUT", "/v1/docs/posts/p1", Some(json!({"title": "again"}))).await;
+    assert_eq!((status, doc["version"].as_i64(), doc["data"].clone()), (200, Some(2), json!({"title": "again"})));
     let (status, got) = server.admin("GET", "/v1/docs/posts/p1", None).await;
     assert_eq!((status, got), (200, doc));
-    let (status, _) = server
-        .admin(
-            "PUT",
-            "/v1/docs/posts/p1/comments/c1",
-            Some(json!({"text": "nested"})),
-        )
-        .await;
+    let (status, _) = server.admin("PUT", "/v1/docs/posts/p1/comments/c1", Some(json!({"text": "nested"}))).await;
     assert_eq!(status, 201);
-    let (status, created) = server
-        .admin(
-            "POST",
-            "/v1/docs/posts/p1/comments",
-            Some(json!({"text": "auto"})),
-        )
-        .await;
+    let (status, created) = server.admin("POST", "/v1/docs/posts/p1/comments", Some(json!({"text": "auto"}))).await;
     assert_eq!(status, 201);
     let id = created["id"].as_str().unwrap();
     assert_eq!(id.len(), 20);
     assert!(id.chars().all(|c| c.is_ascii_alphanumeric()));
-    let (status, list) = server
-        .admin("GET", "/v1/docs/posts/p1/comments", None)
-        .await;
+    let (status, list) = server.admin("GET", "/v1/docs/posts/p1/comments", None).await;
     assert_eq!(status, 200);
     assert_eq!(list["documents"].as_array().unwrap().len(), 2);
     let (status, _) = server.admin("DELETE", "/v1/docs/posts/p1", None).await;
     assert_eq!(status, 204);
     let (status, body) = server.admin("GET", "/v1/docs/posts/p1", None).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("not-found"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not-found")));
     let (status, _) = server.admin("DELETE", "/v1/docs/posts/p1", None).await;
     assert_eq!(status, 204, "deleting a missing document succeeds");
-    let (status, body) = server
-        .admin("GET", "/v1/docs/posts/p1/comments/c1", None)
-        .await;
-    assert_eq!(
-        (status, body["data"]["text"].as_str()),
-        (200, Some("nested")),
-        "subcollections are independent"
-    );
+    let (status, body) = server.admin("GET", "/v1/docs/posts/p1/comments/c1", None).await;
+    assert_eq!((status, body["data"]["text"].as_str()), (200, Some("nested")), "subcollections are independent");
 }
 
 async fn patch_merges_and_applies_transforms(backend: Backend) {
     let server = Server::start(backend).await;
     server
-        .admin(
-            "PUT",
-            "/v1/docs/p/a",
-            Some(json!({"n": 1, "dims": {"w": 1, "h": 2}, "tags": ["x"], "gone": 1})),
-        )
+        .admin("PUT", "/v1/docs/p/a", Some(json!({"n": 1, "dims": {"w": 1, "h": 2}, "tags": ["x"], "gone": 1})))
         .await;
     let patch = json!({
         "n": {"$increment": 41}, "dims": {"w": 5}, "tags": {"$arrayUnion": ["y", "x"]},
@@ -117,35 +75,16 @@ async fn patch_merges_and_applies_transforms(backend: Backend) {
     assert_eq!(data["tags"], json!(["x", "y"]));
     assert_eq!(data["nothing"], Value::Null);
     assert!(data.get("gone").is_none());
-    assert_eq!(
-        data["at"], doc["updateTime"],
-        "server timestamps use the commit time"
-    );
-    let (status, doc) = server
-        .admin(
-            "PATCH",
-            "/v1/docs/p/a",
-            Some(json!({"tags": {"$arrayRemove": ["x"]}})),
-        )
-        .await;
-    assert_eq!(
-        (status, doc["data"]["tags"].clone(), doc["version"].as_i64()),
-        (200, json!(["y"]), Some(3))
-    );
-    let (status, body) = server
-        .admin("PATCH", "/v1/docs/p/missing", Some(json!({"a": 1})))
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (404, Some("not-found"))
-    );
+    assert_eq!(data["at"], doc["updateTime"], "server timestamps use the commit time");
+    let (status, doc) = server.admin("PATCH", "/v1/docs/p/a", Some(json!({"tags": {"$arrayRemove": ["x"]}}))).await;
+    assert_eq!((status, doc["data"]["tags"].clone(), doc["version"].as_i64()), (200, json!(["y"]), Some(3)));
+    let (status, body) = server.admin("PATCH", "/v1/docs/p/missing", Some(json!({"a": 1}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not-found")));
 }
 
 async fn preconditions(backend: Backend) {
     let server = Server::start(backend).await;
-    server
-        .admin("PUT", "/v1/docs/p/a", Some(json!({"v": 1})))
-        .await;
+    server.admin("PUT", "/v1/docs/p/a", Some(json!({"v": 1}))).await;
     let put = |headers: Vec<(&'static str, &'static str)>| {
         let mut request = server
             .client
@@ -158,16 +97,9 @@ async fn preconditions(backend: Backend) {
         request.send()
     };
     let (status, body) = crate::harness::read(put(vec![("If-Match", "7")]).await.unwrap()).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (412, Some("failed-precondition"))
-    );
-    let (status, body) =
-        crate::harness::read(put(vec![("If-None-Match", "*")]).await.unwrap()).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("already-exists"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (412, Some("failed-precondition")));
+    let (status, body) = crate::harness::read(put(vec![("If-None-Match", "*")]).await.unwrap()).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("already-exists")));
     let response = put(vec![("If-Match", "1")]).await.unwrap();
     assert_eq!(response.headers()["etag"], "2");
     assert_eq!(response.status(), 200);
@@ -177,9 +109,7 @@ async fn preconditions(backend: Backend) {
 
 async fn racing_conditional_updates_have_one_winner(backend: Backend) {
     let server = std::sync::Arc::new(Server::start(backend).await);
-    server
-        .admin("PUT", "/v1/docs/race/doc", Some(json!({"winner": null})))
-        .await;
+    server.admin("PUT", "/v1/docs/race/doc", Some(json!({"winner": null}))).await;
     let mut tasks = Vec::new();
     for i in 0..16 {
         let server = server.clone();
@@ -200,25 +130,15 @@ async fn racing_conditional_updates_have_one_winner(backend: Backend) {
     for task in tasks {
         statuses.push(task.await.unwrap());
     }
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 200).count(),
-        1,
-        "{statuses:?}"
-    );
-    assert_eq!(
-        statuses.iter().filter(|s| **s == 412).count(),
-        15,
-        "{statuses:?}"
-    );
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 412).count(), 15, "{statuses:?}");
     let (_, doc) = server.admin("GET", "/v1/docs/race/doc", None).await;
     assert_eq!(doc["version"], 2);
 }
 
 async fn failing_batch_leaves_no_trace(backend: Backend) {
     let server = Server::start(backend).await;
-    server
-        .admin("PUT", "/v1/docs/a/existing", Some(json!({"v": 1})))
-        .await;
+    server.admin("PUT", "/v1/docs/a/existing", Some(json!({"v": 1}))).await;
     let batch = json!({"writes": [
         {"op": "set", "path": "a/new", "data": {"v": 1}},
         {"op": "update", "path": "a/existing", "data": {"v": 2}},
@@ -232,24 +152,15 @@ async fn failing_batch_leaves_no_trace(backend: Backend) {
         {"op": "create", "path": "b/existing", "data": {"v": 3}, "precondition": {"version": 4}}
     ]});
     let (status, body) = server.admin("POST", "/v1/batch", Some(batch)).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (412, Some("failed-precondition")),
-        "{body}"
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (412, Some("failed-precondition")), "{body}");
     assert_eq!(server.admin("GET", "/v1/docs/a/new", None).await.0, 404);
     let (_, existing) = server.admin("GET", "/v1/docs/a/existing", None).await;
-    assert_eq!(
-        (existing["version"].as_i64(), existing["data"]["v"].as_i64()),
-        (Some(1), Some(1))
-    );
+    assert_eq!((existing["version"].as_i64(), existing["data"]["v"].as_i64()), (Some(1), Some(1)));
 }
 
 async fn batch_commits_across_collections(backend: Backend) {
     let server = Server::start(backend).await;
-    server
-        .admin("PUT", "/v1/docs/a/gone", Some(json!({"v": 1})))
-        .await;
+    server.admin("PUT", "/v1/docs/a/gone", Some(json!({"v": 1}))).await;
     let batch = json!({"writes": [
         {"op": "create", "path": "a/one", "data": {"v": 1}},
         {"op": "set", "path": "b/two/c/three", "data": {"v": 2}},
@@ -259,51 +170,29 @@ async fn batch_commits_across_collections(backend: Backend) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["writes"][0]["version"], 1);
     assert_eq!(body["writes"][2]["deleted"], true);
-    assert_eq!(
-        server.admin("GET", "/v1/docs/b/two/c/three", None).await.0,
-        200
-    );
+    assert_eq!(server.admin("GET", "/v1/docs/b/two/c/three", None).await.0, 200);
     assert_eq!(server.admin("GET", "/v1/docs/a/gone", None).await.0, 404);
-    let too_many: Vec<Value> = (0..501)
-        .map(|i| json!({"op": "set", "path": format!("x/{i}"), "data": {}}))
-        .collect();
-    let (status, _) = server
-        .admin("POST", "/v1/batch", Some(json!({ "writes": too_many })))
-        .await;
+    let too_many: Vec<Value> = (0..501).map(|i| json!({"op": "set", "path": format!("x/{i}"), "data": {}})).collect();
+    let (status, _) = server.admin("POST", "/v1/batch", Some(json!({ "writes": too_many }))).await;
     assert_eq!(status, 400);
 }
 
 async fn end_users_are_denied_by_default(backend: Backend) {
     let server = Server::start(backend).await;
-    server
-        .admin("PUT", "/v1/docs/p/a", Some(json!({"v": 1})))
-        .await;
+    server.admin("PUT", "/v1/docs/p/a", Some(json!({"v": 1}))).await;
     for (method, path, body) in [
         ("GET", "/v1/docs/p/a", None),
         ("GET", "/v1/docs/p", None),
         ("PUT", "/v1/docs/p/b", Some(json!({}))),
         ("DELETE", "/v1/docs/p/a", None),
         ("POST", "/v1/query", Some(json!({"collection": "p"}))),
-        (
-            "POST",
-            "/v1/batch",
-            Some(json!({"writes": [{"op": "delete", "path": "p/a"}]})),
-        ),
+        ("POST", "/v1/batch", Some(json!({"writes": [{"op": "delete", "path": "p/a"}]}))),
     ] {
         let (status, response) = server.call(method, path, None, body).await;
-        assert_eq!(
-            (status, response["error"]["code"].as_str()),
-            (403, Some("permission-denied")),
-            "{method} {path}"
-        );
+        assert_eq!((status, response["error"]["code"].as_str()), (403, Some("permission-denied")), "{method} {path}");
     }
-    let (status, body) = server
-        .call("GET", "/v1/docs/p/a", Some("not-a-token"), None)
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (401, Some("unauthenticated"))
-    );
+    let (status, body) = server.call("GET", "/v1/docs/p/a", Some("not-a-token"), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")));
 }
 
 async fn limits_and_bad_input(backend: Backend) {
@@ -311,74 +200,33 @@ async fn limits_and_bad_input(backend: Backend) {
     let cases: Vec<(&str, &str, Value, &str)> = vec![
         ("PUT", "/v1/docs/p/a", json!([1, 2]), "object"),
         ("PUT", "/v1/docs/p/a", json!({"$x": 1}), "reserved"),
-        (
-            "PUT",
-            "/v1/docs/p/a",
-            json!({"a": {"$delete": true}}),
-            "merging",
-        ),
-        (
-            "PUT",
-            "/v1/docs/p/a",
-            json!({"big": "x".repeat(1_100_000)}),
-            "larger than",
-        ),
-        (
-            "PUT",
-            "/v1/docs/p/a",
-            (0..70).fold(json!(1), |v, _| json!({ "x": v })),
-            "deeper",
-        ),
+        ("PUT", "/v1/docs/p/a", json!({"a": {"$delete": true}}), "merging"),
+        ("PUT", "/v1/docs/p/a", json!({"big": "x".repeat(1_100_000)}), "larger than"),
+        ("PUT", "/v1/docs/p/a", (0..70).fold(json!(1), |v, _| json!({ "x": v })), "deeper"),
         ("PUT", "/v1/docs/p", json!({}), "collection"),
         ("PUT", "/v1/docs/p/a%2F..%2Fb", json!({}), "\"..\""),
         ("PUT", "/v1/docs/p/a%00b", json!({}), "control"),
         ("POST", "/v1/docs/p/a", json!({}), "document"),
-        (
-            "POST",
-            "/v1/query",
-            json!({"collection": "p", "limit": 0}),
-            "limit",
-        ),
-        (
-            "POST",
-            "/v1/query",
-            json!({"collection": "p", "where": [["a", "in", [[1]]]]}),
-            "values",
-        ),
-        (
-            "POST",
-            "/v1/query",
-            json!({"collection": "p", "bogus": 1}),
-            "unknown field",
-        ),
+        ("POST", "/v1/query", json!({"collection": "p", "limit": 0}), "limit"),
+        ("POST", "/v1/query", json!({"collection": "p", "where": [["a", "in", [[1]]]]}), "values"),
+        ("POST", "/v1/query", json!({"collection": "p", "bogus": 1}), "unknown field"),
         (
             "POST",
             "/v1/batch",
             json!({"writes": [{"op": "set", "path": "p/a", "data": {}}, {"op": "delete", "path": "p/a"}]}),
             "twice",
         ),
-        (
-            "POST",
-            "/v1/batch",
-            json!({"writes": [{"op": "explode", "path": "p/a"}]}),
-            "op",
-        ),
+        ("POST", "/v1/batch", json!({"writes": [{"op": "explode", "path": "p/a"}]}), "op"),
     ];
     for (method, path, body, expected) in cases {
         let (status, response) = server.admin(method, path, Some(body)).await;
-        let message = response["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let message = response["error"]["message"].as_str().unwrap_or_default().to_owned();
         assert_eq!(
             (status, response["error"]["code"].as_str()),
             (400, Some("invalid-argument")),
             "{method} {path}: {response}"
         );
-        assert!(
-            message.contains(expected),
-            "{method} {path}: {message:?} should mention {expected:?}"
-        );
+        assert!(message.contains(expected), "{method} {path}: {message:?} should mention {expected:?}");
     }
     let response = server
         .client
@@ -390,10 +238,7 @@ async fn limits_and_bad_input(backend: Backend) {
         .await
         .unwrap();
     let (status, body) = crate::harness::read(response).await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("invalid-argument"))
-    );
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid-argument")));
 }
 
 /// Documents with mixed types and missing fields, shared by the query cases.
@@ -413,19 +258,12 @@ async fn seed_items(server: &Server) {
         .iter()
         .map(|(id, data)| json!({"op": "set", "path": format!("items/{id}"), "data": data}))
         .collect();
-    let (status, body) = server
-        .admin("POST", "/v1/batch", Some(json!({ "writes": writes })))
-        .await;
+    let (status, body) = server.admin("POST", "/v1/batch", Some(json!({ "writes": writes }))).await;
     assert_eq!(status, 200, "{body}");
 }
 
 fn ids(body: &Value) -> Vec<String> {
-    body["documents"]
-        .as_array()
-        .unwrap_or(&Vec::new())
-        .iter()
-        .map(|d| d["id"].as_str().unwrap().to_owned())
-        .collect()
+    body["documents"].as_array().unwrap_or(&Vec::new()).iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect()
 }
 
 async fn query_cases_match_on_both_backends(backend: Backend) {
@@ -444,24 +282,12 @@ async fn query_cases_match_on_both_backends(backend: Backend) {
         (json!([["b", "<", true]]), json!([]), "b"),
         (json!([["tags", "array-contains", "y"]]), json!([]), "a b"),
         (json!([["tags", "array-contains", 1]]), json!([]), "f"),
-        (
-            json!([["tags", "array-contains-any", ["x", "z"]]]),
-            json!([]),
-            "a f",
-        ),
+        (json!([["tags", "array-contains-any", ["x", "z"]]]), json!([]), "a f"),
         (json!([["n", "in", [1, 2, "3"]]]), json!([]), "a c g"),
         (json!([["n", "not-in", [1, 2]]]), json!([]), "b c d e f"),
         (json!([["dims.w", "==", 20]]), json!([]), "b g"),
-        (
-            json!([{"or": [["n", "==", 1], ["s", "==", "fig"]]}]),
-            json!([]),
-            "a g",
-        ),
-        (
-            json!([{"and": [["b", "==", true], ["n", ">", 1]]}]),
-            json!([]),
-            "g",
-        ),
+        (json!([{"or": [["n", "==", 1], ["s", "==", "fig"]]}]), json!([]), "a g"),
+        (json!([{"and": [["b", "==", true], ["n", ">", 1]]}]), json!([]), "g"),
         (json!([]), json!(["n"]), "d f a g b e c"),
         (json!([]), json!([["n", "desc"]]), "c e b g a f d"),
         (json!([]), json!([["dims.w", "desc"]]), "g b a"),
@@ -489,51 +315,33 @@ async fn cursors_page_through_and_survive_inserts(backend: Backend) {
     };
     let (_, first) = page(None).await;
     assert_eq!(ids(&first), ["d", "f", "a"]);
-    server
-        .admin("PUT", "/v1/docs/items/early", Some(json!({"n": 0.5})))
-        .await;
+    server.admin("PUT", "/v1/docs/items/early", Some(json!({"n": 0.5}))).await;
     let (_, second) = page(Some(first["nextCursor"].clone())).await;
-    assert_eq!(
-        ids(&second),
-        ["g", "b", "e"],
-        "an insert before the cursor does not shift the next page"
-    );
+    assert_eq!(ids(&second), ["g", "b", "e"], "an insert before the cursor does not shift the next page");
     let (_, third) = page(Some(second["nextCursor"].clone())).await;
-    assert_eq!(
-        (ids(&third), third["nextCursor"].clone()),
-        (vec!["c".to_owned()], Value::Null)
-    );
-    let (_, up_to_g) = server
+    assert_eq!((ids(&third), third["nextCursor"].clone()), (vec!["c".to_owned()], Value::Null));
+    let (_, up_to_g) =
+        server.admin("POST", "/v1/query", Some(json!({"collection": "items", "orderBy": ["n"], "limit": 5}))).await;
+    let (_, before) = server
         .admin(
             "POST",
             "/v1/query",
-            Some(json!({"collection": "items", "orderBy": ["n"], "limit": 5})),
+            Some(json!({"collection": "items", "orderBy": ["n"], "endBefore": up_to_g["nextCursor"]})),
         )
-        .await;
-    let (_, before) = server
-        .admin("POST", "/v1/query", Some(json!({"collection": "items", "orderBy": ["n"], "endBefore": up_to_g["nextCursor"]})))
         .await;
     assert_eq!(ids(&before), ["d", "f", "early", "a"]);
     let (status, _) = server
         .admin(
             "POST",
             "/v1/query",
-            Some(
-                json!({"collection": "items", "orderBy": ["s"], "startAfter": first["nextCursor"]}),
-            ),
+            Some(json!({"collection": "items", "orderBy": ["s"], "startAfter": first["nextCursor"]})),
         )
         .await;
     assert_eq!(status, 400, "a cursor is bound to its query's order");
     let (_, listed) = server.admin("GET", "/v1/docs/items?limit=4", None).await;
     assert_eq!(ids(&listed), ["a", "b", "c", "d"]);
     let token = listed["nextCursor"].as_str().unwrap();
-    let (_, rest) = server
-        .admin(
-            "GET",
-            &format!("/v1/docs/items?limit=4&pageToken={token}"),
-            None,
-        )
-        .await;
+    let (_, rest) = server.admin("GET", &format!("/v1/docs/items?limit=4&pageToken={token}"), None).await;
     assert_eq!(ids(&rest), ["e", "early", "f", "g"]);
 }
 
@@ -541,11 +349,7 @@ async fn counts_and_aggregates(backend: Backend) {
     let server = Server::start(backend).await;
     seed_items(&server).await;
     let (_, body) = server
-        .admin(
-            "POST",
-            "/v1/query",
-            Some(json!({"collection": "items", "where": [["n", ">", 0]], "count": true})),
-        )
+        .admin("POST", "/v1/query", Some(json!({"collection": "items", "where": [["n", ">", 0]], "count": true})))
         .await;
     assert_eq!(body, json!({"count": 4}));
     let query = json!({"collection": "items", "aggregate": {
@@ -564,13 +368,7 @@ async fn declared_index_is_used(backend: Backend) {
     let server = Server::start_with(backend, Options::default().file("nimbus.toml", toml)).await;
     for i in 0..20 {
         let path = format!("/v1/docs/messages/m{i}");
-        server
-            .admin(
-                "PUT",
-                &path,
-                Some(json!({"room": format!("r{}", i % 3), "createdAt": i})),
-            )
-            .await;
+        server.admin("PUT", &path, Some(json!({"room": format!("r{}", i % 3), "createdAt": i}))).await;
     }
     let query = json!({"collection": "messages", "where": [["room", "==", "r1"]], "orderBy": [["createdAt", "desc"]], "limit": 20});
     let (_, body) = server.admin("POST", "/v1/query", Some(query.clone())).await;
@@ -578,14 +376,8 @@ async fn declared_index_is_used(backend: Backend) {
     let (status, plan) = server.admin("POST", "/v1/admin/explain", Some(query)).await;
     assert_eq!(status, 200, "{plan}");
     let plan = plan["plan"].as_str().unwrap();
-    assert!(
-        plan.contains("documents_idx_"),
-        "the plan must use the declared index:\n{plan}"
-    );
-    assert!(
-        !plan.contains("TEMP B-TREE") && !plan.contains("Sort"),
-        "the index must serve the order:\n{plan}"
-    );
+    assert!(plan.contains("documents_idx_"), "the plan must use the declared index:\n{plan}");
+    assert!(!plan.contains("TEMP B-TREE") && !plan.contains("Sort"), "the index must serve the order:\n{plan}");
 }
 
 async fn schema_rejects_non_matching_documents(backend: Backend) {
@@ -596,43 +388,15 @@ required = ["name", "price"]
 properties = { name = { type = "string" }, price = { type = "number", minimum = 0 } }
 "#;
     let server = Server::start_with(backend, Options::default().file("nimbus.toml", toml)).await;
-    let (status, _) = server
-        .admin(
-            "PUT",
-            "/v1/docs/shops/s1/products/p1",
-            Some(json!({"name": "cat", "price": 3})),
-        )
-        .await;
+    let (status, _) =
+        server.admin("PUT", "/v1/docs/shops/s1/products/p1", Some(json!({"name": "cat", "price": 3}))).await;
     assert_eq!(status, 201);
-    let (status, body) = server
-        .admin(
-            "PATCH",
-            "/v1/docs/shops/s1/products/p1",
-            Some(json!({"price": -1})),
-        )
-        .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("invalid-argument"))
-    );
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("field `price`"),
-        "{body}"
-    );
-    let (status, _) = server
-        .admin(
-            "PUT",
-            "/v1/docs/shops/s1/products/p2",
-            Some(json!({"name": "dog"})),
-        )
-        .await;
+    let (status, body) = server.admin("PATCH", "/v1/docs/shops/s1/products/p1", Some(json!({"price": -1}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid-argument")));
+    assert!(body["error"]["message"].as_str().unwrap().contains("field `price`"), "{body}");
+    let (status, _) = server.admin("PUT", "/v1/docs/shops/s1/products/p2", Some(json!({"name": "dog"}))).await;
     assert_eq!(status, 400);
-    let (status, _) = server
-        .admin("PUT", "/v1/docs/shops/s1/other/x", Some(json!({"name": 1})))
-        .await;
+    let (status, _) = server.admin("PUT", "/v1/docs/shops/s1/other/x", Some(json!({"name": 1}))).await;
     assert_eq!(status, 201, "other collections are not checked");
 }
 
@@ -657,8 +421,5 @@ async fn in_flight_request_finishes_on_sigterm(backend: Backend) {
     stream.read_to_string(&mut response).await.unwrap();
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     let status = server.terminate();
-    assert!(
-        status.success(),
-        "nimbus exits cleanly after SIGTERM: {status:?}"
-    );
+    assert!(status.success(), "nimbus exits cleanly after SIGTERM: {status:?}");
 }

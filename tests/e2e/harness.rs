@@ -36,8 +36,7 @@ pub fn nimbus_bin() -> &'static str {
 
 /// The PostgreSQL server tests create their databases on.
 pub fn postgres_admin_url() -> String {
-    std::env::var("NIMBUS_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("NIMBUS_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A fresh PostgreSQL database, dropped when this value is.
@@ -58,20 +57,10 @@ impl PgDatabase {
         let admin = postgres_admin_url();
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
             .await
-            .unwrap_or_else(|e| {
-                panic!("PostgreSQL at {admin} is not reachable ({e}); set NIMBUS_TEST_DATABASE_URL")
-            });
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create database");
-        let base = admin
-            .rsplit_once('/')
-            .map_or(admin.as_str(), |(base, _)| base);
-        PgDatabase {
-            url: format!("{base}/{name}"),
-            name,
-        }
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is not reachable ({e}); set NIMBUS_TEST_DATABASE_URL"));
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+        let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+        PgDatabase { url: format!("{base}/{name}"), name }
     }
 }
 
@@ -79,17 +68,11 @@ impl Drop for PgDatabase {
     fn drop(&mut self) {
         let name = self.name.clone();
         let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
             runtime.block_on(async {
-                if let Ok(mut conn) =
-                    <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_admin_url()).await
-                {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
+                if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&postgres_admin_url()).await {
+                    let _ =
+                        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
                 }
             })
         })
@@ -151,13 +134,7 @@ impl Server {
             command.env(key, value);
         }
         let (child, base, _) = spawn_and_wait_for_address(command);
-        let server = Server {
-            child,
-            base,
-            _dir: dir,
-            client: reqwest::Client::new(),
-            _db: db,
-        };
+        let server = Server { child, base, _dir: dir, client: reqwest::Client::new(), _db: db };
         server.wait_ready().await;
         server
     }
@@ -189,13 +166,7 @@ impl Server {
     }
 
     /// Sends `method path` with an optional JSON body and bearer token.
-    pub async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut request = self.client.request(method, self.url(path));
         if let Some(token) = token {
@@ -264,10 +235,7 @@ pub fn spawn_and_wait_for_address(
         Ok(addr) => (child, format!("http://{addr}"), lines),
         Err(_) => {
             let _ = child.kill();
-            panic!(
-                "nimbus did not print its address; output: {:?}",
-                lines.lock().expect("lines")
-            );
+            panic!("nimbus did not print its address; output: {:?}", lines.lock().expect("lines"));
         }
     }
 }

@@ -26,31 +26,21 @@ pub fn eval_module_default(name: &str, source: &str) -> Result<serde_json::Value
 }
 
 async fn eval_inner(name: &str, source: String) -> Result<serde_json::Value, JsError> {
-    let specifier = ModuleSpecifier::parse(&format!("file:///{name}"))
-        .map_err(|_| JsError::InvalidSpecifier(name.to_owned()))?;
+    let specifier =
+        ModuleSpecifier::parse(&format!("file:///{name}")).map_err(|_| JsError::InvalidSpecifier(name.to_owned()))?;
     let mut js = JsRuntime::new(RuntimeOptions {
         module_loader: Some(Rc::new(deno_core::NoopModuleLoader)),
         ..Default::default()
     });
-    let id = js
-        .load_main_es_module_from_code(&specifier, source)
-        .await
-        .map_err(|e| JsError::Script(e.to_string()))?;
+    let id = js.load_main_es_module_from_code(&specifier, source).await.map_err(|e| JsError::Script(e.to_string()))?;
     let done = js.mod_evaluate(id);
-    js.run_event_loop(Default::default())
-        .await
-        .map_err(|e| JsError::Script(e.to_string()))?;
+    js.run_event_loop(Default::default()).await.map_err(|e| JsError::Script(e.to_string()))?;
     done.await.map_err(|e| JsError::Script(e.to_string()))?;
-    let namespace = js
-        .get_module_namespace(id)
-        .map_err(|e| JsError::Script(e.to_string()))?;
+    let namespace = js.get_module_namespace(id).map_err(|e| JsError::Script(e.to_string()))?;
     deno_core::scope!(scope, &mut js);
     let namespace = deno_core::v8::Local::new(scope, namespace);
-    let key = deno_core::v8::String::new(scope, "default")
-        .ok_or_else(|| JsError::Script("alloc".into()))?;
-    let value = namespace
-        .get(scope, key.into())
-        .ok_or_else(|| JsError::Script("no default export".into()))?;
+    let key = deno_core::v8::String::new(scope, "default").ok_or_else(|| JsError::Script("alloc".into()))?;
+    let value = namespace.get(scope, key.into()).ok_or_else(|| JsError::Script("no default export".into()))?;
     deno_core::serde_v8::from_v8(scope, value).map_err(|e| JsError::Script(e.to_string()))
 }
 

@@ -1,20 +1,43 @@
-//! Authentication: who is calling. Owns the service key (admin access for
-//! operators and servers) and the `Caller` every other part receives. It
-//! decides identity only; what an identity may do is for each part (and, for
-//! documents, the security rules).
+//! Authentication: who is calling. Owns accounts (sign-up, sign-in, sessions
+//! with rotating refresh tokens, email verification, password reset, admin
+//! user management), access tokens and their keys, the service key, and the
+//! `Caller` every other part receives. It decides identity only; what an
+//! identity may do is for each part (and, for documents, the security rules).
 
+pub mod accounts;
 pub mod api;
+pub mod limits;
+pub mod mailer;
+pub mod password;
 pub mod service_key;
+pub mod tokens;
+
+use std::sync::Arc;
 
 use crate::error::{ApiFailure, ErrorCode};
+use crate::store::StoreError;
+use tokens::{AccessClaims, Role};
 
 /// The identity behind a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Caller {
     /// The service key: full access, bypasses rules.
     Service,
     /// No credentials.
     Public,
+    /// A signed-in user (possibly anonymous), from a verified access token.
+    User(Arc<AccessClaims>),
+}
+
+impl Caller {
+    /// The service key, or a user whose token carries the `admin` claim.
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Caller::Service => true,
+            Caller::User(claims) => claims.role == Role::Admin,
+            Caller::Public => false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,14 +46,65 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("the Authorization header must be `Bearer <token>`")]
     MalformedHeader,
+    #[error("sign in first")]
+    SignInRequired,
+    #[error("this action needs an admin")]
+    AdminRequired,
+    #[error("field `{field}`: {problem}")]
+    InvalidField { field: String, problem: String },
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error("the current password is wrong")]
+    WrongCurrentPassword,
+    #[error("this account is disabled")]
+    Disabled,
+    #[error("this refresh token was already used; the session is revoked")]
+    RefreshReused,
+    #[error("the link is invalid, used or expired")]
+    BadEmailToken,
+    #[error("no such user")]
+    UserNotFound,
+    #[error("too many requests; retry in {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl AuthError {
+    pub fn invalid(field: &str, problem: &str) -> AuthError {
+        AuthError::InvalidField { field: field.to_owned(), problem: problem.to_owned() }
+    }
 }
 
 impl ApiFailure for AuthError {
     fn code(&self) -> ErrorCode {
         match self {
-            AuthError::InvalidCredentials | AuthError::MalformedHeader => {
-                ErrorCode::Unauthenticated
+            AuthError::InvalidCredentials
+            | AuthError::MalformedHeader
+            | AuthError::SignInRequired
+            | AuthError::RefreshReused => ErrorCode::Unauthenticated,
+            AuthError::AdminRequired | AuthError::Disabled | AuthError::WrongCurrentPassword => {
+                ErrorCode::PermissionDenied
             }
+            AuthError::InvalidField { .. } | AuthError::InvalidRequest(_) | AuthError::BadEmailToken => {
+                ErrorCode::InvalidArgument
+            }
+            AuthError::EmailTaken => ErrorCode::AlreadyExists,
+            AuthError::UserNotFound => ErrorCode::NotFound,
+            AuthError::RateLimited { .. } => ErrorCode::ResourceExhausted,
+            AuthError::Store(e) => e.code(),
+            AuthError::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            AuthError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 }

@@ -27,22 +27,14 @@ impl ServiceKey {
         store: &Store,
     ) -> Result<(ServiceKey, Option<SecretString>), StoreError> {
         if let Some(key) = configured {
-            return Ok((
-                ServiceKey {
-                    sha256: digest(key.expose_secret()),
-                },
-                None,
-            ));
+            return Ok((ServiceKey { sha256: digest(key.expose_secret()) }, None));
         }
         if let Some(stored) = store.get_setting(SETTING).await? {
             return Ok((ServiceKey::from_stored(&stored)?, None));
         }
         let key = generate();
         let hash = digest(&key);
-        if store
-            .insert_setting_if_absent(SETTING, &hex::encode(hash))
-            .await?
-        {
+        if store.insert_setting_if_absent(SETTING, &hex::encode(hash)).await? {
             return Ok((ServiceKey { sha256: hash }, Some(SecretString::from(key))));
         }
         // Another instance stored its key first: use that one.
@@ -60,11 +52,7 @@ impl ServiceKey {
     /// Whether `presented` is the service key (compares hashes, not the key).
     pub fn matches(&self, presented: &str) -> bool {
         let presented = digest(presented);
-        presented
-            .iter()
-            .zip(self.sha256.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+        presented.iter().zip(self.sha256.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 }
 
@@ -84,9 +72,7 @@ mod tests {
 
     #[test]
     fn matches_only_the_same_key() {
-        let key = ServiceKey {
-            sha256: digest("nsk_right"),
-        };
+        let key = ServiceKey { sha256: digest("nsk_right") };
         assert!(key.matches("nsk_right"));
         assert!(!key.matches("nsk_wrong"));
         assert!(generate().len() > 40);

@@ -14,9 +14,7 @@ use serde_json::Value;
 
 use super::path::{AnyPath, CollectionPath, DocPath};
 use super::query::QueryRequest;
-use super::{
-    format_time, Document, DocumentError, Precondition, QueryResult, WriteOp, WriteRequest,
-};
+use super::{format_time, Document, DocumentError, Precondition, QueryResult, WriteOp, WriteRequest};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ErrorCode;
@@ -28,11 +26,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/v1/docs/{*path}",
-            get(get_path)
-                .put(put_document)
-                .patch(patch_document)
-                .delete(delete_document)
-                .post(create_in_collection),
+            get(get_path).put(put_document).patch(patch_document).delete(delete_document).post(create_in_collection),
         )
         .route("/v1/batch", post(batch))
         .route("/v1/query", post(run_query))
@@ -53,21 +47,14 @@ fn render_document(path: &str, id: &str, stored: &crate::store::documents::Store
 }
 
 fn render(document: &Document) -> String {
-    render_document(
-        &document.path.to_string(),
-        document.path.id(),
-        &document.stored,
-    )
+    render_document(&document.path.to_string(), document.path.id(), &document.stored)
 }
 
 fn json_response(status: StatusCode, body: String, version: Option<i64>) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(version) = version {
         headers.insert(header::ETAG, HeaderValue::from(version));
     }
@@ -76,19 +63,12 @@ fn json_response(status: StatusCode, body: String, version: Option<i64>) -> Resp
 
 fn render_page(documents: &[Document], next_cursor: Option<String>) -> String {
     let items: Vec<String> = documents.iter().map(render).collect();
-    format!(
-        r#"{{"documents":[{}],"nextCursor":{}}}"#,
-        items.join(","),
-        next_cursor.map_or(Value::Null, Value::from)
-    )
+    format!(r#"{{"documents":[{}],"nextCursor":{}}}"#, items.join(","), next_cursor.map_or(Value::Null, Value::from))
 }
 
 fn render_query_result(result: QueryResult) -> String {
     match result {
-        QueryResult::Documents {
-            documents,
-            next_cursor,
-        } => render_page(&documents, next_cursor),
+        QueryResult::Documents { documents, next_cursor } => render_page(&documents, next_cursor),
         QueryResult::Count(n) => serde_json::json!({ "count": n }).to_string(),
         QueryResult::Aggregates(list) => {
             let map: serde_json::Map<String, Value> = list.into_iter().collect();
@@ -113,78 +93,36 @@ async fn get_path(
     match AnyPath::parse(&path).map_err(DocumentError::from)? {
         AnyPath::Document(path) => {
             let document = state.documents.get(&caller, &path).await?;
-            Ok(json_response(
-                StatusCode::OK,
-                render(&document),
-                Some(document.stored.version),
-            ))
+            Ok(json_response(StatusCode::OK, render(&document), Some(document.stored.version)))
         }
         AnyPath::Collection(collection) => {
-            let result = state
-                .documents
-                .list(
-                    &caller,
-                    &collection,
-                    params.limit,
-                    params.page_token.as_deref(),
-                )
-                .await?;
-            Ok(json_response(
-                StatusCode::OK,
-                render_query_result(result),
-                None,
-            ))
+            let result = state.documents.list(&caller, &collection, params.limit, params.page_token.as_deref()).await?;
+            Ok(json_response(StatusCode::OK, render_query_result(result), None))
         }
     }
 }
 
 /// Reads `If-Match: <version>` and `If-None-Match: *`.
 fn precondition(headers: &HeaderMap) -> Result<Precondition, ApiError> {
-    let text = |name| {
-        headers
-            .get(name)
-            .map(|v| v.to_str().unwrap_or("").trim().trim_matches('"').to_owned())
-    };
+    let text = |name| headers.get(name).map(|v| v.to_str().unwrap_or("").trim().trim_matches('"').to_owned());
     match (text(header::IF_MATCH), text(header::IF_NONE_MATCH)) {
-        (Some(_), Some(_)) => Err(ApiError::new(
-            ErrorCode::InvalidArgument,
-            "use If-Match or If-None-Match, not both",
-        )),
+        (Some(_), Some(_)) => Err(ApiError::new(ErrorCode::InvalidArgument, "use If-Match or If-None-Match, not both")),
         (Some(version), None) => version
             .parse::<i64>()
             .map(Precondition::Version)
-            .map_err(|_| {
-                ApiError::new(
-                    ErrorCode::InvalidArgument,
-                    "If-Match must be a document version number",
-                )
-            }),
+            .map_err(|_| ApiError::new(ErrorCode::InvalidArgument, "If-Match must be a document version number")),
         (None, Some(star)) if star == "*" => Ok(Precondition::MustNotExist),
-        (None, Some(_)) => Err(ApiError::new(
-            ErrorCode::InvalidArgument,
-            "If-None-Match supports only `*`",
-        )),
+        (None, Some(_)) => Err(ApiError::new(ErrorCode::InvalidArgument, "If-None-Match supports only `*`")),
         (None, None) => Ok(Precondition::None),
     }
 }
 
 fn committed_response(committed: Vec<Committed>, path: &DocPath) -> Response {
     match committed.into_iter().next() {
-        Some(Committed {
-            kind: Some(kind),
-            doc: Some(doc),
-            ..
-        }) => {
-            let status = if kind == ChangeKind::Create {
-                StatusCode::CREATED
-            } else {
-                StatusCode::OK
-            };
-            let mut response = json_response(
-                status,
-                render_document(&path.to_string(), path.id(), &doc),
-                Some(doc.version),
-            );
+        Some(Committed { kind: Some(kind), doc: Some(doc), .. }) => {
+            let status = if kind == ChangeKind::Create { StatusCode::CREATED } else { StatusCode::OK };
+            let mut response =
+                json_response(status, render_document(&path.to_string(), path.id(), &doc), Some(doc.version));
             if kind == ChangeKind::Create {
                 if let Ok(location) = HeaderValue::from_str(&format!("/v1/docs/{path}")) {
                     response.headers_mut().insert(header::LOCATION, location);
@@ -196,11 +134,7 @@ fn committed_response(committed: Vec<Committed>, path: &DocPath) -> Response {
     }
 }
 
-async fn write_one(
-    state: &AppState,
-    caller: &Caller,
-    request: WriteRequest,
-) -> Result<Response, ApiError> {
+async fn write_one(state: &AppState, caller: &Caller, request: WriteRequest) -> Result<Response, ApiError> {
     let path = request.path.clone();
     let committed = state.documents.write(caller, vec![request]).await?;
     Ok(committed_response(committed, &path))
@@ -217,11 +151,8 @@ async fn put_document(
     headers: HeaderMap,
     ApiJson(data): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    let request = WriteRequest {
-        path: doc_path(&path)?,
-        op: WriteOp::Set(data),
-        precondition: precondition(&headers)?,
-    };
+    let request =
+        WriteRequest { path: doc_path(&path)?, op: WriteOp::Set(data), precondition: precondition(&headers)? };
     write_one(&state, &caller, request).await
 }
 
@@ -232,11 +163,8 @@ async fn patch_document(
     headers: HeaderMap,
     ApiJson(data): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    let request = WriteRequest {
-        path: doc_path(&path)?,
-        op: WriteOp::Update(data),
-        precondition: precondition(&headers)?,
-    };
+    let request =
+        WriteRequest { path: doc_path(&path)?, op: WriteOp::Update(data), precondition: precondition(&headers)? };
     write_one(&state, &caller, request).await
 }
 
@@ -246,22 +174,8 @@ async fn delete_document(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let request = WriteRequest {
-        path: doc_path(&path)?,
-        op: WriteOp::Delete,
-        precondition: precondition(&headers)?,
-    };
+    let request = WriteRequest { path: doc_path(&path)?, op: WriteOp::Delete, precondition: precondition(&headers)? };
     write_one(&state, &caller, request).await
-}
-
-/// 20 characters from [A-Za-z0-9]: about 119 bits, as Firestore's auto ids.
-fn new_document_id() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::thread_rng();
-    (0..20)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 async fn create_in_collection(
@@ -271,19 +185,8 @@ async fn create_in_collection(
     ApiJson(data): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let collection = CollectionPath::parse(&path).map_err(DocumentError::from)?;
-    let path = collection
-        .doc(&new_document_id())
-        .map_err(DocumentError::from)?;
-    write_one(
-        &state,
-        &caller,
-        WriteRequest {
-            path,
-            op: WriteOp::Create(data),
-            precondition: Precondition::None,
-        },
-    )
-    .await
+    let path = collection.doc(&crate::ids::random_id(20)).map_err(DocumentError::from)?;
+    write_one(&state, &caller, WriteRequest { path, op: WriteOp::Create(data), precondition: Precondition::None }).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -318,40 +221,23 @@ struct BatchPrecondition {
 }
 
 fn batch_request(index: usize, write: BatchWrite) -> Result<WriteRequest, ApiError> {
-    let invalid =
-        |m: String| ApiError::new(ErrorCode::InvalidArgument, format!("writes[{index}]: {m}"));
+    let invalid = |m: String| ApiError::new(ErrorCode::InvalidArgument, format!("writes[{index}]: {m}"));
     let path = DocPath::parse(&write.path).map_err(|e| invalid(e.to_string()))?;
     let data = |d: Option<Value>| d.ok_or_else(|| invalid("`data` is required for this op".into()));
     let op = match write.op {
         BatchOp::Set => WriteOp::Set(data(write.data)?),
         BatchOp::Update => WriteOp::Update(data(write.data)?),
         BatchOp::Create => WriteOp::Create(data(write.data)?),
-        BatchOp::Delete if write.data.is_some() => {
-            return Err(invalid("`data` is not allowed for delete".into()))
-        }
+        BatchOp::Delete if write.data.is_some() => return Err(invalid("`data` is not allowed for delete".into())),
         BatchOp::Delete => WriteOp::Delete,
     };
     let precondition = match write.precondition {
         None => Precondition::None,
-        Some(BatchPrecondition {
-            version: Some(v),
-            exists: None,
-        }) => Precondition::Version(v),
-        Some(BatchPrecondition {
-            version: None,
-            exists: Some(false),
-        }) => Precondition::MustNotExist,
-        Some(_) => {
-            return Err(invalid(
-                "`precondition` is {\"version\": n} or {\"exists\": false}".into(),
-            ))
-        }
+        Some(BatchPrecondition { version: Some(v), exists: None }) => Precondition::Version(v),
+        Some(BatchPrecondition { version: None, exists: Some(false) }) => Precondition::MustNotExist,
+        Some(_) => return Err(invalid("`precondition` is {\"version\": n} or {\"exists\": false}".into())),
     };
-    Ok(WriteRequest {
-        path,
-        op,
-        precondition,
-    })
+    Ok(WriteRequest { path, op, precondition })
 }
 
 async fn batch(
@@ -359,12 +245,8 @@ async fn batch(
     caller: Caller,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Response, ApiError> {
-    let requests = body
-        .writes
-        .into_iter()
-        .enumerate()
-        .map(|(i, w)| batch_request(i, w))
-        .collect::<Result<Vec<_>, _>>()?;
+    let requests =
+        body.writes.into_iter().enumerate().map(|(i, w)| batch_request(i, w)).collect::<Result<Vec<_>, _>>()?;
     let paths: Vec<DocPath> = requests.iter().map(|r| r.path.clone()).collect();
     let committed = state.documents.write(&caller, requests).await?;
     let results: Vec<Value> = committed
@@ -375,11 +257,7 @@ async fn batch(
             None => serde_json::json!({"path": path.to_string(), "deleted": true}),
         })
         .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::json!({ "writes": results }).to_string(),
-        None,
-    ))
+    Ok(json_response(StatusCode::OK, serde_json::json!({ "writes": results }).to_string(), None))
 }
 
 async fn run_query(
@@ -387,15 +265,9 @@ async fn run_query(
     caller: Caller,
     ApiJson(body): ApiJson<QueryRequest>,
 ) -> Result<Response, ApiError> {
-    let parsed = body
-        .parse()
-        .map_err(|m| ApiError::new(ErrorCode::InvalidArgument, m))?;
+    let parsed = body.parse().map_err(|m| ApiError::new(ErrorCode::InvalidArgument, m))?;
     let result = state.documents.query(&caller, parsed).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        render_query_result(result),
-        None,
-    ))
+    Ok(json_response(StatusCode::OK, render_query_result(result), None))
 }
 
 /// The database's plan for a query (service key only), to check index use.
@@ -405,23 +277,9 @@ async fn explain_query(
     ApiJson(body): ApiJson<QueryRequest>,
 ) -> Result<Response, ApiError> {
     if caller != Caller::Service {
-        return Err(ApiError::new(
-            ErrorCode::PermissionDenied,
-            "the service key is required",
-        ));
+        return Err(ApiError::new(ErrorCode::PermissionDenied, "the service key is required"));
     }
-    let parsed = body
-        .parse()
-        .map_err(|m| ApiError::new(ErrorCode::InvalidArgument, m))?;
-    let plan = state
-        .documents
-        .store()
-        .explain_query(&parsed.query)
-        .await
-        .map_err(DocumentError::from)?;
-    Ok(json_response(
-        StatusCode::OK,
-        serde_json::json!({ "plan": plan }).to_string(),
-        None,
-    ))
+    let parsed = body.parse().map_err(|m| ApiError::new(ErrorCode::InvalidArgument, m))?;
+    let plan = state.documents.store().explain_query(&parsed.query).await.map_err(DocumentError::from)?;
+    Ok(json_response(StatusCode::OK, serde_json::json!({ "plan": plan }).to_string(), None))
 }

@@ -15,10 +15,7 @@ pub struct DataLimits {
 
 impl Default for DataLimits {
     fn default() -> Self {
-        DataLimits {
-            max_bytes: 1024 * 1024,
-            max_depth: 64,
-        }
+        DataLimits { max_bytes: 1024 * 1024, max_depth: 64 }
     }
 }
 
@@ -77,16 +74,10 @@ fn validate_fields(
         path.push(name.clone());
         let at = || path.join(".");
         if name.is_empty() || name.len() > MAX_FIELD_NAME_BYTES {
-            return Err(format!(
-                "field `{}`: names must be 1 to {MAX_FIELD_NAME_BYTES} bytes",
-                at()
-            ));
+            return Err(format!("field `{}`: names must be 1 to {MAX_FIELD_NAME_BYTES} bytes", at()));
         }
         if name.starts_with('$') {
-            return Err(format!(
-                "field `{}`: names starting with `$` are reserved for transforms",
-                at()
-            ));
+            return Err(format!("field `{}`: names starting with `$` are reserved for transforms", at()));
         }
         validate_value(value, mode, limits, depth + 1, path, true)?;
         path.pop();
@@ -103,26 +94,16 @@ fn validate_value(
     transforms_allowed: bool,
 ) -> Result<(), String> {
     if depth > limits.max_depth {
-        return Err(format!(
-            "field `{}`: nested deeper than {} levels",
-            path.join("."),
-            limits.max_depth
-        ));
+        return Err(format!("field `{}`: nested deeper than {} levels", path.join("."), limits.max_depth));
     }
     match value {
         Value::Object(object) => {
             if let Some(first) = object.keys().next().filter(|k| k.starts_with('$')) {
                 let Some((transform, arg)) = transform_of(object) else {
-                    return Err(format!(
-                        "field `{}`: unknown transform `{first}`",
-                        path.join(".")
-                    ));
+                    return Err(format!("field `{}`: unknown transform `{first}`", path.join(".")));
                 };
                 if !transforms_allowed {
-                    return Err(format!(
-                        "field `{}`: transforms are not allowed inside arrays",
-                        path.join(".")
-                    ));
+                    return Err(format!("field `{}`: transforms are not allowed inside arrays", path.join(".")));
                 }
                 return check_transform(transform, arg, mode, limits, depth, path);
             }
@@ -151,12 +132,10 @@ fn check_transform(
         Transform::ServerTimestamp | Transform::Delete if arg != &Value::Bool(true) => {
             Err(format!("field `{at}`: this transform takes `true`"))
         }
-        Transform::Delete if mode == Mode::Replace => Err(format!(
-            "field `{at}`: `$delete` is only allowed when merging (PATCH or update)"
-        )),
-        Transform::Increment if !arg.is_number() => {
-            Err(format!("field `{at}`: `$increment` takes a number"))
+        Transform::Delete if mode == Mode::Replace => {
+            Err(format!("field `{at}`: `$delete` is only allowed when merging (PATCH or update)"))
         }
+        Transform::Increment if !arg.is_number() => Err(format!("field `{at}`: `$increment` takes a number")),
         Transform::ArrayUnion | Transform::ArrayRemove => match arg {
             Value::Array(items) => {
                 for item in items {
@@ -183,11 +162,7 @@ pub fn resolve(current: Option<Value>, incoming: &Value, mode: Mode, now_text: &
     }
 }
 
-fn merge_into(
-    mut base: Map<String, Value>,
-    fields: &Map<String, Value>,
-    now_text: &str,
-) -> Map<String, Value> {
+fn merge_into(mut base: Map<String, Value>, fields: &Map<String, Value>, now_text: &str) -> Map<String, Value> {
     for (name, value) in fields {
         let current = base.remove(name);
         if let Some(next) = resolve_value(current, value, now_text) {
@@ -212,12 +187,7 @@ fn resolve_value(current: Option<Value>, incoming: &Value, now_text: &str) -> Op
     Some(Value::Object(merge_into(base, object, now_text)))
 }
 
-fn apply_transform(
-    transform: Transform,
-    arg: &Value,
-    current: Option<Value>,
-    now_text: &str,
-) -> Option<Value> {
+fn apply_transform(transform: Transform, arg: &Value, current: Option<Value>, now_text: &str) -> Option<Value> {
     match transform {
         Transform::Delete => None,
         Transform::ServerTimestamp => Some(Value::String(now_text.to_owned())),
@@ -237,9 +207,7 @@ fn apply_transform(
         Transform::ArrayRemove => {
             let remove = arg.as_array().cloned().unwrap_or_default();
             let items = match current {
-                Some(Value::Array(items)) => {
-                    items.into_iter().filter(|i| !remove.contains(i)).collect()
-                }
+                Some(Value::Array(items)) => items.into_iter().filter(|i| !remove.contains(i)).collect(),
                 _ => Vec::new(),
             };
             Some(Value::Array(items))
@@ -250,14 +218,9 @@ fn apply_transform(
 /// Integer arithmetic while both sides are integers, floating point otherwise;
 /// a missing or non-numeric field counts as 0.
 fn increment(current: Option<&Value>, by: &Value) -> Value {
-    let current = current
-        .filter(|v| v.is_number())
-        .cloned()
-        .unwrap_or(Value::from(0));
+    let current = current.filter(|v| v.is_number()).cloned().unwrap_or(Value::from(0));
     match (current.as_i64(), by.as_i64()) {
-        (Some(a), Some(b)) => a
-            .checked_add(b)
-            .map_or_else(|| Value::from(a as f64 + b as f64), Value::from),
+        (Some(a), Some(b)) => a.checked_add(b).map_or_else(|| Value::from(a as f64 + b as f64), Value::from),
         _ => {
             let sum = current.as_f64().unwrap_or(0.0) + by.as_f64().unwrap_or(0.0);
             serde_json::Number::from_f64(sum).map_or(Value::Null, Value::Number)
@@ -277,10 +240,7 @@ mod tests {
         let current = json!({"a": 1, "dims": {"w": 1, "h": 2}, "tags": ["x"]});
         let patch = json!({"dims": {"w": 5}, "b": null, "tags": {"$arrayUnion": ["x", "y"]}, "a": {"$delete": true}});
         let merged = resolve(Some(current), &patch, Mode::Merge, NOW);
-        assert_eq!(
-            merged,
-            json!({"dims": {"w": 5, "h": 2}, "b": null, "tags": ["x", "y"]})
-        );
+        assert_eq!(merged, json!({"dims": {"w": 5, "h": 2}, "b": null, "tags": ["x", "y"]}));
     }
 
     #[test]
@@ -291,29 +251,19 @@ mod tests {
             "arr": {"$arrayRemove": [1]}, "at": {"$serverTimestamp": true}
         });
         let merged = resolve(Some(current), &patch, Mode::Merge, NOW);
-        assert_eq!(
-            merged,
-            json!({"n": 42, "f": 2.5, "s": 2, "arr": [2], "at": NOW})
-        );
+        assert_eq!(merged, json!({"n": 42, "f": 2.5, "s": 2, "arr": [2], "at": NOW}));
     }
 
     #[test]
     fn replace_ignores_current_data() {
-        let replaced = resolve(
-            Some(json!({"old": 1})),
-            &json!({"new": {"$increment": 3}}),
-            Mode::Replace,
-            NOW,
-        );
+        let replaced = resolve(Some(json!({"old": 1})), &json!({"new": {"$increment": 3}}), Mode::Replace, NOW);
         assert_eq!(replaced, json!({"new": 3}));
     }
 
     #[test]
     fn validation_names_the_field() {
         let limits = DataLimits::default();
-        assert!(validate(&json!([1]), Mode::Replace, limits)
-            .unwrap_err()
-            .contains("object"));
+        assert!(validate(&json!([1]), Mode::Replace, limits).unwrap_err().contains("object"));
         let err = validate(&json!({"a": {"$bogus": 1}}), Mode::Merge, limits).unwrap_err();
         assert_eq!(err, "field `a`: unknown transform `$bogus`");
         let err = validate(&json!({"a": {"$delete": true}}), Mode::Replace, limits).unwrap_err();
@@ -321,9 +271,7 @@ mod tests {
         let err = validate(&json!({"a": [{"$increment": 1}]}), Mode::Merge, limits).unwrap_err();
         assert!(err.contains("inside arrays"));
         let deep = (0..70).fold(json!(1), |v, _| json!({ "x": v }));
-        assert!(validate(&deep, Mode::Replace, limits)
-            .unwrap_err()
-            .contains("deeper than 64"));
+        assert!(validate(&deep, Mode::Replace, limits).unwrap_err().contains("deeper than 64"));
         assert!(validate(&json!({"": 1}), Mode::Replace, limits).is_err());
     }
 }

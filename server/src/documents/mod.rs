@@ -18,9 +18,7 @@ use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::error::{ApiFailure, ErrorCode};
-use crate::store::documents::{
-    CommitError, Committed, DocKey, Outcome, Rejection, StoredDoc, Write,
-};
+use crate::store::documents::{CommitError, Committed, DocKey, Outcome, Rejection, StoredDoc, Write};
 use crate::store::query::Cursor;
 use crate::store::{Store, StoreError};
 use data::{DataLimits, Mode};
@@ -44,11 +42,7 @@ pub enum DocumentError {
     #[error("document {0} already exists")]
     AlreadyExists(String),
     #[error("document {path} fails its precondition: expected version {expected}, found {actual}")]
-    VersionMismatch {
-        path: String,
-        expected: i64,
-        actual: String,
-    },
+    VersionMismatch { path: String, expected: i64, actual: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -56,9 +50,7 @@ pub enum DocumentError {
 impl ApiFailure for DocumentError {
     fn code(&self) -> ErrorCode {
         match self {
-            DocumentError::InvalidPath(_) | DocumentError::InvalidArgument(_) => {
-                ErrorCode::InvalidArgument
-            }
+            DocumentError::InvalidPath(_) | DocumentError::InvalidArgument(_) => ErrorCode::InvalidArgument,
             DocumentError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             DocumentError::NotFound(_) => ErrorCode::NotFound,
             DocumentError::AlreadyExists(_) => ErrorCode::AlreadyExists,
@@ -107,10 +99,7 @@ pub struct Document {
 /// The result of a query.
 #[derive(Debug)]
 pub enum QueryResult {
-    Documents {
-        documents: Vec<Document>,
-        next_cursor: Option<String>,
-    },
+    Documents { documents: Vec<Document>, next_cursor: Option<String> },
     Count(i64),
     Aggregates(Vec<(String, Value)>),
 }
@@ -125,20 +114,16 @@ pub struct Documents {
 
 impl Documents {
     pub fn new(store: Store, limits: DataLimits, schemas: Schemas) -> Documents {
-        Documents {
-            store,
-            limits,
-            schemas,
-        }
+        Documents { store, limits, schemas }
     }
 
     /// Until security rules exist, only the service key may touch documents (default deny).
     fn authorize(&self, caller: &Caller) -> Result<(), DocumentError> {
         match caller {
             Caller::Service => Ok(()),
-            Caller::Public => Err(DocumentError::PermissionDenied(
-                "no security rule allows this request".into(),
-            )),
+            Caller::Public | Caller::User(_) => {
+                Err(DocumentError::PermissionDenied("no security rule allows this request".into()))
+            }
         }
     }
 
@@ -146,24 +131,15 @@ impl Documents {
         self.authorize(caller)?;
         let stored = self.store.get_document(&key(path)).await?;
         stored
-            .map(|stored| Document {
-                path: path.clone(),
-                stored,
-            })
+            .map(|stored| Document { path: path.clone(), stored })
             .ok_or_else(|| DocumentError::NotFound(path.to_string()))
     }
 
     /// Applies the writes atomically; returns each write's result in order.
-    pub async fn write(
-        &self,
-        caller: &Caller,
-        requests: Vec<WriteRequest>,
-    ) -> Result<Vec<Committed>, DocumentError> {
+    pub async fn write(&self, caller: &Caller, requests: Vec<WriteRequest>) -> Result<Vec<Committed>, DocumentError> {
         self.authorize(caller)?;
         if requests.is_empty() || requests.len() > MAX_BATCH_WRITES {
-            return Err(DocumentError::InvalidArgument(format!(
-                "a batch holds 1 to {MAX_BATCH_WRITES} writes"
-            )));
+            return Err(DocumentError::InvalidArgument(format!("a batch holds 1 to {MAX_BATCH_WRITES} writes")));
         }
         let mut seen = HashSet::new();
         for (i, request) in requests.iter().enumerate() {
@@ -173,24 +149,16 @@ impl Documents {
                     request.path
                 )));
             }
-            if let WriteOp::Create(data) | WriteOp::Set(data) | WriteOp::Update(data) = &request.op
-            {
-                let mode = if matches!(request.op, WriteOp::Update(_)) {
-                    Mode::Merge
-                } else {
-                    Mode::Replace
-                };
-                data::validate(data, mode, self.limits)
-                    .map_err(|e| batch_error(&requests, i, e))?;
+            if let WriteOp::Create(data) | WriteOp::Set(data) | WriteOp::Update(data) = &request.op {
+                let mode = if matches!(request.op, WriteOp::Update(_)) { Mode::Merge } else { Mode::Replace };
+                data::validate(data, mode, self.limits).map_err(|e| batch_error(&requests, i, e))?;
             }
         }
         let writes = requests.iter().map(|r| self.store_write(r)).collect();
         match self.store.commit(writes).await {
             Ok(committed) => Ok(committed),
             Err(CommitError::Store(e)) => Err(e.into()),
-            Err(CommitError::Rejected { index, rejection }) => {
-                Err(rejected(&requests, index, rejection))
-            }
+            Err(CommitError::Rejected { index, rejection }) => Err(rejected(&requests, index, rejection)),
         }
     }
 
@@ -206,45 +174,24 @@ impl Documents {
             mutation: Box::new(move |current, now| {
                 let outcome = decide(&op, precondition, current, now, limits)?;
                 if let (Outcome::Put(data), false) = (&outcome, schemas.is_empty()) {
-                    let value: Value = serde_json::from_str(data)
-                        .map_err(|e| Rejection::Invalid(e.to_string()))?;
-                    schemas
-                        .check(&collection, &value)
-                        .map_err(Rejection::Invalid)?;
+                    let value: Value = serde_json::from_str(data).map_err(|e| Rejection::Invalid(e.to_string()))?;
+                    schemas.check(&collection, &value).map_err(Rejection::Invalid)?;
                 }
                 Ok(outcome)
             }),
         }
     }
 
-    pub async fn query(
-        &self,
-        caller: &Caller,
-        parsed: ParsedQuery,
-    ) -> Result<QueryResult, DocumentError> {
+    pub async fn query(&self, caller: &Caller, parsed: ParsedQuery) -> Result<QueryResult, DocumentError> {
         self.authorize(caller)?;
-        let ParsedQuery {
-            collection,
-            query,
-            wanted,
-        } = parsed;
+        let ParsedQuery { collection, query, wanted } = parsed;
         match wanted {
-            Wanted::Count => Ok(QueryResult::Count(
-                self.store.count_documents(&query).await?,
-            )),
+            Wanted::Count => Ok(QueryResult::Count(self.store.count_documents(&query).await?)),
             Wanted::Aggregates(list) => {
                 let functions: Vec<_> = list.iter().filter_map(|(_, a)| a.clone()).collect();
-                let mut values = self
-                    .store
-                    .aggregate_documents(&query, &functions)
-                    .await?
-                    .into_iter();
+                let mut values = self.store.aggregate_documents(&query, &functions).await?.into_iter();
                 let needs_count = list.iter().any(|(_, a)| a.is_none());
-                let count = if needs_count {
-                    self.store.count_documents(&query).await?
-                } else {
-                    0
-                };
+                let count = if needs_count { self.store.count_documents(&query).await? } else { 0 };
                 let results = list
                     .into_iter()
                     .map(|(name, aggregate)| {
@@ -261,26 +208,15 @@ impl Documents {
                 let page = self.store.query_documents(&query).await?;
                 let last: Option<Cursor> = page.documents.last().map(|(_, c)| c.clone());
                 let next_cursor = match (page.has_more, last) {
-                    (true, Some(cursor)) => Some(query::encode_cursor(
-                        collection.as_str(),
-                        &query.order,
-                        &cursor,
-                    )),
+                    (true, Some(cursor)) => Some(query::encode_cursor(collection.as_str(), &query.order, &cursor)),
                     _ => None,
                 };
                 let documents = page
                     .documents
                     .into_iter()
-                    .map(|(stored, _)| {
-                        collection
-                            .doc(&stored.id)
-                            .map(|path| Document { path, stored })
-                    })
+                    .map(|(stored, _)| collection.doc(&stored.id).map(|path| Document { path, stored }))
                     .collect::<Result<Vec<_>, _>>()?;
-                Ok(QueryResult::Documents {
-                    documents,
-                    next_cursor,
-                })
+                Ok(QueryResult::Documents { documents, next_cursor })
             }
         }
     }
@@ -293,17 +229,8 @@ impl Documents {
         limit: Option<u32>,
         page_token: Option<&str>,
     ) -> Result<QueryResult, DocumentError> {
-        let query = query::list_query(collection, limit, page_token)
-            .map_err(DocumentError::InvalidArgument)?;
-        self.query(
-            caller,
-            ParsedQuery {
-                collection: collection.clone(),
-                query,
-                wanted: Wanted::Documents,
-            },
-        )
-        .await
+        let query = query::list_query(collection, limit, page_token).map_err(DocumentError::InvalidArgument)?;
+        self.query(caller, ParsedQuery { collection: collection.clone(), query, wanted: Wanted::Documents }).await
     }
 
     pub fn store(&self) -> &Store {
@@ -312,10 +239,7 @@ impl Documents {
 }
 
 /// Creates the expression indexes declared in configuration (idempotent).
-pub async fn ensure_indexes(
-    store: &Store,
-    indexes: &[crate::config::IndexSetting],
-) -> Result<(), String> {
+pub async fn ensure_indexes(store: &Store, indexes: &[crate::config::IndexSetting]) -> Result<(), String> {
     for (i, index) in indexes.iter().enumerate() {
         let context = format!("nimbus.toml: indexes[{i}]");
         CollectionPath::parse(&index.collection.replace('*', "x"))
@@ -331,23 +255,15 @@ pub async fn ensure_indexes(
                     .ok_or_else(|| format!("{context}.fields: invalid field path {f:?}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let name = format!(
-            "documents_idx_{}",
-            &hex::encode(sha2::Sha256::digest(index.fields.join(",").as_bytes()))[..16]
-        );
-        store
-            .ensure_index(&name, &fields)
-            .await
-            .map_err(|e| format!("{context}: {e}"))?;
+        let name =
+            format!("documents_idx_{}", &hex::encode(sha2::Sha256::digest(index.fields.join(",").as_bytes()))[..16]);
+        store.ensure_index(&name, &fields).await.map_err(|e| format!("{context}: {e}"))?;
     }
     Ok(())
 }
 
 fn key(path: &DocPath) -> DocKey {
-    DocKey {
-        collection: path.collection().as_str().to_owned(),
-        id: path.id().to_owned(),
-    }
+    DocKey { collection: path.collection().as_str().to_owned(), id: path.id().to_owned() }
 }
 
 /// The decision for one write against the current row, inside the transaction.
@@ -359,17 +275,9 @@ fn decide(
     limits: DataLimits,
 ) -> Result<Outcome, Rejection> {
     match (precondition, current) {
-        (Precondition::Version(expected), None) => {
-            return Err(Rejection::VersionMismatch {
-                expected,
-                actual: None,
-            })
-        }
+        (Precondition::Version(expected), None) => return Err(Rejection::VersionMismatch { expected, actual: None }),
         (Precondition::Version(expected), Some(doc)) if doc.version != expected => {
-            return Err(Rejection::VersionMismatch {
-                expected,
-                actual: Some(doc.version),
-            })
+            return Err(Rejection::VersionMismatch { expected, actual: Some(doc.version) })
         }
         (Precondition::MustNotExist, Some(_)) => return Err(Rejection::AlreadyExists),
         _ => {}
@@ -379,9 +287,7 @@ fn decide(
         (WriteOp::Delete, _) => return Ok(Outcome::Delete),
         (WriteOp::Create(_), Some(_)) => return Err(Rejection::AlreadyExists),
         (WriteOp::Update(_), None) => return Err(Rejection::NotFound),
-        (WriteOp::Create(data) | WriteOp::Set(data), _) => {
-            data::resolve(None, data, Mode::Replace, &now_text)
-        }
+        (WriteOp::Create(data) | WriteOp::Set(data), _) => data::resolve(None, data, Mode::Replace, &now_text),
         (WriteOp::Update(data), Some(doc)) => {
             let current: Value = serde_json::from_str(&doc.data)
                 .map_err(|_| Rejection::Invalid("the stored document is not valid JSON".into()))?;
@@ -390,10 +296,7 @@ fn decide(
     };
     let text = data.to_string();
     if text.len() > limits.max_bytes {
-        return Err(Rejection::Invalid(format!(
-            "the document is larger than {} bytes",
-            limits.max_bytes
-        )));
+        return Err(Rejection::Invalid(format!("the document is larger than {} bytes", limits.max_bytes)));
     }
     Ok(Outcome::Put(text))
 }
@@ -402,10 +305,7 @@ fn batch_error(requests: &[WriteRequest], index: usize, message: String) -> Docu
     if requests.len() == 1 {
         DocumentError::InvalidArgument(message)
     } else {
-        DocumentError::InvalidArgument(format!(
-            "writes[{index}] ({}): {message}",
-            requests[index].path
-        ))
+        DocumentError::InvalidArgument(format!("writes[{index}] ({}): {message}", requests[index].path))
     }
 }
 
@@ -425,9 +325,8 @@ fn rejected(requests: &[WriteRequest], index: usize, rejection: Rejection) -> Do
 
 /// `2026-11-26T04:02:47.123456Z`: fixed width, so strings sort in time order.
 pub fn format_time(micros: i64) -> String {
-    let format = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
         .ok()
         .and_then(|t| t.format(&format).ok())

@@ -51,10 +51,7 @@ impl AnyPath {
             AnyPath::Collection(CollectionPath(text.to_owned()))
         } else {
             let (collection, id) = text.rsplit_once('/').unwrap_or(("", text));
-            AnyPath::Document(DocPath {
-                collection: CollectionPath(collection.to_owned()),
-                id: id.to_owned(),
-            })
+            AnyPath::Document(DocPath { collection: CollectionPath(collection.to_owned()), id: id.to_owned() })
         })
     }
 }
@@ -65,22 +62,16 @@ pub fn check_segment(segment: &str) -> Result<(), PathError> {
         return Err(PathError("empty segment (\"//\")".into()));
     }
     if segment == "." || segment == ".." {
-        return Err(PathError(
-            "\".\" and \"..\" are not allowed as segments".into(),
-        ));
+        return Err(PathError("\".\" and \"..\" are not allowed as segments".into()));
     }
     if segment.len() > MAX_SEGMENT_BYTES {
-        return Err(PathError(format!(
-            "a segment is longer than {MAX_SEGMENT_BYTES} bytes"
-        )));
+        return Err(PathError(format!("a segment is longer than {MAX_SEGMENT_BYTES} bytes")));
     }
     if segment.chars().any(char::is_control) {
         return Err(PathError("control characters are not allowed".into()));
     }
     if segment.starts_with("__") && segment.ends_with("__") {
-        return Err(PathError(
-            "segments of the form __name__ are reserved".into(),
-        ));
+        return Err(PathError("segments of the form __name__ are reserved".into()));
     }
     Ok(())
 }
@@ -89,10 +80,7 @@ impl CollectionPath {
     pub fn parse(text: &str) -> Result<CollectionPath, PathError> {
         match AnyPath::parse(text)? {
             AnyPath::Collection(c) => Ok(c),
-            AnyPath::Document(_) => Err(PathError(format!(
-                "{:?} names a document, not a collection",
-                text
-            ))),
+            AnyPath::Document(_) => Err(PathError(format!("{:?} names a document, not a collection", text))),
         }
     }
 
@@ -106,10 +94,7 @@ impl CollectionPath {
         if self.0.len() + 1 + id.len() > MAX_PATH_BYTES {
             return Err(PathError(format!("longer than {MAX_PATH_BYTES} bytes")));
         }
-        Ok(DocPath {
-            collection: self.clone(),
-            id: id.to_owned(),
-        })
+        Ok(DocPath { collection: self.clone(), id: id.to_owned() })
     }
 }
 
@@ -117,10 +102,7 @@ impl DocPath {
     pub fn parse(text: &str) -> Result<DocPath, PathError> {
         match AnyPath::parse(text)? {
             AnyPath::Document(d) => Ok(d),
-            AnyPath::Collection(_) => Err(PathError(format!(
-                "{:?} names a collection, not a document",
-                text
-            ))),
+            AnyPath::Collection(_) => Err(PathError(format!("{:?} names a collection, not a document", text))),
         }
     }
 
@@ -151,29 +133,15 @@ mod tests {
 
     #[test]
     fn odd_paths_are_collections_and_even_paths_documents() {
-        assert!(matches!(
-            AnyPath::parse("posts"),
-            Ok(AnyPath::Collection(_))
-        ));
+        assert!(matches!(AnyPath::parse("posts"), Ok(AnyPath::Collection(_))));
         let doc = DocPath::parse("posts/p1/comments/c1").unwrap();
-        assert_eq!(
-            (doc.collection().as_str(), doc.id()),
-            ("posts/p1/comments", "c1")
-        );
+        assert_eq!((doc.collection().as_str(), doc.id()), ("posts/p1/comments", "c1"));
         assert_eq!(doc.to_string(), "posts/p1/comments/c1");
     }
 
     #[test]
     fn paths_cannot_escape_their_collection() {
-        for bad in [
-            "posts/..",
-            "posts/.",
-            "posts//x",
-            "a/b\u{0}c",
-            "posts/__name__",
-            "",
-            "/",
-        ] {
+        for bad in ["posts/..", "posts/.", "posts//x", "a/b\u{0}c", "posts/__name__", "", "/"] {
             assert!(AnyPath::parse(bad).is_err(), "{bad:?} must be refused");
         }
         let posts = CollectionPath::parse("posts").unwrap();

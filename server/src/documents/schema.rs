@@ -23,20 +23,11 @@ impl Schemas {
         let compiled = schemas
             .iter()
             .map(|(pattern, schema)| {
-                CollectionPath::parse(&pattern.replace('*', "x")).map_err(|e| {
-                    format!(
-                        "nimbus.toml: schemas.{pattern}: not a collection pattern ({})",
-                        e.0
-                    )
-                })?;
-                let validator = jsonschema::validator_for(schema).map_err(|e| {
-                    format!("nimbus.toml: schemas.{pattern}: invalid JSON Schema: {e}")
-                })?;
-                let pattern = pattern
-                    .trim_matches('/')
-                    .split('/')
-                    .map(str::to_owned)
-                    .collect();
+                CollectionPath::parse(&pattern.replace('*', "x"))
+                    .map_err(|e| format!("nimbus.toml: schemas.{pattern}: not a collection pattern ({})", e.0))?;
+                let validator = jsonschema::validator_for(schema)
+                    .map_err(|e| format!("nimbus.toml: schemas.{pattern}: invalid JSON Schema: {e}"))?;
+                let pattern = pattern.trim_matches('/').split('/').map(str::to_owned).collect();
                 Ok(CollectionSchema { pattern, validator })
             })
             .collect::<Result<Vec<_>, String>>()?;
@@ -59,9 +50,7 @@ impl Schemas {
                 } else {
                     format!("field `{}`", at.trim_start_matches('/').replace('/', "."))
                 };
-                Err(format!(
-                    "{field} does not match the collection schema: {error}"
-                ))
+                Err(format!("{field} does not match the collection schema: {error}"))
             }
         }
     }
@@ -72,11 +61,7 @@ impl Schemas {
 }
 
 fn matches(pattern: &[String], segments: &[&str]) -> bool {
-    pattern.len() == segments.len()
-        && pattern
-            .iter()
-            .zip(segments)
-            .all(|(p, s)| p == "*" || p == s)
+    pattern.len() == segments.len() && pattern.iter().zip(segments).all(|(p, s)| p == "*" || p == s)
 }
 
 #[cfg(test)]
@@ -91,12 +76,8 @@ mod tests {
             json!({"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}),
         )])
         .unwrap();
-        assert!(schemas
-            .check("rooms/r1/messages", &json!({"text": "hi"}))
-            .is_ok());
-        let err = schemas
-            .check("rooms/r1/messages", &json!({"text": 5}))
-            .unwrap_err();
+        assert!(schemas.check("rooms/r1/messages", &json!({"text": "hi"})).is_ok());
+        let err = schemas.check("rooms/r1/messages", &json!({"text": 5})).unwrap_err();
         assert!(err.starts_with("field `text`"), "{err}");
         assert!(schemas.check("rooms", &json!({"text": 5})).is_ok());
     }

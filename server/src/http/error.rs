@@ -19,11 +19,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            message: message.into(),
-            retry_after_secs: None,
-        }
+        ApiError { code, message: message.into(), retry_after_secs: None }
     }
 }
 
@@ -41,24 +37,17 @@ impl<E: ApiFailure> From<E> for ApiError {
             }
             _ => failure.to_string(),
         };
-        ApiError {
-            code,
-            message,
-            retry_after_secs: failure.retry_after_secs(),
-        }
+        ApiError { code, message, retry_after_secs: failure.retry_after_secs() }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut response = (status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from(secs));
+            response.headers_mut().insert("retry-after", HeaderValue::from(secs));
         }
         response
     }
@@ -71,8 +60,5 @@ pub async fn not_found() -> ApiError {
 
 /// The fallback for a known path asked with a method it does not serve.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(
-        ErrorCode::MethodNotAllowed,
-        "method not allowed on this route",
-    )
+    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
 }

@@ -29,11 +29,7 @@ pub fn decode_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, 
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let reason = describe_serde_error(&e.into_inner().to_string());
-        let message = if path == "." {
-            reason
-        } else {
-            format!("field `{path}`: {reason}")
-        };
+        let message = if path == "." { reason } else { format!("field `{path}`: {reason}") };
         ApiError::new(ErrorCode::InvalidArgument, message)
     })
 }
@@ -57,23 +53,17 @@ fn describe_serde_error(text: &str) -> String {
 
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            ErrorCode::InvalidArgument,
-            "expected Content-Type: application/json",
-        ),
+        JsonRejection::MissingJsonContentType(_) => {
+            ApiError::new(ErrorCode::InvalidArgument, "expected Content-Type: application/json")
+        }
         JsonRejection::JsonSyntaxError(e) => ApiError::new(
             ErrorCode::InvalidArgument,
             format!("malformed JSON body: {}", syntax_position(&e.body_text())),
         ),
-        JsonRejection::BytesRejection(e)
-            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-        {
+        JsonRejection::BytesRejection(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
         }
-        other => ApiError::new(
-            ErrorCode::InvalidArgument,
-            format!("unreadable request body ({})", other.status()),
-        ),
+        other => ApiError::new(ErrorCode::InvalidArgument, format!("unreadable request body ({})", other.status())),
     }
 }
 
@@ -92,19 +82,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|q| ApiQuery(q.0))
-            .map_err(|e: QueryRejection| {
+        axum::extract::Query::<T>::from_request_parts(parts, state).await.map(|q| ApiQuery(q.0)).map_err(
+            |e: QueryRejection| {
                 let text = e.body_text();
-                let reason = text
-                    .strip_prefix("Failed to deserialize query string: ")
-                    .unwrap_or(&text);
-                ApiError::new(
-                    ErrorCode::InvalidArgument,
-                    format!("query string: {}", describe_serde_error(reason)),
-                )
-            })
+                let reason = text.strip_prefix("Failed to deserialize query string: ").unwrap_or(&text);
+                ApiError::new(ErrorCode::InvalidArgument, format!("query string: {}", describe_serde_error(reason)))
+            },
+        )
     }
 }
 
@@ -116,10 +100,7 @@ mod tests {
     fn serde_messages_never_echo_values() {
         let msg = describe_serde_error("invalid type: string \"hunter2\", expected u32");
         assert_eq!(msg, "invalid type, expected u32");
-        assert!(
-            !describe_serde_error("invalid value: string \"secret\", expected one of `a`")
-                .contains("secret")
-        );
+        assert!(!describe_serde_error("invalid value: string \"secret\", expected one of `a`").contains("secret"));
     }
 
     #[test]

@@ -15,13 +15,8 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     match state.store.ready().await {
-        Ok(true) => Ok(Json(
-            json!({"status": "ready", "database": state.store.backend_name()}),
-        )),
-        Ok(false) => Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "migrations are not applied",
-        )),
+        Ok(true) => Ok(Json(json!({"status": "ready", "database": state.store.backend_name()}))),
+        Ok(false) => Err(ApiError::new(ErrorCode::Unavailable, "migrations are not applied")),
         Err(e) => Err(e.into()),
     }
 }

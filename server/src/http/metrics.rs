@@ -8,9 +8,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 use crate::app::AppState;
 
@@ -29,31 +27,18 @@ impl Metrics {
             &["method", "route", "status"],
         )?;
         let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "nimbus_http_request_duration_seconds",
-                "HTTP request latency",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-            ]),
+            HistogramOpts::new("nimbus_http_request_duration_seconds", "HTTP request latency")
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
             &["method", "route", "status"],
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
-        Ok(Metrics {
-            registry,
-            requests,
-            latency,
-        })
+        Ok(Metrics { registry, requests, latency })
     }
 
     fn observe(&self, method: &str, route: &str, status: &str, seconds: f64) {
-        self.requests
-            .with_label_values(&[method, route, status])
-            .inc();
-        self.latency
-            .with_label_values(&[method, route, status])
-            .observe(seconds);
+        self.requests.with_label_values(&[method, route, status]).inc();
+        self.latency.with_label_values(&[method, route, status]).observe(seconds);
     }
 }
 
@@ -62,26 +47,18 @@ impl Metrics {
 pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route =
+        request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    state
-        .metrics
-        .observe(&method, &route, &status, started.elapsed().as_secs_f64());
+    state.metrics.observe(&method, &route, &status, started.elapsed().as_secs_f64());
     response
 }
 
 pub async fn render(State(state): State<AppState>) -> Response {
     let mut buffer = Vec::new();
     match TextEncoder::new().encode(&state.metrics.registry.gather(), &mut buffer) {
-        Ok(()) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            buffer,
-        )
-            .into_response(),
+        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buffer).into_response(),
         Err(e) => {
             tracing::error!("metrics encoding failed: {e}");
             axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()

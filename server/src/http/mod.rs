@@ -34,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
         .merge(crate::documents::api::router())
+        .merge(crate::auth::api::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed);
     let body_limit = state.config.body_limit;
@@ -52,22 +53,14 @@ pub fn router(state: AppState) -> Router {
 
 /// Answers `413` in the error shape when the declared length is over the limit;
 /// bodies without a length are cut by `DefaultBodyLimit` in the extractors.
-async fn reject_oversize_bodies(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+async fn reject_oversize_bodies(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(length) if length > state.config.body_limit as u64 => ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("request body is over {} bytes", state.config.body_limit),
-        )
-        .into_response(),
+        Some(length) if length > state.config.body_limit as u64 => {
+            ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is over {} bytes", state.config.body_limit))
+                .into_response()
+        }
         _ => next.run(request).await,
     }
 }
@@ -79,19 +72,8 @@ fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
     };
     CorsLayer::new()
         .allow_origin(origin)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            header::IF_MATCH,
-            header::IF_NONE_MATCH,
-        ])
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH, header::IF_NONE_MATCH])
         .expose_headers([header::ETAG, header::RETRY_AFTER, REQUEST_ID])
         .max_age(Duration::from_secs(3600))
 }

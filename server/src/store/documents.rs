@@ -44,8 +44,7 @@ pub enum Rejection {
 }
 
 /// Decides a write from the current row (if any) and the commit time (µs).
-pub type Mutation =
-    Box<dyn Fn(Option<&StoredDoc>, i64) -> Result<Outcome, Rejection> + Send + Sync>;
+pub type Mutation = Box<dyn Fn(Option<&StoredDoc>, i64) -> Result<Outcome, Rejection> + Send + Sync>;
 
 pub struct Write {
     pub key: DocKey,
@@ -104,9 +103,7 @@ pub(super) struct WriteSql {
 }
 
 pub(super) fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Applies `$writes` in order on `$conn` (a connection inside a transaction),
@@ -125,18 +122,15 @@ macro_rules! apply_writes {
                         .fetch_optional(&mut *$conn)
                         .await
                         .map_err($crate::store::StoreError::from)?
-                        .map(|(id, data, version, create_time, update_time)| {
-                            $crate::store::documents::StoredDoc {
-                                id,
-                                data,
-                                version,
-                                create_time,
-                                update_time,
-                            }
+                        .map(|(id, data, version, create_time, update_time)| $crate::store::documents::StoredDoc {
+                            id,
+                            data,
+                            version,
+                            create_time,
+                            update_time,
                         });
-                let outcome = (write.mutation)(current.as_ref(), $now).map_err(|rejection| {
-                    $crate::store::documents::CommitError::Rejected { index, rejection }
-                })?;
+                let outcome = (write.mutation)(current.as_ref(), $now)
+                    .map_err(|rejection| $crate::store::documents::CommitError::Rejected { index, rejection })?;
                 let (kind, after) = match (outcome, current.as_ref()) {
                     ($crate::store::documents::Outcome::Delete, None) => (None, None),
                     ($crate::store::documents::Outcome::Delete, Some(_)) => {
@@ -164,10 +158,7 @@ macro_rules! apply_writes {
                             create_time: $now,
                             update_time: $now,
                         };
-                        (
-                            Some($crate::store::documents::ChangeKind::Create),
-                            Some(doc),
-                        )
+                        (Some($crate::store::documents::ChangeKind::Create), Some(doc))
                     }
                     ($crate::store::documents::Outcome::Put(data), Some(old)) => {
                         sqlx::query(sql.update)
@@ -185,17 +176,12 @@ macro_rules! apply_writes {
                             create_time: old.create_time,
                             update_time: $now,
                         };
-                        (
-                            Some($crate::store::documents::ChangeKind::Update),
-                            Some(doc),
-                        )
+                        (Some($crate::store::documents::ChangeKind::Update), Some(doc))
                     }
                 };
                 if let Some(kind) = kind {
-                    let version = after.as_ref().map_or_else(
-                        || current.as_ref().map_or(0, |c| c.version + 1),
-                        |d| d.version,
-                    );
+                    let version =
+                        after.as_ref().map_or_else(|| current.as_ref().map_or(0, |c| c.version + 1), |d| d.version);
                     sqlx::query(sql.change)
                         .bind(&write.key.collection)
                         .bind(&write.key.id)
@@ -208,11 +194,7 @@ macro_rules! apply_writes {
                         .await
                         .map_err($crate::store::StoreError::from)?;
                 }
-                committed.push($crate::store::documents::Committed {
-                    key: write.key.clone(),
-                    kind,
-                    doc: after,
-                });
+                committed.push($crate::store::documents::Committed { key: write.key.clone(), kind, doc: after });
             }
             Ok::<_, $crate::store::documents::CommitError>(committed)
         }
@@ -250,21 +232,15 @@ impl Store {
             dialect(&self.pools).data_text()
         );
         let row: Option<(String, String, i64, i64, i64)> = on_reader!(self, |pool| {
-            sqlx::query_as(&sql)
-                .bind(&key.collection)
-                .bind(&key.id)
-                .fetch_optional(pool)
-                .await?
+            sqlx::query_as(&sql).bind(&key.collection).bind(&key.id).fetch_optional(pool).await?
         });
-        Ok(
-            row.map(|(id, data, version, create_time, update_time)| StoredDoc {
-                id,
-                data,
-                version,
-                create_time,
-                update_time,
-            }),
-        )
+        Ok(row.map(|(id, data, version, create_time, update_time)| StoredDoc {
+            id,
+            data,
+            version,
+            create_time,
+            update_time,
+        }))
     }
 
     /// Applies all writes in one transaction, or none of them.
@@ -280,9 +256,7 @@ impl Store {
         let sql = query::select(dialect(&self.pools), query);
         let order_fields = query.order.len();
         let mut documents = on_reader!(self, |pool| {
-            let rows = bind_params!(sqlx::query(&sql.text), &sql.params)
-                .fetch_all(pool)
-                .await?;
+            let rows = bind_params!(sqlx::query(&sql.text), &sql.params).fetch_all(pool).await?;
             let mut out = Vec::with_capacity(rows.len());
             for row in &rows {
                 out.push(decode_row(row, order_fields)?);
@@ -291,18 +265,13 @@ impl Store {
         });
         let has_more = documents.len() > query.limit as usize;
         documents.truncate(query.limit as usize);
-        Ok(Page {
-            documents,
-            has_more,
-        })
+        Ok(Page { documents, has_more })
     }
 
     pub async fn count_documents(&self, query: &Query) -> Result<i64, StoreError> {
         let sql = query::count(dialect(&self.pools), query);
         Ok(on_reader!(self, |pool| {
-            bind_params!(sqlx::query_scalar::<_, i64>(&sql.text), &sql.params)
-                .fetch_one(pool)
-                .await?
+            bind_params!(sqlx::query_scalar::<_, i64>(&sql.text), &sql.params).fetch_one(pool).await?
         }))
     }
 
@@ -314,9 +283,7 @@ impl Store {
     ) -> Result<Vec<Option<f64>>, StoreError> {
         let sql = query::aggregate(dialect(&self.pools), query, aggregates);
         Ok(on_reader!(self, |pool| {
-            let row = bind_params!(sqlx::query(&sql.text), &sql.params)
-                .fetch_one(pool)
-                .await?;
+            let row = bind_params!(sqlx::query(&sql.text), &sql.params).fetch_one(pool).await?;
             let mut values = Vec::with_capacity(aggregates.len());
             for i in 0..aggregates.len() {
                 values.push(sqlx::Row::try_get::<Option<f64>, _>(&row, i)?);
@@ -331,21 +298,11 @@ impl Store {
         let dialect = dialect(&self.pools);
         let mut columns = vec!["collection".to_owned()];
         for field in fields {
-            columns.extend(
-                query::index_expressions(dialect, field)
-                    .into_iter()
-                    .map(|e| format!("({e})")),
-            );
+            columns.extend(query::index_expressions(dialect, field).into_iter().map(|e| format!("({e})")));
         }
         columns.push("id".to_owned());
-        let sql = format!(
-            "CREATE INDEX IF NOT EXISTS {name} ON documents ({})",
-            columns.join(", ")
-        );
-        on_writer!(self, |pool| sqlx::query(&sql)
-            .execute(pool)
-            .await
-            .map(|_| ())?);
+        let sql = format!("CREATE INDEX IF NOT EXISTS {name} ON documents ({})", columns.join(", "));
+        on_writer!(self, |pool| sqlx::query(&sql).execute(pool).await.map(|_| ())?);
         Ok(())
     }
 
@@ -355,25 +312,15 @@ impl Store {
         let lines: Vec<String> = match &*self.pools {
             Pools::Sqlite(pools) => {
                 let text = format!("EXPLAIN QUERY PLAN {}", sql.text);
-                let rows = bind_params!(sqlx::query(&text), &sql.params)
-                    .fetch_all(&pools.readers)
-                    .await?;
-                rows.iter()
-                    .map(|r| sqlx::Row::try_get::<String, _>(r, 3))
-                    .collect::<Result<_, _>>()?
+                let rows = bind_params!(sqlx::query(&text), &sql.params).fetch_all(&pools.readers).await?;
+                rows.iter().map(|r| sqlx::Row::try_get::<String, _>(r, 3)).collect::<Result<_, _>>()?
             }
             Pools::Postgres(pool) => {
                 let text = format!("EXPLAIN {}", sql.text);
                 let mut tx = pool.begin().await?;
-                sqlx::query("SET LOCAL enable_seqscan = off")
-                    .execute(&mut *tx)
-                    .await?;
-                let rows = bind_params!(sqlx::query(&text), &sql.params)
-                    .fetch_all(&mut *tx)
-                    .await?;
-                rows.iter()
-                    .map(|r| sqlx::Row::try_get::<String, _>(r, 0))
-                    .collect::<Result<_, _>>()?
+                sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await?;
+                let rows = bind_params!(sqlx::query(&text), &sql.params).fetch_all(&mut *tx).await?;
+                rows.iter().map(|r| sqlx::Row::try_get::<String, _>(r, 0)).collect::<Result<_, _>>()?
             }
         };
         Ok(lines.join("\n"))
@@ -397,15 +344,8 @@ where
     let mut keys = Vec::with_capacity(order_fields);
     for i in 0..order_fields {
         let base = 5 + i * 3;
-        keys.push(SortKey {
-            rank: row.try_get(base)?,
-            num: row.try_get(base + 1)?,
-            text: row.try_get(base + 2)?,
-        });
+        keys.push(SortKey { rank: row.try_get(base)?, num: row.try_get(base + 1)?, text: row.try_get(base + 2)? });
     }
-    let cursor = Cursor {
-        keys,
-        id: doc.id.clone(),
-    };
+    let cursor = Cursor { keys, id: doc.id.clone() };
     Ok((doc, cursor))
 }

@@ -43,15 +43,12 @@ impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::AlreadyExists,
-            sqlx::Error::Database(db)
-                if matches!(db.code().as_deref(), Some("40001" | "40P01")) =>
-            {
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")) => {
                 StoreError::Conflict(e.to_string())
             }
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_) => StoreError::Unavailable(e.to_string()),
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
             _ => StoreError::Internal(e.to_string()),
         }
     }
@@ -73,11 +70,11 @@ enum Pools {
 macro_rules! on_reader {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &*$store.pools {
-            Pools::Sqlite(pools) => {
+            $crate::store::Pools::Sqlite(pools) => {
                 let $pool = &pools.readers;
                 $body
             }
-            Pools::Postgres($pool) => $body,
+            $crate::store::Pools::Postgres($pool) => $body,
         }
     };
 }
@@ -86,15 +83,16 @@ macro_rules! on_reader {
 macro_rules! on_writer {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &*$store.pools {
-            Pools::Sqlite(pools) => {
+            $crate::store::Pools::Sqlite(pools) => {
                 let $pool = &pools.writer;
                 $body
             }
-            Pools::Postgres($pool) => $body,
+            $crate::store::Pools::Postgres($pool) => $body,
         }
     };
 }
 
+pub mod auth;
 pub mod documents;
 mod postgres;
 pub mod query;
@@ -110,14 +108,10 @@ impl Store {
     /// Connects (creating the SQLite file and its folder when needed); does not migrate.
     pub async fn connect(config: &DatabaseConfig) -> Result<Store, StoreError> {
         let pools = match config {
-            DatabaseConfig::Sqlite { path } => {
-                Pools::Sqlite(sqlite::SqlitePools::open(path).await?)
-            }
+            DatabaseConfig::Sqlite { path } => Pools::Sqlite(sqlite::SqlitePools::open(path).await?),
             DatabaseConfig::Postgres { url } => Pools::Postgres(postgres::connect(url).await?),
         };
-        Ok(Store {
-            pools: std::sync::Arc::new(pools),
-        })
+        Ok(Store { pools: std::sync::Arc::new(pools) })
     }
 
     /// `"sqlite"` or `"postgres"`, for logs.
@@ -144,37 +138,26 @@ impl Store {
             Pools::Postgres(_) => postgres::MIGRATOR.iter().count(),
         };
         let applied: i64 = on_reader!(self, |pool| {
-            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
-                .fetch_one(pool)
-                .await?
+            sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(pool).await?
         });
         Ok(applied as usize == known)
     }
 
     pub async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(on_reader!(self, |pool| {
-            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-                .bind(key)
-                .fetch_optional(pool)
-                .await?
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(pool).await?
         }))
     }
 
     /// Stores `value` unless the key exists; returns whether it was stored.
-    pub async fn insert_setting_if_absent(
-        &self,
-        key: &str,
-        value: &str,
-    ) -> Result<bool, StoreError> {
+    pub async fn insert_setting_if_absent(&self, key: &str, value: &str) -> Result<bool, StoreError> {
         let inserted = on_writer!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-            )
-            .bind(key)
-            .bind(value)
-            .execute(pool)
-            .await?
-            .rows_affected()
+            sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
+                .bind(key)
+                .bind(value)
+                .execute(pool)
+                .await?
+                .rows_affected()
         });
         Ok(inserted == 1)
     }

@@ -16,11 +16,7 @@ pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrati
 pub(super) async fn connect(url: &SecretString) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url.expose_secret())
         .map_err(|_| StoreError::Unavailable("invalid PostgreSQL URL".into()))?;
-    Ok(PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await?)
+    Ok(PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5)).connect_with(options).await?)
 }
 
 /// PostgreSQL reads JSON fields with `#>` / `#>>` and `jsonb_typeof`; strings
@@ -90,10 +86,7 @@ static WRITE_SQL: WriteSql = WriteSql {
 const ATTEMPTS: usize = 4;
 
 /// Runs the writes in one transaction, row locks taken as they are read.
-pub(super) async fn commit(
-    pool: &PgPool,
-    writes: Vec<Write>,
-) -> Result<Vec<Committed>, CommitError> {
+pub(super) async fn commit(pool: &PgPool, writes: Vec<Write>) -> Result<Vec<Committed>, CommitError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -101,17 +94,11 @@ pub(super) async fn commit(
         let mut tx = pool.begin().await.map_err(StoreError::from)?;
         let result = apply_writes!(tx, &WRITE_SQL, &writes, now);
         let result = match result {
-            Ok(committed) => tx
-                .commit()
-                .await
-                .map(|()| committed)
-                .map_err(|e| CommitError::Store(e.into())),
+            Ok(committed) => tx.commit().await.map(|()| committed).map_err(|e| CommitError::Store(e.into())),
             Err(e) => Err(e),
         };
         match result {
-            Err(CommitError::Store(StoreError::AlreadyExists | StoreError::Conflict(_)))
-                if attempt < ATTEMPTS =>
-            {
+            Err(CommitError::Store(StoreError::AlreadyExists | StoreError::Conflict(_))) if attempt < ATTEMPTS => {
                 continue
             }
             other => return other,

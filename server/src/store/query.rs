@@ -20,14 +20,11 @@ impl FieldPath {
         let segments: Vec<String> = text.split('.').map(str::to_owned).collect();
         let valid = |s: &String| {
             let mut chars = s.chars();
-            chars
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
                 && s.len() <= 64
         };
-        (segments.len() <= Self::MAX_DEPTH && segments.iter().all(valid))
-            .then_some(FieldPath(segments))
+        (segments.len() <= Self::MAX_DEPTH && segments.iter().all(valid)).then_some(FieldPath(segments))
     }
 
     pub fn segments(&self) -> &[String] {
@@ -69,20 +66,9 @@ impl CompareOp {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
-    Compare {
-        field: FieldPath,
-        op: CompareOp,
-        value: Scalar,
-    },
-    In {
-        field: FieldPath,
-        values: Vec<Scalar>,
-        negated: bool,
-    },
-    ArrayContains {
-        field: FieldPath,
-        values: Vec<Scalar>,
-    },
+    Compare { field: FieldPath, op: CompareOp, value: Scalar },
+    In { field: FieldPath, values: Vec<Scalar>, negated: bool },
+    ArrayContains { field: FieldPath, values: Vec<Scalar> },
     And(Vec<Filter>),
     Or(Vec<Filter>),
 }
@@ -171,10 +157,7 @@ pub(super) struct Sql {
 
 impl Sql {
     fn new() -> Sql {
-        Sql {
-            text: String::new(),
-            params: Vec::new(),
-        }
+        Sql { text: String::new(), params: Vec::new() }
     }
 
     fn bind(&mut self, param: Param) -> String {
@@ -191,11 +174,7 @@ pub(super) fn index_expressions(dialect: &dyn Dialect, field: &FieldPath) -> [St
 /// `SELECT id, data, version, create_time, update_time, <sort keys>… FROM documents …`
 pub(super) fn select(dialect: &dyn Dialect, query: &Query) -> Sql {
     let mut sql = Sql::new();
-    let _ = write!(
-        sql.text,
-        "SELECT id, {}, version, create_time, update_time",
-        dialect.data_text()
-    );
+    let _ = write!(sql.text, "SELECT id, {}, version, create_time, update_time", dialect.data_text());
     for order in &query.order {
         let [rank, num, text] = index_expressions(dialect, &order.field);
         let _ = write!(sql.text, ", {rank}, {num}, {text}");
@@ -206,16 +185,7 @@ pub(super) fn select(dialect: &dyn Dialect, query: &Query) -> Sql {
     let keys = order_keys(dialect, query);
     let terms: Vec<String> = keys
         .iter()
-        .map(|(expr, dir)| {
-            format!(
-                "{expr} {}",
-                if *dir == Direction::Asc {
-                    "ASC"
-                } else {
-                    "DESC"
-                }
-            )
-        })
+        .map(|(expr, dir)| format!("{expr} {}", if *dir == Direction::Asc { "ASC" } else { "DESC" }))
         .collect();
     sql.text.push_str(&terms.join(", "));
     // One more than asked, to know whether a next page exists.
@@ -244,11 +214,7 @@ pub(super) fn aggregate(dialect: &dyn Dialect, query: &Query, aggregates: &[Aggr
                 AggregateFn::Min => "MIN",
                 AggregateFn::Max => "MAX",
             };
-            format!(
-                "{function}(CASE WHEN {} = 2 THEN {} END)",
-                dialect.rank(&a.field),
-                dialect.num(&a.field)
-            )
+            format!("{function}(CASE WHEN {} = 2 THEN {} END)", dialect.rank(&a.field), dialect.num(&a.field))
         })
         .collect();
     sql.text.push_str(&columns.join(", "));
@@ -315,10 +281,7 @@ fn cursor_sql(dialect: &dyn Dialect, query: &Query, cursor: &Cursor, after: Afte
         }
         let ascending_after = (*direction == Direction::Asc) == (after == After::Yes);
         let p = sql.bind(values[i].clone());
-        terms.push(format!(
-            "{expr} {} {p}",
-            if ascending_after { ">" } else { "<" }
-        ));
+        terms.push(format!("{expr} {} {p}", if ascending_after { ">" } else { "<" }));
         alternatives.push(format!("({})", terms.join(" AND ")));
     }
     let _ = write!(sql.text, "({})", alternatives.join(" OR "));
@@ -327,33 +290,11 @@ fn cursor_sql(dialect: &dyn Dialect, query: &Query, cursor: &Cursor, after: Afte
 fn filter_sql(dialect: &dyn Dialect, filter: &Filter, sql: &mut Sql) {
     match filter {
         Filter::Compare { field, op, value } => compare_sql(dialect, field, *op, value, sql),
-        Filter::In {
-            field,
-            values,
-            negated,
-        } => {
-            let op = if *negated {
-                CompareOp::Ne
-            } else {
-                CompareOp::Eq
-            };
-            let parts: Vec<Filter> = values
-                .iter()
-                .map(|value| Filter::Compare {
-                    field: field.clone(),
-                    op,
-                    value: value.clone(),
-                })
-                .collect();
-            filter_sql(
-                dialect,
-                &if *negated {
-                    Filter::And(parts)
-                } else {
-                    Filter::Or(parts)
-                },
-                sql,
-            );
+        Filter::In { field, values, negated } => {
+            let op = if *negated { CompareOp::Ne } else { CompareOp::Eq };
+            let parts: Vec<Filter> =
+                values.iter().map(|value| Filter::Compare { field: field.clone(), op, value: value.clone() }).collect();
+            filter_sql(dialect, &if *negated { Filter::And(parts) } else { Filter::Or(parts) }, sql);
         }
         Filter::ArrayContains { field, values } => {
             let mut parts = Vec::new();
@@ -367,17 +308,9 @@ fn filter_sql(dialect: &dyn Dialect, filter: &Filter, sql: &mut Sql) {
             join(parts, " OR ", sql);
         }
         Filter::And(filters) | Filter::Or(filters) => {
-            let separator = if matches!(filter, Filter::And(_)) {
-                " AND "
-            } else {
-                " OR "
-            };
+            let separator = if matches!(filter, Filter::And(_)) { " AND " } else { " OR " };
             if filters.is_empty() {
-                sql.text.push_str(if matches!(filter, Filter::And(_)) {
-                    "1 = 1"
-                } else {
-                    "1 = 0"
-                });
+                sql.text.push_str(if matches!(filter, Filter::And(_)) { "1 = 1" } else { "1 = 0" });
                 return;
             }
             sql.text.push('(');
@@ -404,13 +337,7 @@ fn join(parts: Vec<String>, separator: &str, sql: &mut Sql) {
 /// every present value that is not equal (including other types). Equality
 /// pins all three sort keys, so an index on the field can also serve an
 /// order on the fields after it.
-fn compare_sql(
-    dialect: &dyn Dialect,
-    field: &FieldPath,
-    op: CompareOp,
-    value: &Scalar,
-    sql: &mut Sql,
-) {
+fn compare_sql(dialect: &dyn Dialect, field: &FieldPath, op: CompareOp, value: &Scalar, sql: &mut Sql) {
     let rank = dialect.rank(field);
     let (value_rank, num, text) = match value {
         Scalar::Null => (0, 0.0, String::new()),
@@ -422,30 +349,18 @@ fn compare_sql(
         CompareOp::Eq | CompareOp::Ne => {
             let n = sql.bind(Param::Real(num));
             let t = sql.bind(Param::Text(text));
-            format!(
-                "{rank} = {value_rank} AND {} = {n} AND {} = {t}",
-                dialect.num(field),
-                dialect.text(field)
-            )
+            format!("{rank} = {value_rank} AND {} = {n} AND {} = {t}", dialect.num(field), dialect.text(field))
         }
         CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge => match value {
             Scalar::Null if matches!(op, CompareOp::Le | CompareOp::Ge) => format!("{rank} = 0"),
             Scalar::Null => "1 = 0".to_owned(),
             Scalar::Bool(_) | Scalar::Number(_) => {
                 let n = sql.bind(Param::Real(num));
-                format!(
-                    "{rank} = {value_rank} AND {} {} {n}",
-                    dialect.num(field),
-                    op.sql()
-                )
+                format!("{rank} = {value_rank} AND {} {} {n}", dialect.num(field), op.sql())
             }
             Scalar::String(_) => {
                 let t = sql.bind(Param::Text(text));
-                format!(
-                    "{rank} = {value_rank} AND {} {} {t}",
-                    dialect.text(field),
-                    op.sql()
-                )
+                format!("{rank} = {value_rank} AND {} {} {t}", dialect.text(field), op.sql())
             }
         },
     };

@@ -1,0 +1,349 @@
+//! Auth rows: users, sessions and their refresh tokens, signing keys and
+//! single-use email tokens. Every statement here is portable SQL, written once.
+//! Tokens arrive already hashed; this module never sees a secret.
+
+use super::{Store, StoreError};
+
+/// A user row.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub email: Option<String>,
+    pub password_hash: Option<String>,
+    pub email_verified: bool,
+    pub anonymous: bool,
+    pub display_name: Option<String>,
+    /// Custom claims as a JSON object.
+    pub claims: String,
+    pub disabled: bool,
+    pub failed_signins: i64,
+    pub last_failed_at: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const USER_COLUMNS: &str = "id, email, password_hash, email_verified, anonymous, display_name, claims, disabled, \
+                            failed_signins, last_failed_at, created_at, updated_at";
+
+/// A signing key row; `private_key` is PKCS#8 (EdDSA) or the HS256 secret never stored.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct SigningKeyRow {
+    pub kid: String,
+    pub algorithm: String,
+    pub private_key: String,
+    pub public_key: String,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+/// What presenting a refresh token led to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Rotated: the old token is spent, the new one stored.
+    Rotated { session_id: String, user_id: String },
+    /// The token was already spent: its whole session is now revoked.
+    Reused,
+    /// Unknown token, or its session is revoked or expired.
+    Invalid,
+}
+
+impl Store {
+    pub async fn insert_user(&self, user: &UserRow) -> Result<(), StoreError> {
+        let sql =
+            format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)");
+        on_writer!(self, |pool| {
+            sqlx::query(&sql)
+                .bind(&user.id)
+                .bind(&user.email)
+                .bind(&user.password_hash)
+                .bind(user.email_verified)
+                .bind(user.anonymous)
+                .bind(&user.display_name)
+                .bind(&user.claims)
+                .bind(user.disabled)
+                .bind(user.failed_signins)
+                .bind(user.last_failed_at)
+                .bind(user.created_at)
+                .bind(user.updated_at)
+                .execute(pool)
+                .await
+                .map(|_| ())?
+        });
+        Ok(())
+    }
+
+    /// Writes every mutable column of `user` (the row must exist).
+    pub async fn save_user(&self, user: &UserRow) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE users SET email = $2, password_hash = $3, email_verified = $4, anonymous = $5, \
+                 display_name = $6, claims = $7, disabled = $8, updated_at = $9 WHERE id = $1",
+            )
+            .bind(&user.id)
+            .bind(&user.email)
+            .bind(&user.password_hash)
+            .bind(user.email_verified)
+            .bind(user.anonymous)
+            .bind(&user.display_name)
+            .bind(&user.claims)
+            .bind(user.disabled)
+            .bind(user.updated_at)
+            .execute(pool)
+            .await
+            .map(|_| ())?
+        });
+        Ok(())
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        Ok(on_reader!(self, |pool| sqlx::query_as(&sql).bind(id).fetch_optional(pool).await?))
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
+        Ok(on_reader!(self, |pool| sqlx::query_as(&sql).bind(email).fetch_optional(pool).await?))
+    }
+
+    /// Users in id order after `after`, optionally only emails containing `search`.
+    pub async fn list_users(&self, after: &str, limit: i64, search: Option<&str>) -> Result<Vec<UserRow>, StoreError> {
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE id > $1 AND ($2 = '' OR email LIKE $3) ORDER BY id LIMIT $4"
+        );
+        let search = search.unwrap_or_default();
+        let pattern = format!("%{}%", search.replace('\\', "").replace('%', "").replace('_', ""));
+        Ok(on_reader!(self, |pool| {
+            sqlx::query_as(&sql).bind(after).bind(search).bind(&pattern).bind(limit).fetch_all(pool).await?
+        }))
+    }
+
+    pub async fn delete_user(&self, id: &str) -> Result<bool, StoreError> {
+        let deleted = on_writer!(self, |pool| {
+            sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(pool).await?.rows_affected()
+        });
+        Ok(deleted == 1)
+    }
+
+    /// Counts a failed sign-in; the count restarts when the last failure is older than `window_start`.
+    pub async fn record_failed_signin(&self, id: &str, now: i64, window_start: i64) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE users SET failed_signins = CASE WHEN last_failed_at < $3 THEN 1 ELSE failed_signins + 1 END, \
+                 last_failed_at = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(window_start)
+            .execute(pool)
+            .await
+            .map(|_| ())?
+        });
+        Ok(())
+    }
+
+    pub async fn clear_failed_signins(&self, id: &str) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query("UPDATE users SET failed_signins = 0 WHERE id = $1 AND failed_signins <> 0")
+                .bind(id)
+                .execute(pool)
+                .await
+                .map(|_| ())?
+        });
+        Ok(())
+    }
+
+    /// Starts a session with its first refresh token.
+    pub async fn start_session(
+        &self,
+        session_id: &str,
+        user_id: &str,
+        token_hash: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+                .bind(session_id)
+                .bind(user_id)
+                .bind(now)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)")
+                .bind(token_hash)
+                .bind(session_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?
+        });
+        Ok(())
+    }
+
+    /// Spends `old_hash` and stores `new_hash` in its session, or detects reuse
+    /// and revokes the session. One transaction; safe across instances.
+    pub async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: i64,
+    ) -> Result<Refreshed, StoreError> {
+        Ok(on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let spent: Option<String> = sqlx::query_scalar(
+                "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL RETURNING session_id",
+            )
+            .bind(old_hash)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let outcome = match spent {
+                None => {
+                    let known: Option<String> =
+                        sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE token_hash = $1")
+                            .bind(old_hash)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    match known {
+                        Some(session_id) => {
+                            sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                                .bind(&session_id)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            Refreshed::Reused
+                        }
+                        None => Refreshed::Invalid,
+                    }
+                }
+                Some(session_id) => {
+                    let user: Option<String> = sqlx::query_scalar(
+                        "SELECT user_id FROM sessions WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+                    )
+                    .bind(&session_id)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match user {
+                        Some(user_id) => {
+                            sqlx::query(
+                                "INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+                            )
+                            .bind(new_hash)
+                            .bind(&session_id)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                            Refreshed::Rotated { session_id, user_id }
+                        }
+                        None => Refreshed::Invalid,
+                    }
+                }
+            };
+            tx.commit().await?;
+            outcome
+        }))
+    }
+
+    pub async fn revoke_session(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                .bind(session_id)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|_| ())?
+        });
+        Ok(())
+    }
+
+    pub async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+                .bind(user_id)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|_| ())?
+        });
+        Ok(())
+    }
+
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>, StoreError> {
+        Ok(on_reader!(self, |pool| {
+            sqlx::query_as(
+                "SELECT kid, algorithm, private_key, public_key, created_at, retired_at FROM signing_keys ORDER BY created_at",
+            )
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Stores a new key and retires the others at `now`.
+    pub async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+                .bind(key.created_at)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&key.kid)
+            .bind(&key.algorithm)
+            .bind(&key.private_key)
+            .bind(&key.public_key)
+            .bind(key.created_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?
+        });
+        Ok(())
+    }
+
+    pub async fn insert_email_token(
+        &self,
+        token_hash: &str,
+        user_id: &str,
+        purpose: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "INSERT INTO email_tokens (token_hash, user_id, purpose, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(purpose)
+            .bind(now)
+            .bind(expires_at)
+            .execute(pool)
+            .await
+            .map(|_| ())?
+        });
+        Ok(())
+    }
+
+    /// Spends an unexpired, unused email token; returns its user.
+    pub async fn consume_email_token(
+        &self,
+        token_hash: &str,
+        purpose: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(on_writer!(self, |pool| {
+            sqlx::query_scalar(
+                "UPDATE email_tokens SET used_at = $3 WHERE token_hash = $1 AND purpose = $2 \
+                 AND used_at IS NULL AND expires_at > $3 RETURNING user_id",
+            )
+            .bind(token_hash)
+            .bind(purpose)
+            .bind(now)
+            .fetch_optional(pool)
+            .await?
+        }))
+    }
+}
