@@ -90,7 +90,8 @@ impl App {
     /// Serves until `shutdown` resolves, lets in-flight requests finish, then
     /// closes the database.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
         self.state.store.close().await;
         served
     }

@@ -88,6 +88,8 @@ pub struct AuthConfig {
     pub email_per_minute: u32,
     /// Failed sign-ins per account within 15 minutes before it is locked for the rest of them.
     pub max_failed_signins: u32,
+    /// How long a password-reset link works.
+    pub recovery_ttl: Duration,
 }
 
 /// `[[indexes]]` in `nimbus.toml`: the fields of one query shape, in order
@@ -164,6 +166,7 @@ struct AuthFileSettings {
     signup_per_minute: Option<u64>,
     email_per_minute: Option<u64>,
     max_failed_signins: Option<u64>,
+    recovery_ttl_secs: Option<u64>,
 }
 
 /// One raw setting value and the name it was given under.
@@ -311,9 +314,9 @@ impl Layers<'_> {
     }
 }
 
-fn number<T: FromStr>(min: T) -> impl Fn(&str) -> Result<T, String>
+fn number<T>(min: T) -> impl Fn(&str) -> Result<T, String>
 where
-    T: PartialOrd + std::fmt::Display + Copy,
+    T: FromStr + PartialOrd + std::fmt::Display + Copy,
 {
     move |v| match v.parse::<T>() {
         Ok(n) if n >= min => Ok(n),
@@ -371,6 +374,12 @@ fn auth_config(layers: &Layers, file: &FileSettings) -> Result<AuthConfig, Confi
             "10",
             number(1u32),
         )?,
+        recovery_ttl: Duration::from_secs(layers.parse(
+            "auth_recovery_ttl_secs",
+            &text(&a.recovery_ttl_secs),
+            "3600",
+            number(1u64),
+        )?),
     })
 }
 

@@ -85,7 +85,7 @@ pub struct Server {
     child: Child,
     pub base: String,
     /// The project folder (cwd of the process); removed on drop.
-    pub _dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
     pub client: reqwest::Client,
     _db: Option<PgDatabase>,
 }
@@ -134,7 +134,7 @@ impl Server {
             command.env(key, value);
         }
         let (child, base, _) = spawn_and_wait_for_address(command);
-        let server = Server { child, base, _dir: dir, client: reqwest::Client::new(), _db: db };
+        let server = Server { child, base, dir, client: reqwest::Client::new(), _db: db };
         server.wait_ready().await;
         server
     }
@@ -177,6 +177,21 @@ impl Server {
         }
         let response = request.send().await.expect("request sent");
         read(response).await
+    }
+
+    /// The newest mail the dev mailer wrote to `to` (the whole file).
+    pub fn last_mail(&self, to: &str) -> String {
+        let folder = self.dir.path().join("nimbus-data/mail");
+        let mut files: Vec<_> = std::fs::read_dir(&folder)
+            .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .rev()
+            .map(|f| std::fs::read_to_string(f).expect("read mail"))
+            .find(|text| text.starts_with(&format!("To: {to}\n")))
+            .unwrap_or_else(|| panic!("no mail to {to} in {}", folder.display()))
     }
 
     /// Like `call`, with the service key.

@@ -23,7 +23,6 @@ const MAX_DISPLAY_NAME: usize = 256;
 const MAX_CLAIMS_BYTES: usize = 1000;
 const FAILED_SIGNIN_WINDOW_MICROS: i64 = 15 * 60 * 1_000_000;
 const VERIFY_TOKEN_MICROS: i64 = 24 * 3600 * 1_000_000;
-const RECOVER_TOKEN_MICROS: i64 = 3600 * 1_000_000;
 
 /// A signed-in session as returned to the client.
 #[derive(Debug)]
@@ -364,11 +363,11 @@ impl Accounts {
         self.limits.check(Action::Email, ip)?;
         let email = normalize_email(email)?;
         let Some(user) = self.store.user_by_email(&email).await? else { return Ok(()) };
-        let token = self.email_token(&user, "recover", RECOVER_TOKEN_MICROS).await?;
+        let token = self.email_token(&user, "recover", self.config.recovery_ttl.as_micros() as i64).await?;
         let link = format!("{}/reset-password?token={token}", self.config.public_url);
         let body = format!(
             "Someone asked to reset the password of this account. To choose a new password, open:\n\n{link}\n\n\
-             The link works once, for one hour. If it was not you, ignore this message."
+             The link works once, for a limited time. If it was not you, ignore this message."
         );
         self.mailer.send(Mail { to: email, subject: "Reset your password".into(), body }).await
     }

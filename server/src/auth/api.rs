@@ -2,9 +2,7 @@
 //! once per request: a JWT access token or the service key), the `/v1/auth/*`
 //! endpoints, JWKS, and the `/v1/admin/users` endpoints. Wire types live here.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
@@ -21,7 +19,7 @@ use super::{AuthError, Caller};
 use crate::app::AppState;
 use crate::documents::format_time;
 use crate::http::error::ApiError;
-use crate::http::extract::{decode_value, ApiJson, ApiQuery};
+use crate::http::extract::{decode_value, ApiJson, ApiQuery, ClientIp};
 use crate::store::auth::UserRow;
 
 impl FromRequestParts<AppState> for Caller {
@@ -121,10 +119,10 @@ struct Credentials {
 
 async fn sign_up(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
-    let signed_in = state.accounts.sign_up(&body.email, body.password, peer.ip()).await?;
+    let signed_in = state.accounts.sign_up(&body.email, body.password, ip).await?;
     Ok((StatusCode::CREATED, signed_in_json(signed_in)).into_response())
 }
 
@@ -147,20 +145,20 @@ struct PasswordGrant {
 
 async fn token(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let grant_type = body.get("grant_type").and_then(Value::as_str).unwrap_or_default().to_owned();
     let signed_in = match grant_type.as_str() {
         "password" => {
             let grant: PasswordGrant = decode_value(body)?;
-            state.accounts.sign_in(&grant.email, grant.password, peer.ip()).await?
+            state.accounts.sign_in(&grant.email, grant.password, ip).await?
         }
         "refresh_token" => {
             let grant: RefreshGrant = decode_value(body)?;
             state.accounts.refresh(&grant.refresh_token).await?
         }
-        "anonymous" => state.accounts.sign_in_anonymously(peer.ip()).await?,
+        "anonymous" => state.accounts.sign_in_anonymously(ip).await?,
         _ => {
             return Err(
                 AuthError::invalid("grant_type", "must be \"password\", \"refresh_token\" or \"anonymous\"").into()
@@ -235,10 +233,10 @@ async fn verify_email_link(
 
 async fn request_verification(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
-    state.accounts.request_verification(signed_in_user(&caller)?, peer.ip()).await?;
+    state.accounts.request_verification(signed_in_user(&caller)?, ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -250,10 +248,10 @@ struct RecoverBody {
 
 async fn request_recovery(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<RecoverBody>,
 ) -> Result<StatusCode, ApiError> {
-    state.accounts.request_recovery(&body.email, peer.ip()).await?;
+    state.accounts.request_recovery(&body.email, ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

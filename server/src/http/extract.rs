@@ -75,6 +75,21 @@ fn syntax_position(text: &str) -> String {
     }
 }
 
+/// The address of the connected client (the TCP peer).
+pub struct ClientIp(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| ClientIp(info.0.ip()))
+            .ok_or_else(|| ApiError::new(ErrorCode::Internal, "the client address is unknown"))
+    }
+}
+
 /// A query string decoded into `T`; rejections become `400 invalid-argument`.
 pub struct ApiQuery<T>(pub T);
 

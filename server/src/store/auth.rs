@@ -111,7 +111,7 @@ impl Store {
             "SELECT {USER_COLUMNS} FROM users WHERE id > $1 AND ($2 = '' OR email LIKE $3) ORDER BY id LIMIT $4"
         );
         let search = search.unwrap_or_default();
-        let pattern = format!("%{}%", search.replace('\\', "").replace('%', "").replace('_', ""));
+        let pattern = format!("%{}%", search.replace(['\\', '%', '_'], ""));
         Ok(on_reader!(self, |pool| {
             sqlx::query_as(&sql).bind(after).bind(search).bind(&pattern).bind(limit).fetch_all(pool).await?
         }))
