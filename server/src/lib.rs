@@ -9,6 +9,8 @@ pub mod app;
 pub mod auth;
 /// Command-line interface: `serve`, `migrate`, `version`.
 pub mod cli;
+/// Wall-clock time and its wire format.
+pub mod clock;
 /// The typed configuration: file → env → flags, validated at start.
 pub mod config;
 /// JSON documents in collections: access, validation, writes, queries.

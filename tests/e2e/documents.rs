@@ -56,6 +56,8 @@ async fn crud_round_trip(backend: Backend) {
     assert_eq!(status, 204, "deleting a missing document succeeds");
     let (status, body) = server.admin("GET", "/v1/docs/posts/p1/comments/c1", None).await;
     assert_eq!((status, body["data"]["text"].as_str()), (200, Some("nested")), "subcollections are independent");
+    let (status, odd) = server.admin("PUT", "/v1/docs/posts/a%22b%5Cc%20d", Some(json!({}))).await;
+    assert_eq!((status, odd["id"].as_str(), odd["path"].as_str()), (201, Some("a\"b\\c d"), Some("posts/a\"b\\c d")));
 }
 
 async fn patch_merges_and_applies_transforms(backend: Backend) {

@@ -13,6 +13,7 @@ use super::mailer::{Mail, Mailer};
 use super::password::{Passwords, MAX_PASSWORD_BYTES};
 use super::tokens::{AccessClaims, Role, Tokens, RESERVED_CLAIMS};
 use super::AuthError;
+use crate::clock::now_micros;
 use crate::config::AuthConfig;
 use crate::ids::{random_id, secret_token, token_hash};
 use crate::store::auth::{Refreshed, UserRow};
@@ -59,10 +60,6 @@ pub struct Accounts {
     mailer: Arc<Mailer>,
     limits: Arc<RateLimits>,
     config: Arc<AuthConfig>,
-}
-
-fn now_micros() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Lower-cased, shaped like `local@domain.tld`, no spaces or control characters.

@@ -17,7 +17,7 @@ use super::accounts::{AdminChange, ProfileChange, SignedIn};
 use super::tokens::AccessClaims;
 use super::{AuthError, Caller};
 use crate::app::AppState;
-use crate::documents::format_time;
+use crate::clock::format_time;
 use crate::http::error::ApiError;
 use crate::http::extract::{decode_value, ApiJson, ApiQuery, ClientIp};
 use crate::store::auth::UserRow;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::AuthError;
+use crate::clock::now_micros;
 use crate::store::auth::SigningKeyRow;
 use crate::store::Store;
 
@@ -79,10 +80,6 @@ struct Inner {
 
 fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-fn now_micros() -> i64 {
-    now_secs() * 1_000_000
 }
 
 impl Tokens {

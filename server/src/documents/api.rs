@@ -14,13 +14,16 @@ use serde_json::Value;
 
 use super::path::{AnyPath, CollectionPath, DocPath};
 use super::query::QueryRequest;
-use super::{format_time, Document, DocumentError, Precondition, QueryResult, WriteOp, WriteRequest};
+use std::fmt::Write as _;
+
+use super::{Document, DocumentError, Precondition, QueryResult, WriteOp, WriteRequest};
 use crate::app::AppState;
 use crate::auth::Caller;
+use crate::clock::{format_time, write_time};
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
-use crate::store::documents::{ChangeKind, Committed};
+use crate::store::documents::{ChangeKind, Committed, StoredDoc};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -33,21 +36,45 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/explain", post(explain_query))
 }
 
-/// Renders `{id, path, version, createTime, updateTime, data}` around the stored JSON text.
-fn render_document(path: &str, id: &str, stored: &crate::store::documents::StoredDoc) -> String {
-    format!(
-        r#"{{"id":{},"path":{},"version":{},"createTime":"{}","updateTime":"{}","data":{}}}"#,
-        Value::from(id),
-        Value::from(path),
-        stored.version,
-        format_time(stored.create_time),
-        format_time(stored.update_time),
-        stored.data
-    )
+/// Appends `text` JSON-escaped, without quotes.
+fn write_escaped(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+}
+
+/// Appends `{id, path, version, createTime, updateTime, data}` around the stored JSON text.
+fn write_document(out: &mut String, collection: &str, stored: &StoredDoc) {
+    out.push_str("{\"id\":\"");
+    write_escaped(out, &stored.id);
+    out.push_str("\",\"path\":\"");
+    write_escaped(out, collection);
+    out.push('/');
+    write_escaped(out, &stored.id);
+    let _ = write!(out, "\",\"version\":{},\"createTime\":\"", stored.version);
+    write_time(out, stored.create_time);
+    out.push_str("\",\"updateTime\":\"");
+    write_time(out, stored.update_time);
+    out.push_str("\",\"data\":");
+    out.push_str(&stored.data);
+    out.push('}');
+}
+
+fn render_document(collection: &str, stored: &StoredDoc) -> String {
+    let mut out = String::with_capacity(stored.data.len() + 160);
+    write_document(&mut out, collection, stored);
+    out
 }
 
 fn render(document: &Document) -> String {
-    render_document(&document.path.to_string(), document.path.id(), &document.stored)
+    render_document(document.path.collection().as_str(), &document.stored)
 }
 
 fn json_response(status: StatusCode, body: String, version: Option<i64>) -> Response {
@@ -61,14 +88,24 @@ fn json_response(status: StatusCode, body: String, version: Option<i64>) -> Resp
     response
 }
 
-fn render_page(documents: &[Document], next_cursor: Option<String>) -> String {
-    let items: Vec<String> = documents.iter().map(render).collect();
-    format!(r#"{{"documents":[{}],"nextCursor":{}}}"#, items.join(","), next_cursor.map_or(Value::Null, Value::from))
+fn render_page(collection: &str, documents: &[StoredDoc], next_cursor: Option<String>) -> String {
+    let mut out = String::with_capacity(documents.iter().map(|d| d.data.len() + 160).sum::<usize>() + 64);
+    out.push_str("{\"documents\":[");
+    for (i, stored) in documents.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_document(&mut out, collection, stored);
+    }
+    let _ = write!(out, "],\"nextCursor\":{}}}", next_cursor.map_or(Value::Null, Value::from));
+    out
 }
 
 fn render_query_result(result: QueryResult) -> String {
     match result {
-        QueryResult::Documents { documents, next_cursor } => render_page(&documents, next_cursor),
+        QueryResult::Documents { collection, documents, next_cursor } => {
+            render_page(collection.as_str(), &documents, next_cursor)
+        }
         QueryResult::Count(n) => serde_json::json!({ "count": n }).to_string(),
         QueryResult::Aggregates(list) => {
             let map: serde_json::Map<String, Value> = list.into_iter().collect();
@@ -122,7 +159,7 @@ fn committed_response(committed: Vec<Committed>, path: &DocPath) -> Response {
         Some(Committed { kind: Some(kind), doc: Some(doc), .. }) => {
             let status = if kind == ChangeKind::Create { StatusCode::CREATED } else { StatusCode::OK };
             let mut response =
-                json_response(status, render_document(&path.to_string(), path.id(), &doc), Some(doc.version));
+                json_response(status, render_document(path.collection().as_str(), &doc), Some(doc.version));
             if kind == ChangeKind::Create {
                 if let Ok(location) = HeaderValue::from_str(&format!("/v1/docs/{path}")) {
                     response.headers_mut().insert(header::LOCATION, location);

@@ -17,9 +17,9 @@ use sha2::Digest;
 use serde_json::Value;
 
 use crate::auth::Caller;
+use crate::clock::format_time;
 use crate::error::{ApiFailure, ErrorCode};
 use crate::store::documents::{CommitError, Committed, DocKey, Outcome, Rejection, StoredDoc, Write};
-use crate::store::query::Cursor;
 use crate::store::{Store, StoreError};
 use data::{DataLimits, Mode};
 use path::{CollectionPath, DocPath, PathError};
@@ -99,7 +99,7 @@ pub struct Document {
 /// The result of a query.
 #[derive(Debug)]
 pub enum QueryResult {
-    Documents { documents: Vec<Document>, next_cursor: Option<String> },
+    Documents { collection: CollectionPath, documents: Vec<StoredDoc>, next_cursor: Option<String> },
     Count(i64),
     Aggregates(Vec<(String, Value)>),
 }
@@ -206,17 +206,9 @@ impl Documents {
             }
             Wanted::Documents => {
                 let page = self.store.query_documents(&query).await?;
-                let last: Option<Cursor> = page.documents.last().map(|(_, c)| c.clone());
-                let next_cursor = match (page.has_more, last) {
-                    (true, Some(cursor)) => Some(query::encode_cursor(collection.as_str(), &query.order, &cursor)),
-                    _ => None,
-                };
-                let documents = page
-                    .documents
-                    .into_iter()
-                    .map(|(stored, _)| collection.doc(&stored.id).map(|path| Document { path, stored }))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(QueryResult::Documents { documents, next_cursor })
+                let next_cursor =
+                    page.next.map(|cursor| query::encode_cursor(collection.as_str(), &query.order, &cursor));
+                Ok(QueryResult::Documents { collection, documents: page.documents, next_cursor })
             }
         }
     }
@@ -321,14 +313,4 @@ fn rejected(requests: &[WriteRequest], index: usize, rejection: Rejection) -> Do
         },
         Rejection::Invalid(message) => batch_error(requests, index, message),
     }
-}
-
-/// `2026-11-26T04:02:47.123456Z`: fixed width, so strings sort in time order.
-pub fn format_time(micros: i64) -> String {
-    let format =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
-        .ok()
-        .and_then(|t| t.format(&format).ok())
-        .unwrap_or_default()
 }

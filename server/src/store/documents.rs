@@ -3,8 +3,6 @@
 //! preconditions and merges see committed state), record every change in the
 //! change log in the same transaction, and run structured queries.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use super::query::{self, Aggregate, Cursor, Dialect, FieldPath, Query, SortKey};
 use super::{Pools, Store, StoreError};
 
@@ -86,11 +84,11 @@ pub enum CommitError {
     Store(#[from] StoreError),
 }
 
-/// One page of query results, each with the cursor just after it.
+/// One page of query results, and the cursor after its last document when more follow.
 #[derive(Debug, Clone)]
 pub struct Page {
-    pub documents: Vec<(StoredDoc, Cursor)>,
-    pub has_more: bool,
+    pub documents: Vec<StoredDoc>,
+    pub next: Option<Cursor>,
 }
 
 /// The statements of a write, in each dialect's spelling.
@@ -102,9 +100,7 @@ pub(super) struct WriteSql {
     pub change: &'static str,
 }
 
-pub(super) fn now_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64)
-}
+pub(super) use crate::clock::now_micros;
 
 /// Applies `$writes` in order on `$conn` (a connection inside a transaction),
 /// evaluating to `Result<Vec<Committed>, CommitError>`. A macro because the
@@ -254,18 +250,25 @@ impl Store {
     /// One page of documents in query order (`limit` rows at most).
     pub async fn query_documents(&self, query: &Query) -> Result<Page, StoreError> {
         let sql = query::select(dialect(&self.pools), query);
-        let order_fields = query.order.len();
-        let mut documents = on_reader!(self, |pool| {
-            let rows = bind_params!(sqlx::query(&sql.text), &sql.params).fetch_all(pool).await?;
-            let mut out = Vec::with_capacity(rows.len());
-            for row in &rows {
-                out.push(decode_row(row, order_fields)?);
-            }
-            out
-        });
-        let has_more = documents.len() > query.limit as usize;
-        documents.truncate(query.limit as usize);
-        Ok(Page { documents, has_more })
+        let rows: Vec<(String, String, i64, i64, i64)> =
+            on_reader!(self, |pool| bind_params!(sqlx::query_as(&sql.text), &sql.params).fetch_all(pool).await?);
+        let has_more = rows.len() > query.limit as usize;
+        let documents: Vec<StoredDoc> = rows
+            .into_iter()
+            .take(query.limit as usize)
+            .map(|(id, data, version, create_time, update_time)| StoredDoc {
+                id,
+                data,
+                version,
+                create_time,
+                update_time,
+            })
+            .collect();
+        let next = match documents.last() {
+            Some(last) if has_more => Some(cursor_after(last, query)?),
+            _ => None,
+        };
+        Ok(Page { documents, next })
     }
 
     pub async fn count_documents(&self, query: &Query) -> Result<i64, StoreError> {
@@ -327,25 +330,11 @@ impl Store {
     }
 }
 
-fn decode_row<R: sqlx::Row>(row: &R, order_fields: usize) -> Result<(StoredDoc, Cursor), StoreError>
-where
-    usize: sqlx::ColumnIndex<R>,
-    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    f64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let doc = StoredDoc {
-        id: row.try_get(0)?,
-        data: row.try_get(1)?,
-        version: row.try_get(2)?,
-        create_time: row.try_get(3)?,
-        update_time: row.try_get(4)?,
-    };
-    let mut keys = Vec::with_capacity(order_fields);
-    for i in 0..order_fields {
-        let base = 5 + i * 3;
-        keys.push(SortKey { rank: row.try_get(base)?, num: row.try_get(base + 1)?, text: row.try_get(base + 2)? });
-    }
-    let cursor = Cursor { keys, id: doc.id.clone() };
-    Ok((doc, cursor))
+/// The cursor just after `doc` in the query's order.
+fn cursor_after(doc: &StoredDoc, query: &Query) -> Result<Cursor, StoreError> {
+    let data: serde_json::Value = serde_json::from_str(&doc.data)
+        .map_err(|e| StoreError::Internal(format!("stored document is not JSON: {e}")))?;
+    let keys =
+        query.order.iter().map(|o| SortKey::of(o.field.lookup(&data).unwrap_or(&serde_json::Value::Null))).collect();
+    Ok(Cursor { keys, id: doc.id.clone() })
 }

@@ -93,6 +93,29 @@ pub struct SortKey {
     pub text: String,
 }
 
+impl SortKey {
+    /// The sort keys of a field value, computed as the SQL of both dialects does.
+    pub fn of(value: &serde_json::Value) -> SortKey {
+        use serde_json::Value;
+        let (rank, num, text) = match value {
+            Value::Null => (0, 0.0, String::new()),
+            Value::Bool(b) => (1, if *b { 1.0 } else { 0.0 }, String::new()),
+            Value::Number(n) => (2, n.as_f64().unwrap_or(0.0), String::new()),
+            Value::String(s) => (3, 0.0, s.clone()),
+            Value::Array(_) => (4, 0.0, String::new()),
+            Value::Object(_) => (5, 0.0, String::new()),
+        };
+        SortKey { rank, num, text }
+    }
+}
+
+impl FieldPath {
+    /// The value at this path in `data`, if present.
+    pub fn lookup<'v>(&self, data: &'v serde_json::Value) -> Option<&'v serde_json::Value> {
+        self.0.iter().try_fold(data, |value, segment| value.as_object()?.get(segment))
+    }
+}
+
 /// A position in a query's order: the sort keys of the order fields and the id.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Cursor {
@@ -171,14 +194,10 @@ pub(super) fn index_expressions(dialect: &dyn Dialect, field: &FieldPath) -> [St
     [dialect.rank(field), dialect.num(field), dialect.text(field)]
 }
 
-/// `SELECT id, data, version, create_time, update_time, <sort keys>… FROM documents …`
+/// `SELECT id, data, version, create_time, update_time FROM documents …`
 pub(super) fn select(dialect: &dyn Dialect, query: &Query) -> Sql {
     let mut sql = Sql::new();
     let _ = write!(sql.text, "SELECT id, {}, version, create_time, update_time", dialect.data_text());
-    for order in &query.order {
-        let [rank, num, text] = index_expressions(dialect, &order.field);
-        let _ = write!(sql.text, ", {rank}, {num}, {text}");
-    }
     sql.text.push_str(" FROM documents WHERE ");
     where_clause(dialect, query, &mut sql);
     sql.text.push_str(" ORDER BY ");
