@@ -103,3 +103,42 @@ fn migrate_and_version_subcommands() {
     let output = Command::new(nimbus_bin()).args(["serve", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&output.stdout).contains("NIMBUS_LISTEN"));
 }
+
+on_both_backends!(openapi_matches_the_routes);
+
+/// Every `$ref` resolves and every documented path and method is routed.
+async fn openapi_matches_the_routes(backend: Backend) {
+    let server = Server::start(backend).await;
+    let (status, spec) = server.call("GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(spec["openapi"], "3.1.0");
+    fn refs(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(r)) = map.get("$ref") {
+                    out.push(r.clone());
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&spec, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let pointer = r.strip_prefix('#').expect("local ref");
+        assert!(spec.pointer(pointer).is_some(), "unresolved $ref {r}");
+    }
+    let paths = spec["paths"].as_object().unwrap();
+    assert!(paths.len() >= 20);
+    for (path, item) in paths {
+        let concrete = path.replace("{path}", "things/t1").replace("{id}", "someone");
+        for method in item.as_object().unwrap().keys().filter(|m| *m != "parameters") {
+            let (status, body) = server.call(&method.to_uppercase(), &concrete, None, Some(json!({}))).await;
+            let unrouted = status == 405 || (status == 404 && body["error"]["message"] == "no such route");
+            assert!(!unrouted, "{method} {path} is documented but not routed ({status})");
+        }
+    }
+}

@@ -7,6 +7,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod metrics;
+pub mod openapi;
 
 use std::time::Duration;
 
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(metrics::render))
+        .route("/v1/openapi.json", get(openapi::openapi))
         .merge(crate::documents::api::router())
         .merge(crate::auth::api::router())
         .fallback(error::not_found)
