@@ -68,7 +68,9 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     )
     .await
     .map_err(|e| StartError::Config(format!("auth keys: {e}")))?;
-    let accounts = Accounts::new(store.clone(), tokens, Mailer::Folder(config.data_dir.join("mail")), auth.clone());
+    let mailer = Mailer::from_config(auth.smtp_url.as_ref(), &auth.mail_from, config.data_dir.join("mail"))
+        .map_err(StartError::Config)?;
+    let accounts = Accounts::new(store.clone(), tokens, mailer, auth.clone());
     let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
     let listener = TcpListener::bind(config.listen)
         .await

@@ -90,6 +90,10 @@ pub struct AuthConfig {
     pub max_failed_signins: u32,
     /// How long a password-reset link works.
     pub recovery_ttl: Duration,
+    /// `smtps://user:pass@host:465` or `smtp://…?tls=required`; unset writes mail to files.
+    pub smtp_url: Option<SecretString>,
+    /// The sender of auth emails.
+    pub mail_from: String,
 }
 
 /// `[[indexes]]` in `nimbus.toml`: the fields of one query shape, in order
@@ -148,6 +152,8 @@ struct FileSettings {
     auth: AuthFileSettings,
     jwt_secret: Option<String>,
     public_url: Option<String>,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
     /// Collection pattern → inline schema (a table) or a JSON file path (a string).
     #[serde(default)]
     schemas: std::collections::BTreeMap<String, toml::Value>,
@@ -380,6 +386,16 @@ fn auth_config(layers: &Layers, file: &FileSettings) -> Result<AuthConfig, Confi
             "3600",
             number(1u64),
         )?),
+        smtp_url: match layers.get("smtp_url", &file.smtp_url) {
+            Some(raw) if !(raw.value.starts_with("smtp://") || raw.value.starts_with("smtps://")) => {
+                return Err(ConfigError::Invalid {
+                    setting: raw.source,
+                    problem: "expected an smtp:// or smtps:// URL".into(),
+                })
+            }
+            other => other.map(|raw| SecretString::from(raw.value)),
+        },
+        mail_from: layers.get("mail_from", &file.mail_from).map_or("Nimbus <no-reply@localhost>".into(), |r| r.value),
     })
 }
 

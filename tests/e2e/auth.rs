@@ -24,6 +24,7 @@ on_both_backends!(
     password_reset_is_single_use_and_expires,
     sign_in_is_rate_limited_per_ip_and_per_account,
     admin_lists_searches_and_deletes_users,
+    smtp_mailer_delivers_links,
 );
 
 async fn sign_up(server: &Server, email: &str, password: &str) -> Value {
@@ -402,4 +403,61 @@ async fn admin_lists_searches_and_deletes_users(backend: Backend) {
     assert_eq!(server.admin("GET", &format!("/v1/admin/users/{id}"), None).await.0, 404);
     assert_eq!(password_grant(&server, "bob@example.com", "correct horse").await.0, 401);
     assert_eq!(server.call("GET", "/v1/admin/users", None, None).await.0, 403);
+}
+
+/// A minimal SMTP server that hands every received message to the channel.
+async fn fake_smtp() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let sender = sender.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = stream.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 fake ESMTP\r\n").await.unwrap();
+                let mut message: Option<String> = None;
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(body) = message.as_mut() {
+                        if line == "." {
+                            let _ = sender.send(std::mem::take(body));
+                            message = None;
+                            write.write_all(b"250 queued\r\n").await.unwrap();
+                        } else {
+                            body.push_str(&line);
+                            body.push('\n');
+                        }
+                        continue;
+                    }
+                    let reply: &[u8] = match line.get(..4).unwrap_or("").to_uppercase().as_str() {
+                        "EHLO" | "HELO" => b"250 fake\r\n",
+                        "DATA" => {
+                            message = Some(String::new());
+                            b"354 go ahead\r\n"
+                        }
+                        "QUIT" => b"221 bye\r\n",
+                        _ => b"250 OK\r\n",
+                    };
+                    write.write_all(reply).await.unwrap();
+                }
+            });
+        }
+    });
+    (port, receiver)
+}
+
+async fn smtp_mailer_delivers_links(backend: Backend) {
+    let (port, mut received) = fake_smtp().await;
+    let options = Options::default()
+        .env("NIMBUS_SMTP_URL", &format!("smtp://127.0.0.1:{port}"))
+        .env("NIMBUS_MAIL_FROM", "App <app@example.com>");
+    let server = Server::start_with(backend, options).await;
+    sign_up(&server, "smtp@example.com", "correct horse").await;
+    let mail = tokio::time::timeout(std::time::Duration::from_secs(10), received.recv()).await.unwrap().unwrap();
+    assert!(mail.contains("To: smtp@example.com") && mail.contains("From: App <app@example.com>"), "{mail}");
+    let token = token_in(&mail.replace("=\n", "").replace("=3D", "="));
+    let (status, user) = server.call("POST", "/v1/auth/verify", None, Some(json!({ "token": token }))).await;
+    assert_eq!((status, user["emailVerified"].as_bool()), (200, Some(true)), "{mail}");
 }
