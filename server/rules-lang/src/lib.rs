@@ -1,1 +1,216 @@
-//! placeholder
+//! The Nimbus security rules compiler: a Firestore-compatible rules language.
+//! Parses and checks rules files (`parser`, `check`), matches request paths
+//! against `match` blocks, and evaluates `allow` conditions (`eval`,
+//! `methods`). Pure: no IO, no async; the host supplies documents for
+//! `get()`/`exists()` through `Lookup`.
+
+pub mod ast;
+pub mod check;
+pub mod error;
+pub mod eval;
+pub mod lexer;
+pub mod methods;
+pub mod parser;
+pub mod value;
+
+use std::collections::{BTreeMap, HashMap};
+
+use ast::{Allow, Function, Match, Method, Segment};
+pub use error::{CompileError, Pos};
+pub use eval::Lookup;
+use eval::{Env, EvalError, Scope};
+use value::Value;
+
+/// A rules file that failed to load: the file, then `line:col: message`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    pub file: String,
+    pub error: CompileError,
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.error)
+    }
+}
+
+impl std::error::Error for FileError {}
+
+/// One `match` block flattened to its full pattern, with the functions it sees.
+struct Rule {
+    pattern: Vec<Segment>,
+    /// Variables bound by the stripped Firestore wrapper (`database`).
+    fixed: Vec<(String, String)>,
+    allows: Vec<Allow>,
+    /// Function lists visible here, innermost first.
+    functions: Vec<std::sync::Arc<Vec<Function>>>,
+    version: u8,
+}
+
+/// Compiled rules, ready to decide requests. Default deny.
+pub struct Rules {
+    rules: Vec<Rule>,
+}
+
+/// The signed-in caller as rules see it (`request.auth`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Auth {
+    pub uid: String,
+    /// All token claims (`request.auth.token`).
+    pub token: serde_json::Value,
+}
+
+/// A request to decide.
+pub struct Request<'a> {
+    pub method: Method,
+    /// The document path, `posts/p1` (for a list: the path of each document considered).
+    pub path: &'a str,
+    pub auth: Option<&'a Auth>,
+    pub time_micros: i64,
+    /// The stored document (`resource`), if it exists.
+    pub existing: Option<&'a serde_json::Value>,
+    /// The document after the write (`request.resource`), for create and update.
+    pub incoming: Option<&'a serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Allowed by the `allow` at this position.
+    Allow(Pos),
+    Deny,
+    /// Evaluation needs this document (for `get`/`exists`); supply it and decide again.
+    NeedDocument(String),
+}
+
+impl Rules {
+    /// Parses, checks and merges rules files (`(file name, source)`).
+    pub fn compile(files: &[(&str, &str)]) -> Result<Rules, FileError> {
+        let mut rules = Vec::new();
+        for (file, source) in files {
+            let wrap = |error| FileError { file: (*file).to_owned(), error };
+            let ruleset = parser::parse(source).map_err(wrap)?;
+            check::check(&ruleset).map_err(wrap)?;
+            let globals = std::sync::Arc::new(ruleset.functions.clone());
+            for block in &ruleset.matches {
+                let (pattern, fixed) = strip_wrapper(&block.pattern);
+                flatten(block, pattern, fixed, vec![globals.clone()], ruleset.version, &mut rules);
+            }
+        }
+        Ok(Rules { rules })
+    }
+
+    /// Allow when any `allow` for the method on a matching pattern is true.
+    pub fn decide(&self, request: &Request, lookup: &dyn Lookup) -> Decision {
+        let segments: Vec<&str> = request.path.split('/').collect();
+        let request_value = request_value(request);
+        let resource_value = request.existing.map_or(Value::Null, |data| eval::resource_value(request.path, data));
+        let env = Env::new(request_value, resource_value, lookup);
+        let mut needed = None;
+        for rule in &self.rules {
+            let Some(mut vars) = bind(&rule.pattern, &segments, rule.version) else { continue };
+            vars.extend(rule.fixed.iter().map(|(k, v)| (k.clone(), Value::Str(v.clone()))));
+            let functions: Vec<&[Function]> = rule.functions.iter().map(|f| f.as_slice()).collect();
+            let scope = Scope { vars, functions };
+            for allow in rule.allows.iter().filter(|a| a.methods.contains(&request.method)) {
+                match eval::eval(&allow.condition, &scope, &env) {
+                    Ok(Value::Bool(true)) => return Decision::Allow(allow.pos),
+                    Err(EvalError::NeedDocument(path)) => needed = needed.or(Some(path)),
+                    _ => {}
+                }
+            }
+        }
+        needed.map_or(Decision::Deny, Decision::NeedDocument)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+}
+
+/// `match /databases/{database}/documents { … }` addresses our documents
+/// directly: drop those three segments and bind `database` to `(default)`.
+fn strip_wrapper(pattern: &[Segment]) -> (Vec<Segment>, Vec<(String, String)>) {
+    match pattern {
+        [Segment::Literal(a), Segment::Var(db), Segment::Literal(c), rest @ ..]
+            if a == "databases" && c == "documents" =>
+        {
+            (rest.to_vec(), vec![(db.clone(), "(default)".to_owned())])
+        }
+        _ => (pattern.to_vec(), Vec::new()),
+    }
+}
+
+fn flatten(
+    block: &Match,
+    pattern: Vec<Segment>,
+    fixed: Vec<(String, String)>,
+    mut functions: Vec<std::sync::Arc<Vec<Function>>>,
+    version: u8,
+    out: &mut Vec<Rule>,
+) {
+    functions.insert(0, std::sync::Arc::new(block.functions.clone()));
+    if !block.allows.is_empty() {
+        out.push(Rule {
+            pattern: pattern.clone(),
+            fixed: fixed.clone(),
+            allows: block.allows.clone(),
+            functions: functions.clone(),
+            version,
+        });
+    }
+    for inner in &block.matches {
+        let mut full = pattern.clone();
+        full.extend(inner.pattern.iter().cloned());
+        flatten(inner, full, fixed.clone(), functions.clone(), version, out);
+    }
+}
+
+/// Binds pattern variables if the pattern matches the whole path.
+fn bind(pattern: &[Segment], path: &[&str], version: u8) -> Option<HashMap<String, Value>> {
+    let mut vars = HashMap::new();
+    for (i, segment) in pattern.iter().enumerate() {
+        match segment {
+            Segment::Literal(text) => {
+                if path.get(i) != Some(&text.as_str()) {
+                    return None;
+                }
+            }
+            Segment::Var(name) => {
+                vars.insert(name.clone(), Value::Str((*path.get(i)?).to_owned()));
+            }
+            Segment::Rest(name) => {
+                let rest = &path[i.min(path.len())..];
+                if rest.is_empty() && version < 2 {
+                    return None;
+                }
+                vars.insert(name.clone(), Value::Str(rest.join("/")));
+                return Some(vars);
+            }
+        }
+    }
+    (pattern.len() == path.len()).then_some(vars)
+}
+
+fn request_value(request: &Request) -> Value {
+    let mut map = BTreeMap::new();
+    map.insert(
+        "auth".to_owned(),
+        match request.auth {
+            None => Value::Null,
+            Some(auth) => {
+                let mut a = BTreeMap::new();
+                a.insert("uid".to_owned(), Value::Str(auth.uid.clone()));
+                a.insert("token".to_owned(), Value::from_json(&auth.token));
+                Value::Map(a)
+            }
+        },
+    );
+    map.insert("method".to_owned(), Value::Str(request.method.name().to_owned()));
+    map.insert("path".to_owned(), Value::Path(request.path.split('/').map(str::to_owned).collect()));
+    map.insert("time".to_owned(), Value::Timestamp(request.time_micros));
+    map.insert(
+        "resource".to_owned(),
+        request.incoming.map_or(Value::Null, |data| eval::resource_value(request.path, data)),
+    );
+    Value::Map(map)
+}

@@ -1,0 +1,329 @@
+//! Evaluates expressions. Errors are values, as in Firebase: `error || true`
+//! is true, `error && false` is false, and a condition that ends in an error
+//! grants nothing. A `get()`/`exists()` of a document the caller has not
+//! supplied stops evaluation with `NeedDocument`, so the host can fetch it and
+//! evaluate again (expressions are pure, so the retry is deterministic).
+
+use std::cell::Cell;
+use std::collections::{BTreeMap, HashMap};
+
+use crate::ast::{BinaryOp, Expr, ExprKind, Function, PathPart, UnaryOp};
+use crate::value::Value;
+
+/// Most nested function calls in one evaluation.
+const MAX_CALL_DEPTH: usize = 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalError {
+    /// A runtime error (missing field, wrong type, …): denies.
+    Error(String),
+    /// The document at this path must be supplied before evaluation can finish.
+    NeedDocument(String),
+}
+
+pub type Eval = Result<Value, EvalError>;
+
+fn error<T>(message: impl Into<String>) -> Result<T, EvalError> {
+    Err(EvalError::Error(message.into()))
+}
+
+/// Documents that `get()` and `exists()` may read.
+pub trait Lookup {
+    /// `None`: not fetched yet; `Some(None)`: does not exist; `Some(Some(data))`: exists.
+    fn document(&self, path: &str) -> Option<Option<&serde_json::Value>>;
+}
+
+/// What an expression can see: the request, the resource, the documents at hand.
+pub struct Env<'a> {
+    pub request: Value,
+    pub resource: Value,
+    pub lookup: &'a dyn Lookup,
+    depth: Cell<usize>,
+}
+
+impl<'a> Env<'a> {
+    pub fn new(request: Value, resource: Value, lookup: &'a dyn Lookup) -> Env<'a> {
+        Env { request, resource, lookup, depth: Cell::new(0) }
+    }
+}
+
+/// Variables and the functions visible at one point (innermost scope first).
+pub struct Scope<'s> {
+    pub vars: HashMap<String, Value>,
+    pub functions: Vec<&'s [Function]>,
+}
+
+impl Scope<'_> {
+    fn function(&self, name: &str) -> Option<&Function> {
+        self.functions.iter().find_map(|list| list.iter().find(|f| f.name == name))
+    }
+}
+
+fn as_bool(value: Eval) -> Result<bool, EvalError> {
+    match value? {
+        Value::Bool(b) => Ok(b),
+        other => error(format!("expected a bool, got {}", other.type_name())),
+    }
+}
+
+pub fn eval(expr: &Expr, scope: &Scope, env: &Env) -> Eval {
+    match &expr.kind {
+        ExprKind::Null => Ok(Value::Null),
+        ExprKind::Bool(b) => Ok(Value::Bool(*b)),
+        ExprKind::Int(n) => Ok(Value::Int(*n)),
+        ExprKind::Float(f) => Ok(Value::Float(*f)),
+        ExprKind::Str(s) => Ok(Value::Str(s.clone())),
+        ExprKind::List(items) => Ok(Value::List(items.iter().map(|e| eval(e, scope, env)).collect::<Result<_, _>>()?)),
+        ExprKind::Map(entries) => Ok(Value::Map(
+            entries.iter().map(|(k, e)| Ok((k.clone(), eval(e, scope, env)?))).collect::<Result<_, EvalError>>()?,
+        )),
+        ExprKind::Path(parts) => {
+            let mut segments = Vec::new();
+            for part in parts {
+                match part {
+                    PathPart::Literal(s) => segments.push(s.clone()),
+                    PathPart::Interpolated(e) => match eval(e, scope, env)? {
+                        Value::Str(s) => segments.extend(s.split('/').filter(|s| !s.is_empty()).map(str::to_owned)),
+                        Value::Int(n) => segments.push(n.to_string()),
+                        Value::Path(p) => segments.extend(p),
+                        other => return error(format!("cannot put a {} in a path", other.type_name())),
+                    },
+                }
+            }
+            Ok(Value::Path(segments))
+        }
+        ExprKind::Ident(name) => match name.as_str() {
+            "request" => Ok(env.request.clone()),
+            "resource" => Ok(env.resource.clone()),
+            _ => scope.vars.get(name).cloned().map_or_else(|| error(format!("unknown name `{name}`")), Ok),
+        },
+        ExprKind::Member(target, name) => member(eval(target, scope, env)?, name),
+        ExprKind::Index(target, index) => {
+            let target = eval(target, scope, env)?;
+            let index = eval(index, scope, env)?;
+            match (target, index) {
+                (Value::List(items), Value::Int(i)) => {
+                    let at = if i < 0 { items.len() as i64 + i } else { i };
+                    items.get(at as usize).cloned().map_or_else(|| error("list index out of range"), Ok)
+                }
+                (Value::Map(map), Value::Str(key)) => {
+                    map.get(&key).cloned().map_or_else(|| error(format!("no key `{key}`")), Ok)
+                }
+                (t, i) => error(format!("cannot index a {} with a {}", t.type_name(), i.type_name())),
+            }
+        }
+        ExprKind::Call(name, args) => call(name, args, scope, env),
+        ExprKind::MethodCall(target, name, args) => {
+            let target = eval(target, scope, env)?;
+            let args = args.iter().map(|a| eval(a, scope, env)).collect::<Result<Vec<_>, _>>()?;
+            crate::methods::call_method(target, name, args)
+        }
+        ExprKind::Unary(UnaryOp::Not, inner) => Ok(Value::Bool(!as_bool(eval(inner, scope, env))?)),
+        ExprKind::Unary(UnaryOp::Neg, inner) => match eval(inner, scope, env)? {
+            Value::Int(n) => n.checked_neg().map(Value::Int).map_or_else(|| error("integer overflow"), Ok),
+            Value::Float(f) => Ok(Value::Float(-f)),
+            other => error(format!("cannot negate a {}", other.type_name())),
+        },
+        ExprKind::Binary(BinaryOp::Or, left, right) => {
+            logical(eval(left, scope, env), || eval(right, scope, env), true)
+        }
+        ExprKind::Binary(BinaryOp::And, left, right) => {
+            logical(eval(left, scope, env), || eval(right, scope, env), false)
+        }
+        ExprKind::Binary(op, left, right) => binary(*op, eval(left, scope, env)?, eval(right, scope, env)?),
+        ExprKind::Ternary(condition, then, otherwise) => {
+            if as_bool(eval(condition, scope, env))? {
+                eval(then, scope, env)
+            } else {
+                eval(otherwise, scope, env)
+            }
+        }
+        ExprKind::Is(inner, type_name) => Ok(Value::Bool(eval(inner, scope, env)?.is(*type_name))),
+    }
+}
+
+/// `||` (`short = true`) and `&&` (`short = false`) with errors as values:
+/// a side equal to `short` decides, whatever the other side is.
+fn logical(left: Eval, right: impl FnOnce() -> Eval, short: bool) -> Eval {
+    let left = as_bool(left);
+    if left == Ok(short) {
+        return Ok(Value::Bool(short));
+    }
+    let right = as_bool(right());
+    match (left, right) {
+        (_, Ok(r)) if r == short => Ok(Value::Bool(short)),
+        (Ok(_), Ok(_)) => Ok(Value::Bool(!short)),
+        (Err(EvalError::NeedDocument(p)), _) | (_, Err(EvalError::NeedDocument(p))) => Err(EvalError::NeedDocument(p)),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    }
+}
+
+fn member(target: Value, name: &str) -> Eval {
+    match target {
+        Value::Map(mut map) => map.remove(name).map_or_else(|| error(format!("no field `{name}`")), Ok),
+        Value::Null => error(format!("`{name}` of null")),
+        other => error(format!("a {} has no field `{name}`", other.type_name())),
+    }
+}
+
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Int(n) => Some(*n as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+fn binary(op: BinaryOp, left: Value, right: Value) -> Eval {
+    use std::cmp::Ordering;
+    let compare = |left: &Value, right: &Value| -> Result<Ordering, EvalError> {
+        let ordering = match (left, right) {
+            (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
+            (Value::Str(a), Value::Str(b)) => Some(a.cmp(b)),
+            (Value::Timestamp(a), Value::Timestamp(b)) | (Value::Duration(a), Value::Duration(b)) => Some(a.cmp(b)),
+            (a, b) => match (number(a), number(b)) {
+                (Some(x), Some(y)) => x.partial_cmp(&y),
+                _ => None,
+            },
+        };
+        ordering
+            .map_or_else(|| error(format!("cannot compare a {} with a {}", left.type_name(), right.type_name())), Ok)
+    };
+    Ok(match op {
+        BinaryOp::Eq => Value::Bool(left.equals(&right)),
+        BinaryOp::Ne => Value::Bool(!left.equals(&right)),
+        BinaryOp::Lt => Value::Bool(compare(&left, &right)? == Ordering::Less),
+        BinaryOp::Le => Value::Bool(compare(&left, &right)? != Ordering::Greater),
+        BinaryOp::Gt => Value::Bool(compare(&left, &right)? == Ordering::Greater),
+        BinaryOp::Ge => Value::Bool(compare(&left, &right)? != Ordering::Less),
+        BinaryOp::In => match right {
+            Value::List(items) => Value::Bool(items.iter().any(|i| i.equals(&left))),
+            Value::Map(map) => match left {
+                Value::Str(key) => Value::Bool(map.contains_key(&key)),
+                other => return error(format!("map keys are strings, not a {}", other.type_name())),
+            },
+            other => return error(format!("`in` needs a list or a map, not a {}", other.type_name())),
+        },
+        BinaryOp::Add => match (left, right) {
+            (Value::Int(a), Value::Int(b)) => {
+                a.checked_add(b).map(Value::Int).map_or_else(|| error("integer overflow"), Ok)?
+            }
+            (Value::Str(a), Value::Str(b)) => Value::Str(a + &b),
+            (Value::List(mut a), Value::List(b)) => {
+                a.extend(b);
+                Value::List(a)
+            }
+            (Value::Timestamp(t), Value::Duration(d)) | (Value::Duration(d), Value::Timestamp(t)) => {
+                Value::Timestamp(t + d)
+            }
+            (Value::Duration(a), Value::Duration(b)) => Value::Duration(a + b),
+            (a, b) => arithmetic(op, &a, &b)?,
+        },
+        BinaryOp::Sub => match (left, right) {
+            (Value::Int(a), Value::Int(b)) => {
+                a.checked_sub(b).map(Value::Int).map_or_else(|| error("integer overflow"), Ok)?
+            }
+            (Value::Timestamp(t), Value::Duration(d)) => Value::Timestamp(t - d),
+            (Value::Timestamp(a), Value::Timestamp(b)) => Value::Duration(a - b),
+            (Value::Duration(a), Value::Duration(b)) => Value::Duration(a - b),
+            (a, b) => arithmetic(op, &a, &b)?,
+        },
+        BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem => match (&left, &right) {
+            (Value::Int(_), Value::Int(0)) if op != BinaryOp::Mul => return error("division by zero"),
+            (Value::Int(a), Value::Int(b)) => Value::Int(match op {
+                BinaryOp::Mul => a.checked_mul(*b).map_or_else(|| error("integer overflow"), Ok)?,
+                BinaryOp::Div => a / b,
+                _ => a % b,
+            }),
+            _ => arithmetic(op, &left, &right)?,
+        },
+        BinaryOp::Or | BinaryOp::And => return error("logical operators are evaluated lazily"),
+    })
+}
+
+fn arithmetic(op: BinaryOp, left: &Value, right: &Value) -> Eval {
+    let (Some(a), Some(b)) = (number(left), number(right)) else {
+        return error(format!("cannot apply {op:?} to a {} and a {}", left.type_name(), right.type_name()));
+    };
+    Ok(Value::Float(match op {
+        BinaryOp::Add => a + b,
+        BinaryOp::Sub => a - b,
+        BinaryOp::Mul => a * b,
+        BinaryOp::Div if b == 0.0 => return error("division by zero"),
+        BinaryOp::Div => a / b,
+        _ => a % b,
+    }))
+}
+
+/// Strips the Firestore prefix `databases/<db>/documents/` from a path.
+pub fn document_path(segments: &[String]) -> String {
+    let rest = match segments {
+        [first, _, third, rest @ ..] if first == "databases" && third == "documents" => rest,
+        all => all,
+    };
+    rest.join("/")
+}
+
+fn call(name: &str, args: &[Expr], scope: &Scope, env: &Env) -> Eval {
+    let values = || args.iter().map(|a| eval(a, scope, env)).collect::<Result<Vec<_>, _>>();
+    match name {
+        "get" | "exists" => {
+            let [path] = values()?.try_into().map_err(|_| EvalError::Error(format!("{name}() takes one path")))?;
+            let Value::Path(segments) = path else {
+                return error(format!("{name}() takes a path, not a {}", path.type_name()));
+            };
+            let path = document_path(&segments);
+            match env.lookup.document(&path) {
+                None => Err(EvalError::NeedDocument(path)),
+                Some(found) if name == "exists" => Ok(Value::Bool(found.is_some())),
+                Some(None) => error(format!("get() of a missing document {path}")),
+                Some(Some(data)) => Ok(resource_value(&path, data)),
+            }
+        }
+        "debug" => values()?.into_iter().next().map_or_else(|| error("debug() takes one value"), Ok),
+        "string" | "int" | "float" => {
+            let [value] = values()?.try_into().map_err(|_| EvalError::Error(format!("{name}() takes one value")))?;
+            crate::methods::convert(name, value)
+        }
+        "path" => match values()?.as_slice() {
+            [Value::Str(s)] => Ok(Value::Path(s.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect())),
+            _ => error("path() takes one string"),
+        },
+        _ => call_function(name, values()?, scope, env),
+    }
+}
+
+fn call_function(name: &str, args: Vec<Value>, scope: &Scope, env: &Env) -> Eval {
+    let Some(function) = scope.function(name) else {
+        return error(format!("unknown function `{name}`"));
+    };
+    if function.params.len() != args.len() {
+        return error(format!("`{name}` takes {} arguments, got {}", function.params.len(), args.len()));
+    }
+    if env.depth.get() >= MAX_CALL_DEPTH {
+        return error("functions nest too deeply");
+    }
+    env.depth.set(env.depth.get() + 1);
+    let mut vars = scope.vars.clone();
+    vars.extend(function.params.iter().cloned().zip(args));
+    let mut inner = Scope { vars, functions: scope.functions.clone() };
+    let result = (|| {
+        for (name, expr) in &function.lets {
+            let value = eval(expr, &inner, env)?;
+            inner.vars.insert(name.clone(), value);
+        }
+        eval(&function.body, &inner, env)
+    })();
+    env.depth.set(env.depth.get() - 1);
+    result
+}
+
+/// `{data, id, __name__}` of a document, as `resource` and `get()` show it.
+pub fn resource_value(path: &str, data: &serde_json::Value) -> Value {
+    let id = path.rsplit('/').next().unwrap_or(path).to_owned();
+    let mut map = BTreeMap::new();
+    map.insert("data".to_owned(), Value::from_json(data));
+    map.insert("id".to_owned(), Value::Str(id));
+    map.insert("__name__".to_owned(), Value::Path(path.split('/').map(str::to_owned).collect()));
+    Value::Map(map)
+}
