@@ -18,6 +18,7 @@ use crate::documents::data::DataLimits;
 use crate::documents::schema::Schemas;
 use crate::documents::Documents;
 use crate::http::metrics::Metrics;
+use crate::rules::RulesService;
 use crate::store::{Store, StoreError};
 
 /// Shared state handed to every handler. Each field is one part's service.
@@ -77,7 +78,9 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .map_err(|e| StartError::Bind { addr: config.listen, reason: e.to_string() })?;
     let schemas = Schemas::compile(&config.schemas).map_err(StartError::Config)?;
     crate::documents::ensure_indexes(&store, &config.indexes).await.map_err(StartError::Config)?;
-    let documents = Documents::new(store.clone(), DataLimits::default(), schemas);
+    let rules = crate::rules::load_dir(&config.rules_dir).map_err(StartError::Config)?;
+    let rules = RulesService::new(rules);
+    let documents = Documents::new(store.clone(), DataLimits::default(), schemas, rules.clone());
     let state =
         AppState { config: Arc::new(config), store, metrics: Arc::new(metrics), service_key, documents, accounts };
     let router = crate::http::router(state.clone());

@@ -21,6 +21,8 @@ pub mod error;
 pub mod http;
 /// Random ids and secret tokens, and how tokens are hashed for storage.
 pub mod ids;
+/// Security rules: loading the rules folder and the rules in force.
+pub mod rules;
 /// The only module that speaks SQL: SQLite and PostgreSQL backends.
 pub mod store;
 /// Log setup.

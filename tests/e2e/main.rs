@@ -6,3 +6,4 @@ mod harness;
 mod auth;
 mod documents;
 mod foundation;
+mod rules;

@@ -125,6 +125,20 @@ impl Rules {
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
+
+    /// Whether any `allow` for `method` applies to some document directly in
+    /// `collection` (so a query there is filtered rather than refused).
+    pub fn covers(&self, method: Method, collection: &str) -> bool {
+        let mut segments: Vec<&str> = collection.split('/').collect();
+        segments.push("");
+        self.rules.iter().filter(|rule| rule.allows.iter().any(|a| a.methods.contains(&method))).any(|rule| {
+            let mut path = segments.clone();
+            if let (Some(Segment::Literal(id)), Some(last)) = (rule.pattern.get(path.len() - 1), path.last_mut()) {
+                *last = id.as_str();
+            }
+            bind(&rule.pattern, &path, rule.version).is_some()
+        })
+    }
 }
 
 /// `match /databases/{database}/documents { … }` addresses our documents

@@ -172,6 +172,9 @@ fn expression_cases() {
     assert!(cases.len() >= 100, "{} cases", cases.len());
 }
 
+/// method, path, signed in, existing, incoming, documents, expected, why
+type Case<'a> = (Method, &'a str, bool, Option<Value>, Option<Value>, &'a Docs, bool, &'a str);
+
 const OWNED: &str = r#"
 rules_version = '2';
 service cloud.firestore {
@@ -206,7 +209,7 @@ fn structural_cases() {
     let none = Docs(vec![]);
     let mine = Some(json!({"owner": "alice", "title": "t"}));
     let theirs = Some(json!({"owner": "bob", "title": "t"}));
-    let cases: Vec<(Method, &str, bool, Option<Value>, Option<Value>, &Docs, bool, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (Method::Get, "posts/p1", false, theirs.clone(), None, &none, true, "anyone reads posts"),
         (Method::List, "posts/p1", false, theirs.clone(), None, &none, true, "read covers list"),
         (
@@ -402,4 +405,14 @@ fn firebase_leniency_loads() {
     let request =
         Request { method: Method::Get, path: "items/i", auth: None, time_micros: 0, existing: None, incoming: None };
     assert!(allowed(&rules.decide(&request, &Docs(vec![]))));
+}
+
+#[test]
+fn covers_tells_whether_a_collection_can_be_listed() {
+    let rules = Rules::compile(&[("c.rules", OWNED)]).unwrap();
+    assert!(rules.covers(Method::List, "posts"));
+    assert!(!rules.covers(Method::List, "posts/p1/comments"), "comments have no read rule");
+    assert!(!rules.covers(Method::Delete, "public"));
+    assert!(rules.covers(Method::List, "admin/x"), "recursive wildcard");
+    assert!(!rules.covers(Method::List, "elsewhere"));
 }

@@ -24,8 +24,8 @@ pub enum Mailer {
     /// Writes `<dir>/<time>-<id>.eml` files.
     Folder(PathBuf),
     Smtp {
-        transport: AsyncSmtpTransport<Tokio1Executor>,
-        from: Mailbox,
+        transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
+        from: Box<Mailbox>,
     },
 }
 
@@ -37,7 +37,7 @@ impl Mailer {
             .map_err(|e| format!("NIMBUS_SMTP_URL: {e}"))?
             .build();
         let from = from.parse::<Mailbox>().map_err(|e| format!("NIMBUS_MAIL_FROM: {e}"))?;
-        Ok(Mailer::Smtp { transport, from })
+        Ok(Mailer::Smtp { transport: Box::new(transport), from: Box::new(from) })
     }
 
     pub async fn send(&self, mail: Mail) -> Result<(), AuthError> {
@@ -46,7 +46,7 @@ impl Mailer {
             Mailer::Smtp { transport, from } => {
                 let to = mail.to.parse::<Mailbox>().map_err(|_| AuthError::invalid("email", "cannot receive mail"))?;
                 let message = Message::builder()
-                    .from(from.clone())
+                    .from(Mailbox::clone(from))
                     .to(to)
                     .subject(mail.subject.clone())
                     .body(mail.body)

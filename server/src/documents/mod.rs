@@ -4,6 +4,7 @@
 //! `store` as one transaction. New entry points (GraphQL, realtime, functions)
 //! call this module, never `store` directly, so checks cannot be bypassed.
 
+pub mod access;
 pub mod api;
 pub mod data;
 pub mod path;
@@ -18,10 +19,14 @@ use serde_json::Value;
 
 use crate::auth::Caller;
 use crate::clock::format_time;
+use crate::clock::now_micros;
 use crate::error::{ApiFailure, ErrorCode};
+use crate::rules::RulesService;
 use crate::store::documents::{CommitError, Committed, DocKey, Outcome, Rejection, StoredDoc, Write};
 use crate::store::{Store, StoreError};
+use access::Fetched;
 use data::{DataLimits, Mode};
+use nimbus_rules_lang::ast::Method;
 use path::{CollectionPath, DocPath, PathError};
 use query::{ParsedQuery, Wanted};
 use schema::Schemas;
@@ -110,34 +115,57 @@ pub struct Documents {
     store: Store,
     limits: DataLimits,
     schemas: Schemas,
+    rules: RulesService,
+}
+
+/// Attempts at a rules-checked write whose documents change between the check and the commit.
+const WRITE_ATTEMPTS: usize = 3;
+/// Most documents a rules-filtered query examines to fill one page.
+const MAX_SCANNED_PER_QUERY: usize = 5000;
+
+fn denied(what: &str) -> DocumentError {
+    DocumentError::PermissionDenied(format!("security rules do not allow {what}"))
+}
+
+fn parse_data(stored: &StoredDoc) -> Result<Value, DocumentError> {
+    serde_json::from_str(&stored.data)
+        .map_err(|e| StoreError::Internal(format!("stored document is not JSON: {e}")).into())
 }
 
 impl Documents {
-    pub fn new(store: Store, limits: DataLimits, schemas: Schemas) -> Documents {
-        Documents { store, limits, schemas }
-    }
-
-    /// Until security rules exist, only the service key may touch documents (default deny).
-    fn authorize(&self, caller: &Caller) -> Result<(), DocumentError> {
-        match caller {
-            Caller::Service => Ok(()),
-            Caller::Public | Caller::User(_) => {
-                Err(DocumentError::PermissionDenied("no security rule allows this request".into()))
-            }
-        }
+    pub fn new(store: Store, limits: DataLimits, schemas: Schemas, rules: RulesService) -> Documents {
+        Documents { store, limits, schemas, rules }
     }
 
     pub async fn get(&self, caller: &Caller, path: &DocPath) -> Result<Document, DocumentError> {
-        self.authorize(caller)?;
         let stored = self.store.get_document(&key(path)).await?;
+        if *caller != Caller::Service {
+            let existing = stored.as_ref().map(parse_data).transpose()?;
+            let path_text = path.to_string();
+            let check =
+                access::Check { method: Method::Get, path: &path_text, existing: existing.as_ref(), incoming: None };
+            if !self.allowed(caller, &mut Fetched::default(), &check).await? {
+                return Err(denied(&format!("reading {path}")));
+            }
+        }
         stored
             .map(|stored| Document { path: path.clone(), stored })
             .ok_or_else(|| DocumentError::NotFound(path.to_string()))
     }
 
+    async fn allowed(
+        &self,
+        caller: &Caller,
+        fetched: &mut Fetched,
+        check: &access::Check<'_>,
+    ) -> Result<bool, DocumentError> {
+        let rules = self.rules.current();
+        let auth = access::rules_auth(caller);
+        Ok(access::allowed(&rules, &self.store, fetched, auth.as_ref(), now_micros(), check).await?)
+    }
+
     /// Applies the writes atomically; returns each write's result in order.
     pub async fn write(&self, caller: &Caller, requests: Vec<WriteRequest>) -> Result<Vec<Committed>, DocumentError> {
-        self.authorize(caller)?;
         if requests.is_empty() || requests.len() > MAX_BATCH_WRITES {
             return Err(DocumentError::InvalidArgument(format!("a batch holds 1 to {MAX_BATCH_WRITES} writes")));
         }
@@ -154,15 +182,81 @@ impl Documents {
                 data::validate(data, mode, self.limits).map_err(|e| batch_error(&requests, i, e))?;
             }
         }
-        let writes = requests.iter().map(|r| self.store_write(r)).collect();
+        if *caller == Caller::Service {
+            return self.commit(&requests, None).await;
+        }
+        for attempt in 1..=WRITE_ATTEMPTS {
+            let seen_versions = self.authorize_writes(caller, &requests).await?;
+            match self.commit(&requests, Some(&seen_versions)).await {
+                Err(DocumentError::Store(StoreError::Conflict(_))) if attempt < WRITE_ATTEMPTS => continue,
+                other => return other,
+            }
+        }
+        Err(StoreError::Conflict("the documents kept changing while the write was checked".into()).into())
+    }
+
+    /// Checks every write against the rules on a snapshot of the documents;
+    /// returns the versions seen, which the commit then requires unchanged.
+    async fn authorize_writes(
+        &self,
+        caller: &Caller,
+        requests: &[WriteRequest],
+    ) -> Result<Vec<Option<i64>>, DocumentError> {
+        let mut fetched = Fetched::default();
+        let mut versions = Vec::with_capacity(requests.len());
+        let now = now_micros();
+        for (index, request) in requests.iter().enumerate() {
+            let current = self.store.get_document(&key(&request.path)).await?;
+            let outcome = decide(&request.op, request.precondition, current.as_ref(), now, self.limits)
+                .map_err(|rejection| rejected(requests, index, rejection))?;
+            let existing = current.as_ref().map(parse_data).transpose()?;
+            let (method, incoming) = match (&outcome, &current) {
+                (Outcome::Delete, None) => {
+                    versions.push(None);
+                    continue;
+                }
+                (Outcome::Delete, Some(_)) => (Method::Delete, None),
+                (Outcome::Put(data), None) => {
+                    (Method::Create, Some(serde_json::from_str::<Value>(data).unwrap_or(Value::Null)))
+                }
+                (Outcome::Put(data), Some(_)) => {
+                    (Method::Update, Some(serde_json::from_str::<Value>(data).unwrap_or(Value::Null)))
+                }
+            };
+            let path = request.path.to_string();
+            let check = access::Check { method, path: &path, existing: existing.as_ref(), incoming: incoming.as_ref() };
+            if !self.allowed(caller, &mut fetched, &check).await? {
+                let what = format!("{} of {path}", method.name());
+                return Err(if requests.len() == 1 {
+                    denied(&what)
+                } else {
+                    denied(&format!("writes[{index}]: {what}"))
+                });
+            }
+            versions.push(current.map(|c| c.version));
+        }
+        Ok(versions)
+    }
+
+    async fn commit(
+        &self,
+        requests: &[WriteRequest],
+        seen: Option<&[Option<i64>]>,
+    ) -> Result<Vec<Committed>, DocumentError> {
+        let writes =
+            requests.iter().enumerate().map(|(i, r)| self.store_write(r, seen.map(|versions| versions[i]))).collect();
         match self.store.commit(writes).await {
             Ok(committed) => Ok(committed),
             Err(CommitError::Store(e)) => Err(e.into()),
-            Err(CommitError::Rejected { index, rejection }) => Err(rejected(&requests, index, rejection)),
+            Err(CommitError::Rejected { rejection: Rejection::Changed, .. }) => {
+                Err(StoreError::Conflict("a document changed after the rules check".into()).into())
+            }
+            Err(CommitError::Rejected { index, rejection }) => Err(rejected(requests, index, rejection)),
         }
     }
 
-    fn store_write(&self, request: &WriteRequest) -> Write {
+    /// The store write for a request; with `seen`, the document must still be at that version.
+    fn store_write(&self, request: &WriteRequest, seen: Option<Option<i64>>) -> Write {
         let op = request.op.clone();
         let precondition = request.precondition;
         let limits = self.limits;
@@ -172,6 +266,9 @@ impl Documents {
         Write {
             key,
             mutation: Box::new(move |current, now| {
+                if seen.is_some_and(|version| version != current.map(|c| c.version)) {
+                    return Err(Rejection::Changed);
+                }
                 let outcome = decide(&op, precondition, current, now, limits)?;
                 if let (Outcome::Put(data), false) = (&outcome, schemas.is_empty()) {
                     let value: Value = serde_json::from_str(data).map_err(|e| Rejection::Invalid(e.to_string()))?;
@@ -183,8 +280,12 @@ impl Documents {
     }
 
     pub async fn query(&self, caller: &Caller, parsed: ParsedQuery) -> Result<QueryResult, DocumentError> {
-        self.authorize(caller)?;
         let ParsedQuery { collection, query, wanted } = parsed;
+        if *caller != Caller::Service && !matches!(wanted, Wanted::Documents) {
+            return Err(DocumentError::PermissionDenied(
+                "counts and aggregates need the service key until rules can be pushed into them".into(),
+            ));
+        }
         match wanted {
             Wanted::Count => Ok(QueryResult::Count(self.store.count_documents(&query).await?)),
             Wanted::Aggregates(list) => {
@@ -204,13 +305,65 @@ impl Documents {
                     .collect();
                 Ok(QueryResult::Aggregates(results))
             }
-            Wanted::Documents => {
+            Wanted::Documents if *caller == Caller::Service => {
                 let page = self.store.query_documents(&query).await?;
                 let next_cursor =
                     page.next.map(|cursor| query::encode_cursor(collection.as_str(), &query.order, &cursor));
                 Ok(QueryResult::Documents { collection, documents: page.documents, next_cursor })
             }
+            Wanted::Documents => self.filtered_query(caller, collection, query).await,
         }
+    }
+
+    /// Rules act as filters: documents the caller may not `list` are left out,
+    /// and further pages are read until the page is full (or the scan budget
+    /// is spent), so limits and cursors stay exact.
+    async fn filtered_query(
+        &self,
+        caller: &Caller,
+        collection: CollectionPath,
+        mut query: crate::store::query::Query,
+    ) -> Result<QueryResult, DocumentError> {
+        if !self.rules.current().covers(Method::List, collection.as_str()) {
+            return Err(denied(&format!("listing {collection}")));
+        }
+        let limit = query.limit as usize;
+        let mut visible: Vec<StoredDoc> = Vec::new();
+        let mut fetched = Fetched::default();
+        let mut scanned = 0;
+        let mut next = None;
+        loop {
+            let page = self.store.query_documents(&query).await?;
+            let page_has_more = page.next.is_some();
+            let mut cut_short = None;
+            for stored in page.documents {
+                scanned += 1;
+                let path = format!("{collection}/{}", stored.id);
+                let data = parse_data(&stored)?;
+                let check = access::Check { method: Method::List, path: &path, existing: Some(&data), incoming: None };
+                if self.allowed(caller, &mut fetched, &check).await? {
+                    visible.push(stored);
+                    if visible.len() == limit {
+                        cut_short = visible.last().cloned();
+                        break;
+                    }
+                }
+            }
+            if let Some(last) = cut_short {
+                next = Some(crate::store::documents::cursor_after(&last, &query)?);
+                break;
+            }
+            match page.next {
+                Some(cursor) if page_has_more && scanned < MAX_SCANNED_PER_QUERY => query.start_after = Some(cursor),
+                Some(cursor) => {
+                    next = Some(cursor);
+                    break;
+                }
+                None => break,
+            }
+        }
+        let next_cursor = next.map(|cursor| query::encode_cursor(collection.as_str(), &query.order, &cursor));
+        Ok(QueryResult::Documents { collection, documents: visible, next_cursor })
     }
 
     /// Plain listing of a collection in id order.
@@ -312,5 +465,6 @@ fn rejected(requests: &[WriteRequest], index: usize, rejection: Rejection) -> Do
             actual: actual.map_or_else(|| "missing".to_owned(), |v| v.to_string()),
         },
         Rejection::Invalid(message) => batch_error(requests, index, message),
+        Rejection::Changed => StoreError::Conflict(format!("{path} changed after the rules check")).into(),
     }
 }

@@ -37,8 +37,13 @@ pub enum Outcome {
 pub enum Rejection {
     NotFound,
     AlreadyExists,
-    VersionMismatch { expected: i64, actual: Option<i64> },
+    VersionMismatch {
+        expected: i64,
+        actual: Option<i64>,
+    },
     Invalid(String),
+    /// The document is not at the version the caller's checks were made against.
+    Changed,
 }
 
 /// Decides a write from the current row (if any) and the commit time (µs).
@@ -331,7 +336,7 @@ impl Store {
 }
 
 /// The cursor just after `doc` in the query's order.
-fn cursor_after(doc: &StoredDoc, query: &Query) -> Result<Cursor, StoreError> {
+pub fn cursor_after(doc: &StoredDoc, query: &Query) -> Result<Cursor, StoreError> {
     let data: serde_json::Value = serde_json::from_str(&doc.data)
         .map_err(|e| StoreError::Internal(format!("stored document is not JSON: {e}")))?;
     let keys =

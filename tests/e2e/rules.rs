@@ -1,0 +1,188 @@
+//! Security rules over HTTP on both backends: owners, forged fields, lists
+//! filtered by rules, admin claims, subcollections and recursive wildcards,
+//! get()/exists(), batches with a denied write, a broken rules file.
+
+use serde_json::{json, Value};
+
+use crate::harness::{Backend, Options, Server};
+use crate::on_both_backends;
+
+const RULES: &str = r#"
+rules_version = '2';
+service cloud.firestore {
+  match /databases/{database}/documents {
+    function signedIn() { return request.auth != null; }
+    function isAdmin() { return signedIn() && request.auth.token.admin == true; }
+
+    match /notes/{noteId} {
+      allow read: if signedIn() && resource.data.owner == request.auth.uid;
+      allow create: if signedIn()
+                    && request.resource.data.owner == request.auth.uid
+                    && request.resource.data.keys().hasOnly(['owner', 'text', 'n']);
+      allow update: if resource.data.owner == request.auth.uid
+                    && request.resource.data.owner == resource.data.owner;
+      allow delete: if resource.data.owner == request.auth.uid || isAdmin();
+
+      match /comments/{commentId} {
+        allow read: if signedIn();
+        allow create: if exists(/databases/$(database)/documents/notes/$(noteId))
+                      && get(/databases/$(database)/documents/notes/$(noteId)).data.open == true;
+      }
+    }
+    match /products/{productId} {
+      allow read: if true;
+      allow write: if isAdmin();
+    }
+    match /shared/{path=**} {
+      allow read: if signedIn();
+    }
+  }
+}
+"#;
+
+async fn start(backend: Backend) -> Server {
+    Server::start_with(backend, Options::default().file("rules/app.rules", RULES)).await
+}
+
+async fn user(server: &Server, email: &str) -> (String, String) {
+    let body = json!({"email": email, "password": "correct horse"});
+    let (status, session) = server.call("POST", "/v1/auth/signup", None, Some(body)).await;
+    assert_eq!(status, 201, "{session}");
+    (session["user"]["id"].as_str().unwrap().to_owned(), session["access_token"].as_str().unwrap().to_owned())
+}
+
+fn ids(body: &Value) -> Vec<String> {
+    body["documents"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect()
+}
+
+on_both_backends!(
+    owners_read_and_write_their_own_documents,
+    lists_show_only_what_the_caller_may_read,
+    admin_claim_grants_writes,
+    get_and_exists_read_other_documents,
+    a_batch_with_one_denied_write_is_refused_whole,
+    recursive_wildcards_match_nested_paths,
+);
+
+async fn owners_read_and_write_their_own_documents(backend: Backend) {
+    let server = start(backend).await;
+    let (alice, alice_token) = user(&server, "alice@example.com").await;
+    let (_, bob_token) = user(&server, "bob@example.com").await;
+    let a = Some(alice_token.as_str());
+    let b = Some(bob_token.as_str());
+    let (status, body) =
+        server.call("PUT", "/v1/docs/notes/n1", a, Some(json!({"owner": alice, "text": "mine"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) =
+        server.call("PUT", "/v1/docs/notes/n2", b, Some(json!({"owner": alice, "text": "forged"}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("permission-denied")), "forged owner");
+    let (status, _) =
+        server.call("PUT", "/v1/docs/notes/n3", a, Some(json!({"owner": alice, "text": "x", "extra": 1}))).await;
+    assert_eq!(status, 403, "fields are validated");
+    assert_eq!(server.call("GET", "/v1/docs/notes/n1", a, None).await.0, 200);
+    assert_eq!(server.call("GET", "/v1/docs/notes/n1", b, None).await.0, 403, "another user's note");
+    assert_eq!(server.call("GET", "/v1/docs/notes/n1", None, None).await.0, 403, "signed out");
+    assert_eq!(server.call("PATCH", "/v1/docs/notes/n1", b, Some(json!({"text": "hacked"}))).await.0, 403);
+    assert_eq!(
+        server.call("PATCH", "/v1/docs/notes/n1", a, Some(json!({"owner": "bob"}))).await.0,
+        403,
+        "owner is fixed"
+    );
+    assert_eq!(server.call("PATCH", "/v1/docs/notes/n1", a, Some(json!({"text": "edited"}))).await.0, 200);
+    assert_eq!(server.call("DELETE", "/v1/docs/notes/n1", b, None).await.0, 403);
+    assert_eq!(server.call("DELETE", "/v1/docs/notes/n1", a, None).await.0, 204);
+    assert_eq!(server.call("GET", "/v1/docs/other/x", a, None).await.0, 403, "default deny");
+}
+
+async fn lists_show_only_what_the_caller_may_read(backend: Backend) {
+    let server = start(backend).await;
+    let (alice, alice_token) = user(&server, "alice@example.com").await;
+    let (bob, _) = user(&server, "bob@example.com").await;
+    let writes: Vec<Value> = (0..30)
+        .map(|i| {
+            let owner = if i % 3 == 0 { &alice } else { &bob };
+            json!({"op": "set", "path": format!("notes/n{i:02}"), "data": {"owner": owner, "n": i}})
+        })
+        .collect();
+    assert_eq!(server.admin("POST", "/v1/batch", Some(json!({ "writes": writes }))).await.0, 200);
+    let a = Some(alice_token.as_str());
+    let query = json!({"collection": "notes", "orderBy": ["n"], "limit": 4});
+    let (status, first) = server.call("POST", "/v1/query", a, Some(query.clone())).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(ids(&first), ["n00", "n03", "n06", "n09"], "only alice's notes, and a full page");
+    let mut next = query.clone();
+    next["startAfter"] = first["nextCursor"].clone();
+    let (_, second) = server.call("POST", "/v1/query", a, Some(next)).await;
+    assert_eq!(ids(&second), ["n12", "n15", "n18", "n21"]);
+    let (_, all) = server.call("GET", "/v1/docs/notes?limit=100", a, None).await;
+    assert_eq!(ids(&all).len(), 10);
+    assert_eq!(all["nextCursor"], Value::Null);
+    let (status, _) = server.call("POST", "/v1/query", a, Some(json!({"collection": "notes", "count": true}))).await;
+    assert_eq!(status, 403, "counts need the service key for now");
+}
+
+async fn admin_claim_grants_writes(backend: Backend) {
+    let server = start(backend).await;
+    let (admin_id, token) = user(&server, "admin@example.com").await;
+    let t = Some(token.as_str());
+    assert_eq!(server.call("PUT", "/v1/docs/products/p1", t, Some(json!({"name": "cat"}))).await.0, 403);
+    server.admin("PATCH", &format!("/v1/admin/users/{admin_id}"), Some(json!({"claims": {"admin": true}}))).await;
+    let body = json!({"email": "admin@example.com", "password": "correct horse", "grant_type": "password"});
+    let (_, session) = server.call("POST", "/v1/auth/token", None, Some(body)).await;
+    let admin_token = session["access_token"].as_str().unwrap();
+    assert_eq!(
+        server.call("PUT", "/v1/docs/products/p1", Some(admin_token), Some(json!({"name": "cat"}))).await.0,
+        201
+    );
+    assert_eq!(server.call("GET", "/v1/docs/products/p1", None, None).await.0, 200, "products are public");
+}
+
+async fn get_and_exists_read_other_documents(backend: Backend) {
+    let server = start(backend).await;
+    let (_, token) = user(&server, "c@example.com").await;
+    let t = Some(token.as_str());
+    server.admin("PUT", "/v1/docs/notes/open", Some(json!({"owner": "x", "open": true}))).await;
+    server.admin("PUT", "/v1/docs/notes/closed", Some(json!({"owner": "x", "open": false}))).await;
+    assert_eq!(server.call("PUT", "/v1/docs/notes/open/comments/c1", t, Some(json!({"text": "hi"}))).await.0, 201);
+    assert_eq!(server.call("PUT", "/v1/docs/notes/closed/comments/c1", t, Some(json!({"text": "hi"}))).await.0, 403);
+    assert_eq!(server.call("PUT", "/v1/docs/notes/missing/comments/c1", t, Some(json!({"text": "hi"}))).await.0, 403);
+    assert_eq!(server.call("GET", "/v1/docs/notes/open/comments/c1", t, None).await.0, 200, "subcollection rule");
+}
+
+async fn a_batch_with_one_denied_write_is_refused_whole(backend: Backend) {
+    let server = start(backend).await;
+    let (alice, token) = user(&server, "alice@example.com").await;
+    let t = Some(token.as_str());
+    let batch = json!({"writes": [
+        {"op": "set", "path": "notes/ok", "data": {"owner": alice}},
+        {"op": "set", "path": "products/p9", "data": {"name": "nope"}}
+    ]});
+    let (status, body) = server.call("POST", "/v1/batch", t, Some(batch)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("writes[1]"), "{body}");
+    assert_eq!(server.admin("GET", "/v1/docs/notes/ok", None).await.0, 404, "nothing was written");
+}
+
+async fn recursive_wildcards_match_nested_paths(backend: Backend) {
+    let server = start(backend).await;
+    let (_, token) = user(&server, "r@example.com").await;
+    server.admin("PUT", "/v1/docs/shared/a/deep/b", Some(json!({"v": 1}))).await;
+    assert_eq!(server.call("GET", "/v1/docs/shared/a/deep/b", Some(&token), None).await.0, 200);
+    assert_eq!(server.call("GET", "/v1/docs/shared/a/deep/b", None, None).await.0, 403);
+    assert_eq!(server.call("PUT", "/v1/docs/shared/a/deep/b", Some(&token), Some(json!({}))).await.0, 403);
+}
+
+#[test]
+fn a_broken_rules_file_stops_the_start_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("rules")).unwrap();
+    std::fs::write(
+        dir.path().join("rules/bad.rules"),
+        "service cloud.firestore {\n  match /a/{b} {\n    allow read: if nope();\n  }\n}\n",
+    )
+    .unwrap();
+    let output = crate::harness::base_command(dir.path()).output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("bad.rules:3:20: unknown function `nope`"), "{stderr}");
+}
