@@ -22,7 +22,49 @@ on_both_backends!(
     declared_index_is_used,
     schema_rejects_non_matching_documents,
     in_flight_request_finishes_on_sigterm,
+    every_change_is_logged_in_commit_order,
 );
+
+async fn every_change_is_logged_in_commit_order(backend: Backend) {
+    let server = Server::start(backend).await;
+    server.admin("PUT", "/v1/docs/log/a", Some(json!({"v": 1}))).await;
+    server.admin("PATCH", "/v1/docs/log/a", Some(json!({"v": 2}))).await;
+    server.admin("DELETE", "/v1/docs/log/a", None).await;
+    server.admin("DELETE", "/v1/docs/log/never", None).await;
+    let batch = json!({"writes": [{"op": "create", "path": "log/b", "data": {}}, {"op": "set", "path": "log/c/sub/d", "data": {"x": true}}]});
+    server.admin("POST", "/v1/batch", Some(batch)).await;
+    let failing = json!({"writes": [{"op": "create", "path": "log/e", "data": {}}, {"op": "create", "path": "log/b", "data": {}}]});
+    assert_eq!(server.admin("POST", "/v1/batch", Some(failing)).await.0, 409);
+    let rows = server
+        .sql_rows("SELECT collection, doc_id, kind, CAST(version AS TEXT), CAST(before AS TEXT), CAST(after AS TEXT) FROM changes ORDER BY seq")
+        .await;
+    let compact = |v: &Option<String>| v.as_ref().map(|t| serde_json::from_str::<Value>(t).unwrap());
+    let summary: Vec<(String, String, String, String, Option<Value>, Option<Value>)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r[0].clone().unwrap(),
+                r[1].clone().unwrap(),
+                r[2].clone().unwrap(),
+                r[3].clone().unwrap(),
+                compact(&r[4]),
+                compact(&r[5]),
+            )
+        })
+        .collect();
+    let expected = vec![
+        ("log", "a", "create", "1", None, Some(json!({"v": 1}))),
+        ("log", "a", "update", "2", Some(json!({"v": 1})), Some(json!({"v": 2}))),
+        ("log", "a", "delete", "3", Some(json!({"v": 2})), None),
+        ("log", "b", "create", "1", None, Some(json!({}))),
+        ("log/c/sub", "d", "create", "1", None, Some(json!({"x": true}))),
+    ];
+    let expected: Vec<_> = expected
+        .into_iter()
+        .map(|(a, b, c, d, e, f)| (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned(), e, f))
+        .collect();
+    assert_eq!(summary, expected, "one row per change, none for a no-op delete or a failed batch");
+}
 
 async fn crud_round_trip(backend: Backend) {
     let server = Server::start(backend).await;

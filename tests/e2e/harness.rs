@@ -194,6 +194,36 @@ impl Server {
             .unwrap_or_else(|| panic!("no mail to {to} in {}", folder.display()))
     }
 
+    /// Rows of a SQL query run directly on the server's database, as strings.
+    pub async fn sql_rows(&self, query: &str) -> Vec<Vec<Option<String>>> {
+        use sqlx::Row;
+        match &self._db {
+            Some(db) => {
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.expect("connect");
+                let rows = sqlx::query(query).fetch_all(&mut conn).await.expect("query");
+                rows.iter()
+                    .map(|r| {
+                        (0..r.columns().len())
+                            .map(|i| r.try_get::<Option<String>, _>(i).expect("text column"))
+                            .collect()
+                    })
+                    .collect()
+            }
+            None => {
+                let url = format!("sqlite://{}", self.dir.path().join("nimbus-data/nimbus.db").display());
+                let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.expect("connect");
+                let rows = sqlx::query(query).fetch_all(&mut conn).await.expect("query");
+                rows.iter()
+                    .map(|r| {
+                        (0..r.columns().len())
+                            .map(|i| r.try_get::<Option<String>, _>(i).expect("text column"))
+                            .collect()
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// Like `call`, with the service key.
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call(method, path, Some(SERVICE_KEY), body).await

@@ -77,6 +77,10 @@ pub struct Committed {
     pub key: DocKey,
     /// `None` when a delete found nothing to delete.
     pub kind: Option<ChangeKind>,
+    /// The version the change produced (for a delete: one past the last).
+    pub version: i64,
+    /// The data before the write, if the document existed.
+    pub before: Option<String>,
     /// The row after the write (`None` after a delete).
     pub doc: Option<StoredDoc>,
 }
@@ -102,13 +106,69 @@ pub(super) struct WriteSql {
     pub insert: &'static str,
     pub update: &'static str,
     pub delete: &'static str,
-    pub change: &'static str,
+    /// How a JSON text parameter is written (`""` or `"::jsonb"`).
+    pub json_param: &'static str,
 }
+
+/// Most change-log rows in one INSERT (7 parameters each).
+pub(super) const CHANGES_PER_INSERT: usize = 500;
+
+/// `INSERT INTO changes … VALUES (…), (…)` for `rows` rows.
+pub(super) fn changes_insert(sql: &WriteSql, rows: usize) -> String {
+    let mut text = String::from("INSERT INTO changes (collection, doc_id, kind, version, before, after, time) VALUES ");
+    for row in 0..rows {
+        let p = row * 7;
+        let json = sql.json_param;
+        if row > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}{json}, ${}{json}, ${})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7
+        ));
+    }
+    text
+}
+
+/// Appends one change-log row per changed document of `$committed` (an
+/// iterator of `&Committed`) on `$conn`, a few hundred rows per statement.
+macro_rules! record_changes {
+    ($conn:expr, $sql:expr, $committed:expr, $now:expr) => {{
+        async {
+            let changed: Vec<&$crate::store::documents::Committed> = $committed.filter(|c| c.kind.is_some()).collect();
+            for chunk in changed.chunks($crate::store::documents::CHANGES_PER_INSERT) {
+                let text = $crate::store::documents::changes_insert($sql, chunk.len());
+                let mut query = sqlx::query(&text);
+                for c in chunk {
+                    query = query
+                        .bind(&c.key.collection)
+                        .bind(&c.key.id)
+                        .bind(c.kind.map_or("", |k| k.as_str()))
+                        .bind(c.version)
+                        .bind(c.before.as_deref())
+                        .bind(c.doc.as_ref().map(|d| d.data.as_str()))
+                        .bind($now);
+                }
+                query.execute(&mut *$conn).await.map_err($crate::store::StoreError::from)?;
+            }
+            Ok::<(), $crate::store::StoreError>(())
+        }
+        .await
+    }};
+}
+pub(super) use record_changes;
 
 pub(super) use crate::clock::now_micros;
 
 /// Applies `$writes` in order on `$conn` (a connection inside a transaction),
-/// evaluating to `Result<Vec<Committed>, CommitError>`. A macro because the
+/// evaluating to `Result<Vec<Committed>, CommitError>`; the caller records the
+/// changes with `record_changes!` in the same transaction. A macro because the
 /// connection types of the two drivers differ while the steps do not.
 macro_rules! apply_writes {
     ($conn:expr, $sql:expr, $writes:expr, $now:expr) => {{
@@ -180,22 +240,15 @@ macro_rules! apply_writes {
                         (Some($crate::store::documents::ChangeKind::Update), Some(doc))
                     }
                 };
-                if let Some(kind) = kind {
-                    let version =
-                        after.as_ref().map_or_else(|| current.as_ref().map_or(0, |c| c.version + 1), |d| d.version);
-                    sqlx::query(sql.change)
-                        .bind(&write.key.collection)
-                        .bind(&write.key.id)
-                        .bind(kind.as_str())
-                        .bind(version)
-                        .bind(current.as_ref().map(|c| c.data.as_str()))
-                        .bind(after.as_ref().map(|d| d.data.as_str()))
-                        .bind($now)
-                        .execute(&mut *$conn)
-                        .await
-                        .map_err($crate::store::StoreError::from)?;
-                }
-                committed.push($crate::store::documents::Committed { key: write.key.clone(), kind, doc: after });
+                let version =
+                    after.as_ref().map_or_else(|| current.as_ref().map_or(0, |c| c.version + 1), |d| d.version);
+                committed.push($crate::store::documents::Committed {
+                    key: write.key.clone(),
+                    kind,
+                    version,
+                    before: current.map(|c| c.data),
+                    doc: after,
+                });
             }
             Ok::<_, $crate::store::documents::CommitError>(committed)
         }

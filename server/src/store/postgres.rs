@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::documents::{apply_writes, now_micros, CommitError, Committed, Write, WriteSql};
+use super::documents::{apply_writes, now_micros, record_changes, CommitError, Committed, Write, WriteSql};
 use super::query::{Dialect, FieldPath, Param, Scalar};
 use super::StoreError;
 
@@ -77,8 +77,7 @@ static WRITE_SQL: WriteSql = WriteSql {
     update: "UPDATE documents SET data = $3::jsonb, version = version + 1, update_time = $4 \
              WHERE collection = $1 AND id = $2",
     delete: "DELETE FROM documents WHERE collection = $1 AND id = $2",
-    change: "INSERT INTO changes (collection, doc_id, kind, version, before, after, time) \
-             VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)",
+    json_param: "::jsonb",
 };
 
 /// Attempts at a commit that loses a race (a concurrent insert of the same id,
@@ -92,9 +91,11 @@ pub(super) async fn commit(pool: &PgPool, writes: Vec<Write>) -> Result<Vec<Comm
         attempt += 1;
         let now = now_micros();
         let mut tx = pool.begin().await.map_err(StoreError::from)?;
-        let result = apply_writes!(tx, &WRITE_SQL, &writes, now);
-        let result = match result {
-            Ok(committed) => tx.commit().await.map(|()| committed).map_err(|e| CommitError::Store(e.into())),
+        let result = match apply_writes!(tx, &WRITE_SQL, &writes, now) {
+            Ok(committed) => match record_changes!(tx, &WRITE_SQL, committed.iter(), now) {
+                Ok(()) => tx.commit().await.map(|()| committed).map_err(|e| CommitError::Store(e.into())),
+                Err(e) => Err(CommitError::Store(e)),
+            },
             Err(e) => Err(e),
         };
         match result {

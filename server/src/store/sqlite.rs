@@ -9,7 +9,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::documents::{apply_writes, now_micros, CommitError, Committed, Write, WriteSql};
+use super::documents::{apply_writes, now_micros, record_changes, CommitError, Committed, Write, WriteSql};
 use super::query::{Dialect, FieldPath, Param, Scalar};
 use super::StoreError;
 
@@ -105,11 +105,13 @@ impl Dialect for SqliteDialect {
 }
 
 pub(super) static WRITE_SQL: WriteSql = WriteSql {
-    select_current: "SELECT id, data, version, create_time, update_time FROM documents WHERE collection = $1 AND id = $2",
-    insert: "INSERT INTO documents (collection, id, data, version, create_time, update_time) VALUES ($1, $2, $3, 1, $4, $4)",
+    select_current:
+        "SELECT id, data, version, create_time, update_time FROM documents WHERE collection = $1 AND id = $2",
+    insert:
+        "INSERT INTO documents (collection, id, data, version, create_time, update_time) VALUES ($1, $2, $3, 1, $4, $4)",
     update: "UPDATE documents SET data = $3, version = version + 1, update_time = $4 WHERE collection = $1 AND id = $2",
     delete: "DELETE FROM documents WHERE collection = $1 AND id = $2",
-    change: "INSERT INTO changes (collection, doc_id, kind, version, before, after, time) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    json_param: "",
 };
 
 /// Most commits one writer transaction takes in at once.
@@ -160,7 +162,36 @@ async fn run_writer(writer: SqlitePool, mut receiver: mpsc::Receiver<(Vec<Write>
     }
 }
 
+/// Commits a group in one transaction. Optimistically without savepoints;
+/// when any commit of the group is rejected (rare), the transaction is rolled
+/// back and the group runs again with one savepoint per commit, so a rejected
+/// commit leaves the others intact. Mutations are pure, so re-running is safe.
 async fn commit_group(
+    writer: &SqlitePool,
+    group: &[(Vec<Write>, Reply)],
+) -> Result<Vec<Result<Vec<Committed>, CommitError>>, StoreError> {
+    let now = now_micros();
+    let mut tx = writer.begin().await?;
+    let mut results = Vec::with_capacity(group.len());
+    for (writes, _) in group {
+        match apply_writes!(tx, &WRITE_SQL, writes, now) {
+            Ok(committed) => results.push(Ok(committed)),
+            Err(_) => {
+                tx.rollback().await?;
+                return commit_group_with_savepoints(writer, group).await;
+            }
+        }
+    }
+    record_changes!(tx, &WRITE_SQL, committed_writes(&results), now)?;
+    tx.commit().await?;
+    Ok(results)
+}
+
+fn committed_writes(results: &[Result<Vec<Committed>, CommitError>]) -> impl Iterator<Item = &Committed> {
+    results.iter().filter_map(|r| r.as_ref().ok()).flatten()
+}
+
+async fn commit_group_with_savepoints(
     writer: &SqlitePool,
     group: &[(Vec<Write>, Reply)],
 ) -> Result<Vec<Result<Vec<Committed>, CommitError>>, StoreError> {
@@ -176,6 +207,7 @@ async fn commit_group(
         }
         results.push(result);
     }
+    record_changes!(tx, &WRITE_SQL, committed_writes(&results), now)?;
     tx.commit().await?;
     Ok(results)
 }
