@@ -30,6 +30,7 @@ pub struct AppState {
     pub service_key: ServiceKey,
     pub documents: Documents,
     pub accounts: Accounts,
+    pub rules: RulesService,
 }
 
 /// Why the server could not start.
@@ -78,11 +79,18 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .map_err(|e| StartError::Bind { addr: config.listen, reason: e.to_string() })?;
     let schemas = Schemas::compile(&config.schemas).map_err(StartError::Config)?;
     crate::documents::ensure_indexes(&store, &config.indexes).await.map_err(StartError::Config)?;
-    let rules = crate::rules::load_dir(&config.rules_dir).map_err(StartError::Config)?;
-    let rules = RulesService::new(rules);
+    let rules = RulesService::load(&config.rules_dir).map_err(StartError::Config)?;
+    rules.watch();
     let documents = Documents::new(store.clone(), DataLimits::default(), schemas, rules.clone());
-    let state =
-        AppState { config: Arc::new(config), store, metrics: Arc::new(metrics), service_key, documents, accounts };
+    let state = AppState {
+        config: Arc::new(config),
+        store,
+        metrics: Arc::new(metrics),
+        service_key,
+        documents,
+        accounts,
+        rules,
+    };
     let router = crate::http::router(state.clone());
     Ok(App { listener, router, state, new_service_key })
 }

@@ -24,6 +24,25 @@ pub enum Command {
     Migrate(Overrides),
     /// Print the version and exit.
     Version,
+    /// Check or test security rules without a server.
+    #[command(subcommand)]
+    Rules(RulesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Compile every *.rules file in DIR (default ./rules); print errors as file:line:col.
+    Check {
+        #[arg(default_value = "rules")]
+        dir: std::path::PathBuf,
+    },
+    /// Run a JSON file of described requests with expected allow/deny against the rules.
+    Test {
+        cases: std::path::PathBuf,
+        /// The rules folder (default: the file's "rules" entry, else ./rules).
+        #[arg(long)]
+        rules: Option<std::path::PathBuf>,
+    },
 }
 
 /// Runs the parsed command to completion.
@@ -35,6 +54,26 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Serve(flags) => with_config(&flags, serve),
         Command::Migrate(flags) => with_config(&flags, migrate),
+        Command::Rules(RulesCommand::Check { dir }) => match crate::rules::load_dir(&dir) {
+            Ok(_) => {
+                println!("{}: rules are valid", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(line) => {
+                eprintln!("error: {line}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Rules(RulesCommand::Test { cases, rules }) => {
+            match crate::rules::cases::run_file(&cases, rules.as_deref()) {
+                Ok((_, 0)) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(line) => {
+                    eprintln!("error: {line}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

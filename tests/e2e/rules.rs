@@ -62,7 +62,132 @@ on_both_backends!(
     get_and_exists_read_other_documents,
     a_batch_with_one_denied_write_is_refused_whole,
     recursive_wildcards_match_nested_paths,
+    rules_reload_from_the_folder_and_keep_serving_on_a_broken_file,
+    admin_api_reads_replaces_and_tests_rules,
+    reloading_under_load_fails_no_request,
 );
+
+const OPEN_PRODUCTS: &str = "service cloud.firestore { match /products/{id} { allow read: if true; } }";
+const CLOSED_PRODUCTS: &str = "service cloud.firestore { match /products/{id} { allow read: if false; } }";
+
+async fn eventually_status(server: &Server, path: &str, expected: u16) {
+    for _ in 0..100 {
+        if server.call("GET", path, None, None).await.0 == expected {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{path} never answered {expected}");
+}
+
+async fn rules_reload_from_the_folder_and_keep_serving_on_a_broken_file(backend: Backend) {
+    let server = Server::start_with(backend, Options::default().file("rules/a.rules", CLOSED_PRODUCTS)).await;
+    server.admin("PUT", "/v1/docs/products/p1", Some(json!({"name": "cat"}))).await;
+    assert_eq!(server.call("GET", "/v1/docs/products/p1", None, None).await.0, 403);
+    let file = server.dir.path().join("rules/a.rules");
+    std::fs::write(&file, OPEN_PRODUCTS).unwrap();
+    eventually_status(&server, "/v1/docs/products/p1", 200).await;
+    std::fs::write(&file, "service cloud.firestore { match /products/{id} { allow read: if nope(); } }").unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    assert_eq!(server.call("GET", "/v1/docs/products/p1", None, None).await.0, 200, "the last good rules keep serving");
+    std::fs::write(&file, CLOSED_PRODUCTS).unwrap();
+    eventually_status(&server, "/v1/docs/products/p1", 403).await;
+}
+
+async fn admin_api_reads_replaces_and_tests_rules(backend: Backend) {
+    let server = Server::start_with(backend, Options::default().file("rules/a.rules", CLOSED_PRODUCTS)).await;
+    let (status, body) = server.admin("GET", "/v1/admin/rules", None).await;
+    assert_eq!((status, body["files"][0]["name"].as_str()), (200, Some("a.rules")));
+    let broken = json!({"files": [{"name": "b.rules", "source": "service cloud.firestore { match /x/{y} { allow read: if y.bogus(); } }"}]});
+    let (status, body) = server.admin("PUT", "/v1/admin/rules", Some(broken)).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("b.rules:1:"), "{body}");
+    let good = json!({"files": [{"name": "b.rules", "source": OPEN_PRODUCTS}]});
+    assert_eq!(server.admin("PUT", "/v1/admin/rules", Some(good)).await.0, 204);
+    server.admin("PUT", "/v1/docs/products/p1", Some(json!({"name": "cat"}))).await;
+    assert_eq!(server.call("GET", "/v1/docs/products/p1", None, None).await.0, 200, "in force at once");
+    assert!(!server.dir.path().join("rules/a.rules").exists(), "persisted: the old file is gone");
+    assert_eq!(std::fs::read_to_string(server.dir.path().join("rules/b.rules")).unwrap(), OPEN_PRODUCTS);
+    let test = json!({"request": {"method": "get", "path": "products/p1"}});
+    let (status, body) = server.admin("POST", "/v1/admin/rules:test", Some(test)).await;
+    assert_eq!(
+        (status, body["allowed"].as_bool(), body["line"].as_u64(), body["col"].as_u64()),
+        (200, Some(true), Some(1), Some(50))
+    );
+    let test = json!({"files": [{"name": "c.rules", "source": CLOSED_PRODUCTS}], "request": {"method": "get", "path": "products/p1"}});
+    let (_, body) = server.admin("POST", "/v1/admin/rules:test", Some(test)).await;
+    assert_eq!(body["allowed"], false);
+    let (_, token) = user(&server, "u@example.com").await;
+    assert_eq!(server.call("GET", "/v1/admin/rules", Some(&token), None).await.0, 403);
+}
+
+async fn reloading_under_load_fails_no_request(backend: Backend) {
+    let server =
+        std::sync::Arc::new(Server::start_with(backend, Options::default().file("rules/a.rules", OPEN_PRODUCTS)).await);
+    server.admin("PUT", "/v1/docs/products/p1", Some(json!({"name": "cat"}))).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let (server, stop) = (server.clone(), stop.clone());
+        readers.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                statuses.push(server.call("GET", "/v1/docs/products/p1", None, None).await.0);
+            }
+            statuses
+        }));
+    }
+    for i in 0..10 {
+        let source = format!("service cloud.firestore {{ match /products/{{id}} {{ allow read: if {i} >= 0; }} }}");
+        let files = json!({"files": [{"name": "a.rules", "source": source}]});
+        assert_eq!(server.admin("PUT", "/v1/admin/rules", Some(files)).await.0, 204);
+        std::fs::write(server.dir.path().join("rules/a.rules"), OPEN_PRODUCTS.replace("true", &format!("{i} < 100")))
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for reader in readers {
+        let statuses = reader.await.unwrap();
+        total += statuses.len();
+        assert!(statuses.iter().all(|s| *s == 200), "every read is allowed by every version: {statuses:?}");
+    }
+    assert!(total > 20, "{total} requests ran during the reloads");
+}
+
+#[test]
+fn the_demo_rules_pass_their_cases_and_the_cli_reports_errors() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = std::process::Command::new(crate::harness::nimbus_bin())
+        .args(["rules", "test", "rules/petstore.cases.json"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    let output = std::process::Command::new(crate::harness::nimbus_bin())
+        .args(["rules", "check", "rules"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.rules"), "service cloud.firestore {\n match /a/{b} { allow read: if 1 +; }\n}")
+        .unwrap();
+    let output = std::process::Command::new(crate::harness::nimbus_bin())
+        .arg("rules")
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("x.rules:2:35: expected an expression"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
 
 async fn owners_read_and_write_their_own_documents(backend: Backend) {
     let server = start(backend).await;

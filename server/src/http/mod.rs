@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi::openapi))
         .merge(crate::documents::api::router())
         .merge(crate::auth::api::router())
+        .merge(crate::rules::api::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed);
     let body_limit = state.config.body_limit;

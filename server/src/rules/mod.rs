@@ -1,47 +1,198 @@
 //! Security rules as the server holds them: loads `*.rules` files from the
-//! rules folder into compiled `nimbus_rules_lang::Rules` and hands out the
-//! current set. Deciding a request is `documents`' job (it knows the data);
-//! this module owns loading and the current version.
+//! rules folder into compiled `nimbus_rules_lang::Rules`, swaps them atomically
+//! when the folder changes or the admin API replaces them (a broken file is
+//! refused with `file:line:col` and the previous rules keep serving), and runs
+//! described requests against rules (`cases`). Deciding live requests is
+//! `documents`' job (it knows the data).
 
-use std::path::Path;
+pub mod api;
+pub mod cases;
+
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use nimbus_rules_lang::Rules;
 
-/// The rules in force; cheap to clone, swapped atomically on reload.
-#[derive(Clone)]
-pub struct RulesService {
-    current: Arc<RwLock<Arc<Rules>>>,
+use crate::error::{ApiFailure, ErrorCode};
+
+/// How often the rules folder is checked for changes.
+const WATCH_EVERY: Duration = Duration::from_millis(300);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// A rules file that does not compile: `file:line:col: message`.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Io(String),
 }
 
-/// Reads and compiles every `*.rules` file in `dir` (sorted by name). A missing
-/// folder means no rules: everything but the service key is denied.
-pub fn load_dir(dir: &Path) -> Result<Rules, String> {
-    let mut files = Vec::new();
-    match std::fs::read_dir(dir) {
-        Ok(entries) => {
-            for entry in entries {
-                let path = entry.map_err(|e| format!("{}: {e}", dir.display()))?.path();
-                if path.extension().is_some_and(|e| e == "rules") {
-                    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                    files.push((path.display().to_string(), text));
-                }
-            }
+impl ApiFailure for RulesError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            RulesError::Invalid(_) => ErrorCode::InvalidArgument,
+            RulesError::Io(_) => ErrorCode::Internal,
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
     }
-    files.sort();
-    let sources: Vec<(&str, &str)> = files.iter().map(|(name, text)| (name.as_str(), text.as_str())).collect();
-    Rules::compile(&sources).map_err(|e| e.to_string())
+}
+
+/// A rules file: its name in the rules folder and its text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RulesFile {
+    pub name: String,
+    pub source: String,
+}
+
+/// Reads every `*.rules` file in `dir`, sorted by name. A missing folder holds none.
+pub fn read_dir(dir: &Path) -> Result<Vec<RulesFile>, RulesError> {
+    let io = |e: std::io::Error| RulesError::Io(format!("{}: {e}", dir.display()));
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut files = Vec::new();
+    for entry in entries {
+        let path = entry.map_err(io)?.path();
+        if path.extension().is_some_and(|e| e == "rules") {
+            let source = std::fs::read_to_string(&path).map_err(io)?;
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            files.push(RulesFile { name, source });
+        }
+    }
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(files)
+}
+
+/// Compiles files; errors name the file under `dir` (`rules/app.rules:3:20: …`).
+pub fn compile(dir: &Path, files: &[RulesFile]) -> Result<Rules, RulesError> {
+    let named: Vec<(String, &str)> =
+        files.iter().map(|f| (dir.join(&f.name).display().to_string(), f.source.as_str())).collect();
+    let sources: Vec<(&str, &str)> = named.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+    Rules::compile(&sources).map_err(|e| RulesError::Invalid(e.to_string()))
+}
+
+/// Reads and compiles the rules folder.
+pub fn load_dir(dir: &Path) -> Result<Rules, String> {
+    read_dir(dir).and_then(|files| compile(dir, &files)).map_err(|e| e.to_string())
+}
+
+/// The rules in force; cheap to clone, swapped atomically.
+#[derive(Clone)]
+pub struct RulesService {
+    dir: PathBuf,
+    current: Arc<RwLock<Arc<Rules>>>,
+    files: Arc<RwLock<Vec<RulesFile>>>,
+    /// Serializes replacements (admin API and folder watcher).
+    replacing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl RulesService {
-    pub fn new(rules: Rules) -> RulesService {
-        RulesService { current: Arc::new(RwLock::new(Arc::new(rules))) }
+    /// Loads the folder; a broken file is an error (the server does not start).
+    pub fn load(dir: &Path) -> Result<RulesService, String> {
+        let files = read_dir(dir).map_err(|e| e.to_string())?;
+        let rules = compile(dir, &files).map_err(|e| e.to_string())?;
+        Ok(RulesService {
+            dir: dir.to_path_buf(),
+            current: Arc::new(RwLock::new(Arc::new(rules))),
+            files: Arc::new(RwLock::new(files)),
+            replacing: Arc::new(tokio::sync::Mutex::new(())),
+        })
     }
 
     pub fn current(&self) -> Arc<Rules> {
         self.current.read().map(|r| r.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
     }
+
+    pub fn files(&self) -> Vec<RulesFile> {
+        self.files.read().map(|f| f.clone()).unwrap_or_default()
+    }
+
+    fn swap(&self, rules: Rules, files: Vec<RulesFile>) {
+        if let Ok(mut current) = self.current.write() {
+            *current = Arc::new(rules);
+        }
+        if let Ok(mut slot) = self.files.write() {
+            *slot = files;
+        }
+    }
+
+    /// Checks `files`, writes them as the rules folder's contents (removing
+    /// other `*.rules` files) and puts them in force.
+    pub async fn replace(&self, files: Vec<RulesFile>) -> Result<(), RulesError> {
+        for file in &files {
+            let valid = file.name.ends_with(".rules")
+                && !file.name.contains(['/', '\\'])
+                && !file.name.starts_with('.')
+                && file.name.len() <= 128;
+            if !valid {
+                return Err(RulesError::Invalid(format!("{:?} is not a rules file name (name.rules)", file.name)));
+            }
+        }
+        let rules = compile(&self.dir, &files)?;
+        let _guard = self.replacing.lock().await;
+        let io = |e: std::io::Error| RulesError::Io(format!("{}: {e}", self.dir.display()));
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        for old in read_dir(&self.dir)? {
+            if !files.iter().any(|f| f.name == old.name) {
+                std::fs::remove_file(self.dir.join(&old.name)).map_err(io)?;
+            }
+        }
+        for file in &files {
+            let temporary = self.dir.join(format!(".{}.tmp", file.name));
+            std::fs::write(&temporary, &file.source).map_err(io)?;
+            std::fs::rename(&temporary, self.dir.join(&file.name)).map_err(io)?;
+        }
+        self.swap(rules, files);
+        Ok(())
+    }
+
+    /// Polls the folder and reloads when it changes; a file that fails to
+    /// compile is logged with its position and the previous rules stay.
+    pub fn watch(&self) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut seen = fingerprint(&service.dir);
+            loop {
+                tokio::time::sleep(WATCH_EVERY).await;
+                let now = fingerprint(&service.dir);
+                if now == seen {
+                    continue;
+                }
+                seen = now;
+                let _guard = service.replacing.lock().await;
+                match read_dir(&service.dir).and_then(|files| compile(&service.dir, &files).map(|r| (r, files))) {
+                    Ok((rules, files)) if files != service.files() => {
+                        service.swap(rules, files);
+                        tracing::info!(dir = %service.dir.display(), "security rules reloaded");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("security rules not reloaded, the previous rules stay: {e}"),
+                }
+            }
+        });
+    }
+}
+
+/// Names, sizes and modification times of the folder's rules files.
+fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<SystemTime>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == "rules"))
+                .map(|e| {
+                    let meta = e.metadata().ok();
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        meta.as_ref().map_or(0, |m| m.len()),
+                        meta.and_then(|m| m.modified().ok()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
 }

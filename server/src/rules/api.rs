@@ -1,0 +1,79 @@
+//! Admin HTTP surface of rules: `GET`/`PUT /v1/admin/rules` (read, or check
+//! and replace atomically, persisted to the rules folder) and
+//! `POST /v1/admin/rules:test` (decide a described request against the
+//! current rules or given files).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::cases::{self, Case};
+use super::{compile, RulesError, RulesFile};
+use crate::app::AppState;
+use crate::auth::{AuthError, Caller};
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/rules", get(read_rules).put(replace_rules))
+        .route("/v1/admin/rules:test", post(test_rules))
+}
+
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(AuthError::AdminRequired.into())
+    }
+}
+
+async fn read_rules(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    Ok(Json(json!({ "files": state.rules.files() })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesBody {
+    files: Vec<RulesFile>,
+}
+
+async fn replace_rules(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<FilesBody>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&caller)?;
+    state.rules.replace(body.files).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestBody {
+    /// Rules to test instead of the ones in force.
+    files: Option<Vec<RulesFile>>,
+    request: Case,
+}
+
+async fn test_rules(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<TestBody>,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let rules = match body.files {
+        Some(files) => std::sync::Arc::new(compile(std::path::Path::new("rules"), &files)?),
+        None => state.rules.current(),
+    };
+    let outcome = cases::run(&rules, &body.request).map_err(RulesError::Invalid)?;
+    Ok(Json(json!({
+        "allowed": outcome.allowed,
+        "line": outcome.at.map(|p| p.line),
+        "col": outcome.at.map(|p| p.col),
+    })))
+}
