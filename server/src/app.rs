@@ -81,7 +81,10 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     crate::documents::ensure_indexes(&store, &config.indexes).await.map_err(StartError::Config)?;
     let rules = RulesService::load(&config.rules_dir).map_err(StartError::Config)?;
     rules.watch();
-    let documents = Documents::new(store.clone(), DataLimits::default(), schemas, rules.clone());
+    let rows_read = metrics
+        .counter("nimbus_documents_rows_read_total", "Documents read by rules-filtered lists and queries")
+        .map_err(|e| StartError::Metrics(e.to_string()))?;
+    let documents = Documents::new(store.clone(), DataLimits::default(), schemas, rules.clone(), rows_read);
     let state = AppState {
         config: Arc::new(config),
         store,

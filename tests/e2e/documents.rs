@@ -25,6 +25,9 @@ on_both_backends!(
     every_change_is_logged_in_commit_order,
 );
 
+/// collection, id, kind, version, before, after
+type ChangeRow = (String, String, String, String, Option<Value>, Option<Value>);
+
 async fn every_change_is_logged_in_commit_order(backend: Backend) {
     let server = Server::start(backend).await;
     server.admin("PUT", "/v1/docs/log/a", Some(json!({"v": 1}))).await;
@@ -39,7 +42,7 @@ async fn every_change_is_logged_in_commit_order(backend: Backend) {
         .sql_rows("SELECT collection, doc_id, kind, CAST(version AS TEXT), CAST(before AS TEXT), CAST(after AS TEXT) FROM changes ORDER BY seq")
         .await;
     let compact = |v: &Option<String>| v.as_ref().map(|t| serde_json::from_str::<Value>(t).unwrap());
-    let summary: Vec<(String, String, String, String, Option<Value>, Option<Value>)> = rows
+    let summary: Vec<ChangeRow> = rows
         .iter()
         .map(|r| {
             (

@@ -189,6 +189,13 @@ fn the_demo_rules_pass_their_cases_and_the_cli_reports_errors() {
     );
 }
 
+async fn rows_read(server: &Server) -> u64 {
+    let text = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("nimbus_documents_rows_read_total "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
 async fn owners_read_and_write_their_own_documents(backend: Backend) {
     let server = start(backend).await;
     let (alice, alice_token) = user(&server, "alice@example.com").await;
@@ -239,9 +246,15 @@ async fn lists_show_only_what_the_caller_may_read(backend: Backend) {
     next["startAfter"] = first["nextCursor"].clone();
     let (_, second) = server.call("POST", "/v1/query", a, Some(next)).await;
     assert_eq!(ids(&second), ["n12", "n15", "n18", "n21"]);
+    let before = rows_read(&server).await;
     let (_, all) = server.call("GET", "/v1/docs/notes?limit=100", a, None).await;
     assert_eq!(ids(&all).len(), 10);
     assert_eq!(all["nextCursor"], Value::Null);
+    assert_eq!(
+        rows_read(&server).await - before,
+        10,
+        "the owner condition is pushed into SQL: only visible rows are read"
+    );
     let (status, _) = server.call("POST", "/v1/query", a, Some(json!({"collection": "notes", "count": true}))).await;
     assert_eq!(status, 403, "counts need the service key for now");
 }

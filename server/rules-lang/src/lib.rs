@@ -11,6 +11,7 @@ pub mod eval;
 pub mod lexer;
 pub mod methods;
 pub mod parser;
+pub mod pushdown;
 pub mod value;
 
 use std::collections::{BTreeMap, HashMap};
@@ -124,6 +125,21 @@ impl Rules {
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
+    }
+
+    /// A condition on `resource.data` that every document `auth` may `list` in
+    /// `collection` meets (see `pushdown`); the host still checks each row.
+    pub fn list_condition(&self, collection: &str, auth: Option<&Auth>, time_micros: i64) -> pushdown::Condition {
+        let request =
+            Request { method: Method::List, path: collection, auth, time_micros, existing: None, incoming: None };
+        let request = request_value(&request);
+        let rules = self.rules.iter().map(|rule| {
+            let conditions: Vec<&ast::Expr> =
+                rule.allows.iter().filter(|a| a.methods.contains(&Method::List)).map(|a| &a.condition).collect();
+            let functions: Vec<&[Function]> = rule.functions.iter().map(|f| f.as_slice()).collect();
+            (rule.pattern.as_slice(), rule.version, conditions, functions, rule.fixed.as_slice())
+        });
+        pushdown::list_condition(rules, collection, request)
     }
 
     /// Whether any `allow` for `method` applies to some document directly in

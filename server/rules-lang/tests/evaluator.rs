@@ -416,3 +416,45 @@ fn covers_tells_whether_a_collection_can_be_listed() {
     assert!(rules.covers(Method::List, "admin/x"), "recursive wildcard");
     assert!(!rules.covers(Method::List, "elsewhere"));
 }
+
+#[test]
+fn list_conditions_push_owner_checks_down() {
+    use nimbus_rules_lang::pushdown::{CompareOp, Condition};
+    let rules = Rules::compile(&[(
+        "p.rules",
+        r#"
+        rules_version = '2';
+        service cloud.firestore {
+          match /databases/{database}/documents {
+            function isOwner(uid) { return request.auth != null && request.auth.uid == uid; }
+            match /notes/{id} {
+              allow list: if isOwner(resource.data.owner) || resource.data.public == true;
+            }
+            match /tasks/{id} {
+              allow list: if request.auth.uid == resource.data.owner && resource.data.tags.size() > 0;
+            }
+            match /open/{id} { allow read; }
+            match /mixed/{id} { allow list: if resource.data.n > 1 || id == 'x'; }
+            match /admin/{id} { allow list: if request.auth.token.admin == true; }
+          }
+        }"#,
+    )])
+    .unwrap();
+    let alice = alice();
+    let field = |f: &str| f.split('.').map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(
+        rules.list_condition("tasks", Some(&alice), 0),
+        Condition::Compare { field: field("owner"), op: CompareOp::Eq, value: json!("alice") },
+        "the row-dependent rest (tags.size()) is left for per-row checks"
+    );
+    assert_eq!(rules.list_condition("open", None, 0), Condition::Anything);
+    assert_eq!(rules.list_condition("mixed", None, 0), Condition::Anything, "a condition on the id cannot be pushed");
+    assert_eq!(rules.list_condition("admin", Some(&alice), 0), Condition::Nothing, "decided without reading rows");
+    assert_eq!(rules.list_condition("elsewhere", Some(&alice), 0), Condition::Nothing);
+    let notes = rules.list_condition("notes", None, 0);
+    assert_eq!(
+        notes,
+        Condition::Compare { field: field("public"), op: CompareOp::Eq, value: json!(true) },
+        "signed out: only public notes"
+    );
+}

@@ -6,12 +6,14 @@
 use std::collections::HashMap;
 
 use nimbus_rules_lang::ast::Method;
+use nimbus_rules_lang::pushdown::{CompareOp, Condition};
 use nimbus_rules_lang::{Auth, Decision, Lookup, Request, Rules};
 use serde_json::Value;
 
 use super::path::DocPath;
 use crate::auth::Caller;
 use crate::store::documents::DocKey;
+use crate::store::query::{CompareOp as StoreOp, FieldPath, Filter, Scalar};
 use crate::store::{Store, StoreError};
 
 /// Most documents one request's rules may read with `get()`/`exists()`.
@@ -78,5 +80,42 @@ pub async fn allowed(
                 fetched.0.insert(path, data);
             }
         }
+    }
+}
+
+/// The store filter for a pushed-down rules condition; `None` = no filter.
+/// Fields that cannot be written in SQL stay unfiltered (checked per row).
+pub fn pushed_filter(condition: &Condition) -> Option<Filter> {
+    let field = |segments: &[String]| FieldPath::parse(&segments.join("."));
+    let scalar = |value: &Value| match value {
+        Value::Null => Some(Scalar::Null),
+        Value::Bool(b) => Some(Scalar::Bool(*b)),
+        Value::Number(n) => n.as_f64().map(Scalar::Number),
+        Value::String(s) => Some(Scalar::String(s.clone())),
+        _ => None,
+    };
+    match condition {
+        Condition::Anything => None,
+        Condition::Nothing => Some(Filter::Or(Vec::new())),
+        Condition::Compare { field: f, op, value } => {
+            let op = match op {
+                CompareOp::Eq => StoreOp::Eq,
+                CompareOp::Ne => StoreOp::Ne,
+                CompareOp::Lt => StoreOp::Lt,
+                CompareOp::Le => StoreOp::Le,
+                CompareOp::Gt => StoreOp::Gt,
+                CompareOp::Ge => StoreOp::Ge,
+            };
+            Some(Filter::Compare { field: field(f)?, op, value: scalar(value)? })
+        }
+        Condition::In { field: f, values } => {
+            let values = values.iter().map(scalar).collect::<Option<Vec<_>>>()?;
+            Some(Filter::In { field: field(f)?, values, negated: false })
+        }
+        Condition::And(parts) => {
+            let pushed: Vec<Filter> = parts.iter().filter_map(pushed_filter).collect();
+            (!pushed.is_empty()).then_some(Filter::And(pushed))
+        }
+        Condition::Or(parts) => parts.iter().map(pushed_filter).collect::<Option<Vec<_>>>().map(Filter::Or),
     }
 }

@@ -116,6 +116,8 @@ pub struct Documents {
     limits: DataLimits,
     schemas: Schemas,
     rules: RulesService,
+    /// Rows read by rules-filtered lists (`nimbus_documents_rows_read_total`).
+    rows_read: prometheus::IntCounter,
 }
 
 /// Attempts at a rules-checked write whose documents change between the check and the commit.
@@ -133,8 +135,14 @@ fn parse_data(stored: &StoredDoc) -> Result<Value, DocumentError> {
 }
 
 impl Documents {
-    pub fn new(store: Store, limits: DataLimits, schemas: Schemas, rules: RulesService) -> Documents {
-        Documents { store, limits, schemas, rules }
+    pub fn new(
+        store: Store,
+        limits: DataLimits,
+        schemas: Schemas,
+        rules: RulesService,
+        rows_read: prometheus::IntCounter,
+    ) -> Documents {
+        Documents { store, limits, schemas, rules, rows_read }
     }
 
     pub async fn get(&self, caller: &Caller, path: &DocPath) -> Result<Document, DocumentError> {
@@ -324,8 +332,18 @@ impl Documents {
         collection: CollectionPath,
         mut query: crate::store::query::Query,
     ) -> Result<QueryResult, DocumentError> {
-        if !self.rules.current().covers(Method::List, collection.as_str()) {
+        let rules = self.rules.current();
+        if !rules.covers(Method::List, collection.as_str()) {
             return Err(denied(&format!("listing {collection}")));
+        }
+        // Rule conditions on the data go into the query; every row read is still checked.
+        let auth = access::rules_auth(caller);
+        let pushed = access::pushed_filter(&rules.list_condition(collection.as_str(), auth.as_ref(), now_micros()));
+        if let Some(pushed) = pushed {
+            query.filter = Some(match query.filter.take() {
+                Some(own) => crate::store::query::Filter::And(vec![own, pushed]),
+                None => pushed,
+            });
         }
         let limit = query.limit as usize;
         let mut visible: Vec<StoredDoc> = Vec::new();
@@ -336,6 +354,7 @@ impl Documents {
             let page = self.store.query_documents(&query).await?;
             let page_has_more = page.next.is_some();
             let mut cut_short = None;
+            self.rows_read.inc_by(page.documents.len() as u64);
             for stored in page.documents {
                 scanned += 1;
                 let path = format!("{collection}/{}", stored.id);

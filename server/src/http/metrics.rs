@@ -36,6 +36,13 @@ impl Metrics {
         Ok(Metrics { registry, requests, latency })
     }
 
+    /// A new counter registered with the app's registry.
+    pub fn counter(&self, name: &str, help: &str) -> Result<prometheus::IntCounter, prometheus::Error> {
+        let counter = prometheus::IntCounter::new(name, help)?;
+        self.registry.register(Box::new(counter.clone()))?;
+        Ok(counter)
+    }
+
     fn observe(&self, method: &str, route: &str, status: &str, seconds: f64) {
         self.requests.with_label_values(&[method, route, status]).inc();
         self.latency.with_label_values(&[method, route, status]).observe(seconds);
