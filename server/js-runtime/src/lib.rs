@@ -1,60 +1,157 @@
 //! The deno_core host. Owns the JavaScript engine (QuickJS through deno_core's
-//! `quickjs` feature), module loading from in-memory sources, and running module
-//! code to completion. It knows nothing of Nimbus: no HTTP, no SQL.
+//! `quickjs` feature), worker threads that each own `JsRuntime`s (a runtime is
+//! not `Send`), warm reuse of one runtime per module per worker, and the
+//! limits of an invocation (wall-clock timeout, heap). It knows nothing of
+//! Nimbus: it loads ES modules that import `nimbus:functions`, lists their
+//! trigger descriptors, and calls one export with JSON in and JSON out.
 
-use std::rc::Rc;
+mod worker;
 
-use deno_core::{JsRuntime, ModuleSpecifier, RuntimeOptions};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
-/// An error from loading or running JavaScript, with the engine's message.
-#[derive(Debug, thiserror::Error)]
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use worker::eval_module_default;
+
+/// A function module: its file name, its source and a version that changes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module {
+    pub name: String,
+    pub source: String,
+    pub version: u64,
+}
+
+impl Module {
+    pub fn new(name: impl Into<String>, source: impl Into<String>) -> Module {
+        use std::hash::{Hash, Hasher};
+        let (name, source) = (name.into(), source.into());
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        source.hash(&mut hasher);
+        Module { name, source, version: hasher.finish() }
+    }
+}
+
+/// Limits of one invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub heap_bytes: usize,
+}
+
+/// An exported trigger descriptor (`onHttp(...)`, `onCreate(...)`, …).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Descriptor {
+    /// The export's name.
+    pub name: String,
+    /// `http`, `create`, `update`, `delete`, `write`, `message`, `schedule`, `beforeSignUp`, `afterSignUp`.
+    pub kind: String,
+    pub spec: Value,
+}
+
+/// A console line written during an invocation.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct LogLine {
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum JsError {
-    #[error("invalid module name {0:?}")]
-    InvalidSpecifier(String),
+    /// The module failed to load or evaluate (the message has `file:line:col`).
     #[error("{0}")]
-    Script(String),
+    Load(String),
+    /// The function threw; `code` is set for `HttpsError`.
+    #[error("{message}")]
+    Thrown { name: String, code: Option<String>, message: String },
+    #[error("the function ran longer than its time limit")]
+    Timeout,
+    #[error("the function used more memory than its heap limit")]
+    OutOfMemory,
+    #[error("no export `{0}` with a trigger descriptor")]
+    NoSuchExport(String),
+    #[error("the function runtime stopped")]
+    Stopped,
 }
 
-/// Evaluates `source` as the main ES module named `name` and returns the JSON
-/// form of its `default` export.
-pub fn eval_module_default(name: &str, source: &str) -> Result<serde_json::Value, JsError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| JsError::Script(e.to_string()))?;
-    runtime.block_on(eval_inner(name, source.to_owned()))
+/// The result of one call.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub result: Result<Value, JsError>,
+    pub logs: Vec<LogLine>,
+    /// Whether a new runtime was created (and the module loaded) for this call.
+    pub cold: bool,
+    pub duration: Duration,
 }
 
-async fn eval_inner(name: &str, source: String) -> Result<serde_json::Value, JsError> {
-    let specifier =
-        ModuleSpecifier::parse(&format!("file:///{name}")).map_err(|_| JsError::InvalidSpecifier(name.to_owned()))?;
-    let mut js = JsRuntime::new(RuntimeOptions {
-        module_loader: Some(Rc::new(deno_core::NoopModuleLoader)),
-        ..Default::default()
-    });
-    let id = js.load_main_es_module_from_code(&specifier, source).await.map_err(|e| JsError::Script(e.to_string()))?;
-    let done = js.mod_evaluate(id);
-    js.run_event_loop(Default::default()).await.map_err(|e| JsError::Script(e.to_string()))?;
-    done.await.map_err(|e| JsError::Script(e.to_string()))?;
-    let namespace = js.get_module_namespace(id).map_err(|e| JsError::Script(e.to_string()))?;
-    deno_core::scope!(scope, &mut js);
-    let namespace = deno_core::v8::Local::new(scope, namespace);
-    let key = deno_core::v8::String::new(scope, "default").ok_or_else(|| JsError::Script("alloc".into()))?;
-    let value = namespace.get(scope, key.into()).ok_or_else(|| JsError::Script("no default export".into()))?;
-    deno_core::serde_v8::from_v8(scope, value).map_err(|e| JsError::Script(e.to_string()))
+enum Job {
+    Describe {
+        module: Arc<Module>,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<Descriptor>, JsError>>,
+    },
+    Invoke {
+        module: Arc<Module>,
+        export: String,
+        input: Value,
+        context: Value,
+        limits: Limits,
+        reply: tokio::sync::oneshot::Sender<Invocation>,
+    },
+}
+
+/// Worker threads sharing one queue: a call goes to whichever worker is free,
+/// so a burst runs on several runtimes of the same function at once.
+pub struct Pool {
+    queue: Mutex<mpsc::Sender<Job>>,
+}
+
+impl Pool {
+    /// Starts `threads` workers; each drops runtimes unused for `idle`.
+    pub fn new(threads: usize, idle: Duration) -> Pool {
+        let (sender, receiver) = mpsc::channel::<Job>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..threads.max(1) {
+            let receiver = receiver.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("nimbus-js-{index}"))
+                .spawn(move || worker::run(receiver, idle));
+        }
+        Pool { queue: Mutex::new(sender) }
+    }
+
+    fn send(&self, job: Job) -> bool {
+        self.queue.lock().map(|q| q.send(job).is_ok()).unwrap_or(false)
+    }
+
+    /// Loads the module and lists its trigger descriptors.
+    pub async fn describe(&self, module: Arc<Module>) -> Result<Vec<Descriptor>, JsError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if !self.send(Job::Describe { module, reply }) {
+            return Err(JsError::Stopped);
+        }
+        answer.await.unwrap_or(Err(JsError::Stopped))
+    }
+
+    /// Calls `export`'s handler with `(input, context)`.
+    pub async fn invoke(
+        &self,
+        module: Arc<Module>,
+        export: &str,
+        input: Value,
+        context: Value,
+        limits: Limits,
+    ) -> Invocation {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Job::Invoke { module, export: export.to_owned(), input, context, limits, reply };
+        let stopped =
+            || Invocation { result: Err(JsError::Stopped), logs: Vec::new(), cold: false, duration: Duration::ZERO };
+        if !self.send(job) {
+            return stopped();
+        }
+        answer.await.unwrap_or_else(|_| stopped())
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn evaluates_an_es_module() {
-        let value = eval_module_default(
-            "main.js",
-            "const double = async (n) => n * 2;\nexport default { answer: await double(21), list: [1, 'a'] };",
-        )
-        .unwrap();
-        assert_eq!(value, serde_json::json!({"answer": 42, "list": [1, "a"]}));
-    }
-}
+mod tests;

@@ -1,0 +1,90 @@
+use super::*;
+
+fn pool() -> Pool {
+    Pool::new(2, Duration::from_secs(60))
+}
+
+const LIMITS: Limits = Limits { timeout: Duration::from_millis(500), heap_bytes: 64 * 1024 * 1024 };
+
+fn module(source: &str) -> Arc<Module> {
+    Arc::new(Module::new("test.js", source))
+}
+
+#[test]
+fn evaluates_an_es_module() {
+    let value = eval_module_default(
+        "main.js",
+        "const double = async (n) => n * 2;\nexport default { answer: await double(21), list: [1, 'a'] };",
+    )
+    .unwrap();
+    assert_eq!(value, serde_json::json!({"answer": 42, "list": [1, "a"]}));
+}
+
+#[tokio::test]
+async fn describes_and_invokes_functions() {
+    let pool = pool();
+    let m = module(
+        r#"
+        import { onHttp, onCreate, HttpsError } from "nimbus:functions";
+        export const hello = onHttp({ method: "GET", path: "/hello/:name" }, async (req, ctx) => {
+            console.log("hi", { name: req.params.name });
+            return { status: 200, body: { greeting: `hello ${req.params.name}`, caller: ctx.uid } };
+        });
+        export const refuse = onHttp({ method: "POST", path: "/refuse" }, () => { throw new HttpsError("permission-denied", "no"); });
+        export const created = onCreate("orders/{id}", (event) => event.params.id);
+        export const helper = 5;
+        "#,
+    );
+    let descriptors = pool.describe(m.clone()).await.unwrap();
+    let kinds: Vec<(&str, &str)> = descriptors.iter().map(|d| (d.name.as_str(), d.kind.as_str())).collect();
+    assert_eq!(kinds, [("created", "create"), ("hello", "http"), ("refuse", "http")]);
+    assert_eq!(descriptors[1].spec["path"], "/hello/:name");
+    let input = serde_json::json!({"params": {"name": "ann"}});
+    let first = pool.invoke(m.clone(), "hello", input.clone(), serde_json::json!({"uid": "u1"}), LIMITS).await;
+    assert_eq!(first.result.unwrap()["body"]["greeting"], "hello ann");
+    assert_eq!(first.logs, [LogLine { level: "info".into(), message: "hi {\"name\":\"ann\"}".into() }]);
+    let refused = pool.invoke(m.clone(), "refuse", Value::Null, Value::Null, LIMITS).await;
+    assert!(matches!(refused.result, Err(JsError::Thrown { code: Some(ref c), .. }) if c == "permission-denied"));
+}
+
+#[tokio::test]
+async fn a_runaway_function_times_out_and_the_next_call_works() {
+    let pool = Pool::new(1, Duration::from_secs(60));
+    let m = module(
+        r#"
+        import { onHttp } from "nimbus:functions";
+        export const spin = onHttp({ path: "/spin" }, () => { while (true) {} });
+        export const ok = onHttp({ path: "/ok" }, () => "fine");
+        "#,
+    );
+    let started = std::time::Instant::now();
+    let spun = pool.invoke(m.clone(), "spin", Value::Null, Value::Null, LIMITS).await;
+    assert_eq!(spun.result, Err(JsError::Timeout));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let ok = pool.invoke(m, "ok", Value::Null, Value::Null, LIMITS).await;
+    assert_eq!(ok.result, Ok(serde_json::json!("fine")));
+    assert!(ok.cold, "the terminated runtime was replaced");
+}
+
+#[tokio::test]
+async fn a_memory_hog_is_stopped() {
+    let pool = Pool::new(1, Duration::from_secs(60));
+    let m = module(
+        r#"
+        import { onHttp } from "nimbus:functions";
+        export const hog = onHttp({ path: "/hog" }, () => { const all = []; while (true) { all.push(new Array(100000).fill(1)); } });
+        "#,
+    );
+    let limits = Limits { timeout: Duration::from_secs(10), heap_bytes: 16 * 1024 * 1024 };
+    let hog = pool.invoke(m, "hog", Value::Null, Value::Null, limits).await;
+    assert!(matches!(hog.result, Err(JsError::OutOfMemory) | Err(JsError::Timeout)), "{:?}", hog.result);
+}
+
+#[tokio::test]
+async fn a_broken_module_reports_its_position() {
+    let pool = pool();
+    let broken =
+        Arc::new(Module::new("broken.js", "import { onHttp } from \"nimbus:functions\";\nexport const x = ;\n"));
+    let error = pool.describe(broken).await.unwrap_err();
+    assert!(error.to_string().contains("broken.js:2"), "{error}");
+}

@@ -1,0 +1,265 @@
+//! One worker thread: a current-thread tokio runtime, the warm `JsRuntime`s
+//! of the modules it has run, and a watchdog that terminates an invocation
+//! at its deadline. A runtime that timed out or ran out of memory is dropped.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use deno_core::{v8, JsRuntime, ModuleSpecifier, PollEventLoopOptions, RuntimeOptions, StaticModuleLoader};
+use serde_json::Value;
+
+use crate::{Descriptor, Invocation, Job, JsError, Limits, LogLine, Module};
+
+const PRELUDE: &str = include_str!("prelude.js");
+const HARNESS: &str = include_str!("harness.js");
+
+/// A loaded runtime for one version of one module.
+struct Warm {
+    version: u64,
+    heap_bytes: usize,
+    js: JsRuntime,
+    out_of_memory: Rc<Cell<bool>>,
+    last_used: Instant,
+}
+
+pub(crate) fn run(receiver: Arc<Mutex<mpsc::Receiver<Job>>>, idle: Duration) {
+    let Ok(tokio) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+    let watchdog = Watchdog::start();
+    let mut warm: HashMap<String, Warm> = HashMap::new();
+    loop {
+        let job = match receiver.lock() {
+            Ok(queue) => queue.recv_timeout(Duration::from_secs(1)),
+            Err(_) => return,
+        };
+        warm.retain(|_, w| w.last_used.elapsed() < idle);
+        match job {
+            Ok(Job::Describe { module, reply }) => {
+                let result = tokio.block_on(describe(&mut warm, &module));
+                let _ = reply.send(result);
+            }
+            Ok(Job::Invoke { module, export, input, context, limits, reply }) => {
+                let invocation =
+                    tokio.block_on(invoke(&mut warm, &watchdog, &module, &export, &input, &context, limits));
+                let _ = reply.send(invocation);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+fn specifier(text: &str) -> Result<ModuleSpecifier, JsError> {
+    ModuleSpecifier::parse(text).map_err(|_| JsError::Load(format!("invalid module name {text:?}")))
+}
+
+fn load_error(e: impl std::fmt::Display) -> JsError {
+    JsError::Load(e.to_string())
+}
+
+async fn create(module: &Module, heap_bytes: usize) -> Result<Warm, JsError> {
+    let user = specifier(&format!("file:///functions/{}", module.name))?;
+    let main = specifier("nimbus:main")?;
+    let main_source =
+        format!("import * as m from {};\nglobalThis.__nimbus_exports = m;\n", serde_json::Value::from(user.as_str()));
+    let loader = StaticModuleLoader::new([
+        (specifier("nimbus:functions")?, PRELUDE.to_owned()),
+        (user, module.source.clone()),
+        (main.clone(), main_source),
+    ]);
+    let mut js = JsRuntime::new(RuntimeOptions {
+        module_loader: Some(Rc::new(loader)),
+        create_params: Some(v8::CreateParams::default().heap_limits(0, heap_bytes)),
+        ..Default::default()
+    });
+    let out_of_memory = Rc::new(Cell::new(false));
+    let flag = out_of_memory.clone();
+    let handle = js.v8_isolate().thread_safe_handle();
+    js.add_near_heap_limit_callback(move |current, _initial| {
+        flag.set(true);
+        handle.terminate_execution();
+        current * 2
+    });
+    let id = js.load_main_es_module(&main).await.map_err(load_error)?;
+    let evaluated = js.mod_evaluate(id);
+    js.run_event_loop(PollEventLoopOptions::default()).await.map_err(load_error)?;
+    evaluated.await.map_err(load_error)?;
+    js.execute_script("nimbus:harness", HARNESS).map_err(load_error)?;
+    Ok(Warm { version: module.version, heap_bytes, js, out_of_memory, last_used: Instant::now() })
+}
+
+/// The warm runtime for `module` (a new one when missing or outdated); `true` when new.
+async fn runtime<'w>(
+    warm: &'w mut HashMap<String, Warm>,
+    module: &Module,
+    heap_bytes: usize,
+) -> Result<(&'w mut Warm, bool), JsError> {
+    let fresh = !warm.get(&module.name).is_some_and(|w| w.version == module.version && w.heap_bytes == heap_bytes);
+    if fresh {
+        warm.remove(&module.name);
+        let created = create(module, heap_bytes).await?;
+        warm.insert(module.name.clone(), created);
+    }
+    let entry = warm.get_mut(&module.name).ok_or(JsError::Stopped)?;
+    entry.last_used = Instant::now();
+    Ok((entry, fresh))
+}
+
+async fn describe(warm: &mut HashMap<String, Warm>, module: &Module) -> Result<Vec<Descriptor>, JsError> {
+    let (entry, _) = runtime(warm, module, 64 * 1024 * 1024).await?;
+    let text = run_script(&mut entry.js, "globalThis.__nimbus_describe()").await?;
+    serde_json::from_str(&text).map_err(|e| JsError::Load(format!("describing {}: {e}", module.name)))
+}
+
+/// Runs a script whose value is (a promise of) a string, and returns the string.
+async fn run_script(js: &mut JsRuntime, code: &str) -> Result<String, JsError> {
+    let thrown =
+        |e: &dyn std::fmt::Display| JsError::Thrown { name: "Error".into(), code: None, message: e.to_string() };
+    let promise = js.execute_script("nimbus:invoke", code.to_owned()).map_err(|e| thrown(&e))?;
+    let resolve = js.resolve(promise);
+    let value = js.with_event_loop_promise(resolve, PollEventLoopOptions::default()).await.map_err(|e| thrown(&e))?;
+    deno_core::scope!(scope, js);
+    let local = v8::Local::new(scope, value);
+    Ok(local.to_rust_string_lossy(scope))
+}
+
+#[derive(serde::Deserialize)]
+struct Reply {
+    ok: Option<Value>,
+    error: Option<ThrownError>,
+    #[serde(default)]
+    logs: Vec<LogLine>,
+}
+
+#[derive(serde::Deserialize)]
+struct ThrownError {
+    name: String,
+    code: Option<String>,
+    message: String,
+}
+
+async fn invoke(
+    warm: &mut HashMap<String, Warm>,
+    watchdog: &Watchdog,
+    module: &Module,
+    export: &str,
+    input: &Value,
+    context: &Value,
+    limits: Limits,
+) -> Invocation {
+    let started = Instant::now();
+    let failed = |error, cold| Invocation { result: Err(error), logs: Vec::new(), cold, duration: started.elapsed() };
+    let (entry, cold) = match runtime(warm, module, limits.heap_bytes).await {
+        Ok(found) => found,
+        Err(error) => return failed(error, true),
+    };
+    let code = format!("globalThis.__nimbus_invoke({}, {input}, {context})", Value::from(export));
+    let timed_out = watchdog.arm(entry.js.v8_isolate().thread_safe_handle(), started + limits.timeout);
+    let outcome = run_script(&mut entry.js, &code).await;
+    watchdog.disarm();
+    let out_of_memory = entry.out_of_memory.get();
+    if timed_out.load(Ordering::SeqCst) || out_of_memory {
+        warm.remove(&module.name);
+        let error = if out_of_memory { JsError::OutOfMemory } else { JsError::Timeout };
+        return failed(error, cold);
+    }
+    let reply = match outcome.map(|text| serde_json::from_str::<Reply>(&text)) {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(e)) => {
+            return failed(JsError::Thrown { name: "Error".into(), code: None, message: e.to_string() }, cold)
+        }
+        Err(error) => return failed(error, cold),
+    };
+    let result = match (reply.ok, reply.error) {
+        (_, Some(e)) => Err(JsError::Thrown { name: e.name, code: e.code, message: e.message }),
+        (ok, None) => Ok(ok.unwrap_or(Value::Null)),
+    };
+    Invocation { result, logs: reply.logs, cold, duration: started.elapsed() }
+}
+
+/// Terminates the armed isolate at its deadline.
+struct Watchdog {
+    state: Arc<(Mutex<Option<(Instant, v8::IsolateHandle, Arc<AtomicBool>)>>, Condvar)>,
+}
+
+impl Watchdog {
+    fn start() -> Watchdog {
+        let state: Arc<(Mutex<Option<(Instant, v8::IsolateHandle, Arc<AtomicBool>)>>, Condvar)> =
+            Arc::new((Mutex::new(None), Condvar::new()));
+        let shared = state.clone();
+        let _ = std::thread::Builder::new().name("nimbus-js-watchdog".into()).spawn(move || {
+            let (lock, wake) = &*shared;
+            let Ok(mut armed) = lock.lock() else { return };
+            loop {
+                let wait = match armed.as_ref() {
+                    None => None,
+                    Some((deadline, handle, fired)) => {
+                        let now = Instant::now();
+                        if now >= *deadline {
+                            fired.store(true, Ordering::SeqCst);
+                            handle.terminate_execution();
+                            *armed = None;
+                            continue;
+                        }
+                        Some(*deadline - now)
+                    }
+                };
+                armed = match wait {
+                    None => match wake.wait(armed) {
+                        Ok(guard) => guard,
+                        Err(_) => return,
+                    },
+                    Some(duration) => match wake.wait_timeout(armed, duration) {
+                        Ok((guard, _)) => guard,
+                        Err(_) => return,
+                    },
+                };
+            }
+        });
+        Watchdog { state }
+    }
+
+    fn arm(&self, handle: v8::IsolateHandle, deadline: Instant) -> Arc<AtomicBool> {
+        let fired = Arc::new(AtomicBool::new(false));
+        let (lock, wake) = &*self.state;
+        if let Ok(mut armed) = lock.lock() {
+            *armed = Some((deadline, handle, fired.clone()));
+            wake.notify_all();
+        }
+        fired
+    }
+
+    fn disarm(&self) {
+        let (lock, wake) = &*self.state;
+        if let Ok(mut armed) = lock.lock() {
+            *armed = None;
+            wake.notify_all();
+        }
+    }
+}
+
+/// Evaluates `source` as the main ES module named `name` and returns the JSON
+/// form of its `default` export (a quick check that the engine works).
+pub fn eval_module_default(name: &str, source: &str) -> Result<Value, JsError> {
+    let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(load_error)?;
+    tokio.block_on(async {
+        let main = specifier(&format!("file:///{name}"))?;
+        let mut js = JsRuntime::new(RuntimeOptions {
+            module_loader: Some(Rc::new(StaticModuleLoader::with(main.clone(), source.to_owned()))),
+            ..Default::default()
+        });
+        let id = js.load_main_es_module(&main).await.map_err(load_error)?;
+        let evaluated = js.mod_evaluate(id);
+        js.run_event_loop(PollEventLoopOptions::default()).await.map_err(load_error)?;
+        evaluated.await.map_err(load_error)?;
+        let namespace = js.get_module_namespace(id).map_err(load_error)?;
+        deno_core::scope!(scope, &mut js);
+        let namespace = v8::Local::new(scope, namespace);
+        let key = v8::String::new(scope, "default").ok_or_else(|| JsError::Load("allocation failed".into()))?;
+        let value = namespace.get(scope, key.into()).ok_or_else(|| JsError::Load("no default export".into()))?;
+        deno_core::serde_v8::from_v8(scope, value).map_err(load_error)
+    })
+}
