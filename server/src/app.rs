@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::documents::data::DataLimits;
 use crate::documents::schema::Schemas;
 use crate::documents::Documents;
+use crate::functions::{FunctionMetrics, Functions, FunctionsConfig};
 use crate::http::metrics::Metrics;
 use crate::rules::RulesService;
 use crate::store::{Store, StoreError};
@@ -31,6 +32,7 @@ pub struct AppState {
     pub documents: Documents,
     pub accounts: Accounts,
     pub rules: RulesService,
+    pub functions: Functions,
 }
 
 /// Why the server could not start.
@@ -81,6 +83,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     crate::documents::ensure_indexes(&store, &config.indexes).await.map_err(StartError::Config)?;
     let rules = RulesService::load(&config.rules_dir).map_err(StartError::Config)?;
     rules.watch();
+    let functions = start_functions(&config, &metrics).await?;
     let rows_read = metrics
         .counter("nimbus_documents_rows_read_total", "Documents read by rules-filtered lists and queries")
         .map_err(|e| StartError::Metrics(e.to_string()))?;
@@ -93,9 +96,38 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         documents,
         accounts,
         rules,
+        functions,
     };
     let router = crate::http::router(state.clone());
     Ok(App { listener, router, state, new_service_key })
+}
+
+async fn start_functions(config: &Config, metrics: &Metrics) -> Result<Functions, StartError> {
+    let settings = &config.functions;
+    let function_metrics = FunctionMetrics {
+        invocations: metrics
+            .counter_vec(
+                "nimbus_function_invocations_total",
+                "Function invocations by outcome and cold/warm start",
+                &["function", "outcome", "start"],
+            )
+            .map_err(|e| StartError::Metrics(e.to_string()))?,
+        duration: metrics
+            .histogram_vec("nimbus_function_duration_seconds", "Function invocation time", &["function"])
+            .map_err(|e| StartError::Metrics(e.to_string()))?,
+    };
+    let functions = Functions::start(
+        FunctionsConfig {
+            dir: config.functions_dir.clone(),
+            limits: nimbus_js_runtime::Limits { timeout: settings.timeout, heap_bytes: settings.heap_bytes },
+            workers: settings.workers,
+            idle: settings.idle,
+        },
+        function_metrics,
+    )
+    .await;
+    functions.watch();
+    Ok(functions)
 }
 
 impl App {

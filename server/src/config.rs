@@ -66,6 +66,20 @@ pub struct Config {
     /// JSON Schemas by collection pattern (`products`, `rooms/*/messages`).
     pub schemas: Vec<(String, serde_json::Value)>,
     pub auth: AuthConfig,
+    pub functions: FunctionSettings,
+}
+
+/// Function limits (`NIMBUS_FUNCTIONS_*`, `[functions]` in `nimbus.toml`).
+#[derive(Debug, Clone)]
+pub struct FunctionSettings {
+    /// Wall-clock limit of one invocation.
+    pub timeout: Duration,
+    /// Heap limit of one function runtime, in bytes.
+    pub heap_bytes: usize,
+    /// Worker threads, each able to run one invocation at a time.
+    pub workers: usize,
+    /// A runtime unused for this long is dropped.
+    pub idle: Duration,
 }
 
 /// Auth settings (`NIMBUS_AUTH_*`, `NIMBUS_JWT_SECRET`, `NIMBUS_PUBLIC_URL`, `NIMBUS_SMTP_URL`).
@@ -150,6 +164,8 @@ struct FileSettings {
     indexes: Vec<IndexSetting>,
     #[serde(default)]
     auth: AuthFileSettings,
+    #[serde(default)]
+    functions: FunctionsFileSettings,
     jwt_secret: Option<String>,
     public_url: Option<String>,
     smtp_url: Option<String>,
@@ -173,6 +189,16 @@ struct AuthFileSettings {
     email_per_minute: Option<u64>,
     max_failed_signins: Option<u64>,
     recovery_ttl_secs: Option<u64>,
+}
+
+/// `[functions]` in `nimbus.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FunctionsFileSettings {
+    timeout_ms: Option<u64>,
+    heap_mb: Option<u64>,
+    workers: Option<u64>,
+    idle_secs: Option<u64>,
 }
 
 /// One raw setting value and the name it was given under.
@@ -232,6 +258,7 @@ impl Config {
                 parse_cors,
             )?,
             auth: auth_config(&layers, &file)?,
+            functions: function_settings(&layers, &file.functions)?,
             schemas: load_schemas(&file.schemas, &file_dir)?,
             indexes: file.indexes,
         })
@@ -396,6 +423,22 @@ fn auth_config(layers: &Layers, file: &FileSettings) -> Result<AuthConfig, Confi
             other => other.map(|raw| SecretString::from(raw.value)),
         },
         mail_from: layers.get("mail_from", &file.mail_from).map_or("Nimbus <no-reply@localhost>".into(), |r| r.value),
+    })
+}
+
+fn function_settings(layers: &Layers, f: &FunctionsFileSettings) -> Result<FunctionSettings, ConfigError> {
+    let text = |v: &Option<u64>| v.map(|n| n.to_string());
+    let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get()).to_string();
+    Ok(FunctionSettings {
+        timeout: Duration::from_millis(layers.parse(
+            "functions_timeout_ms",
+            &text(&f.timeout_ms),
+            "10000",
+            number(10u64),
+        )?),
+        heap_bytes: layers.parse("functions_heap_mb", &text(&f.heap_mb), "64", number(8usize))? * 1024 * 1024,
+        workers: layers.parse("functions_workers", &text(&f.workers), &default_workers, number(1usize))?,
+        idle: Duration::from_secs(layers.parse("functions_idle_secs", &text(&f.idle_secs), "300", number(1u64))?),
     })
 }
 

@@ -40,6 +40,27 @@ impl ErrorCode {
         }
     }
 
+    /// The code with this wire name, if any.
+    pub fn parse(name: &str) -> Option<ErrorCode> {
+        use ErrorCode::*;
+        [
+            InvalidArgument,
+            Unauthenticated,
+            PermissionDenied,
+            NotFound,
+            AlreadyExists,
+            FailedPrecondition,
+            PayloadTooLarge,
+            MethodNotAllowed,
+            ResourceExhausted,
+            DeadlineExceeded,
+            Unavailable,
+            Internal,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
+    }
+
     /// The one code → HTTP status table.
     pub fn http_status(self) -> u16 {
         match self {

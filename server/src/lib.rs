@@ -17,6 +17,8 @@ pub mod config;
 pub mod documents;
 /// Stable error codes and the code → HTTP status table.
 pub mod error;
+/// JavaScript functions: loading, the registry of triggers, the HTTP gateway.
+pub mod functions;
 /// The gateway: router, layers, error rendering, extractors, health, metrics.
 pub mod http;
 /// Random ids and secret tokens, and how tokens are hashed for storage.
@@ -27,6 +29,8 @@ pub mod rules;
 pub mod store;
 /// Log setup.
 pub mod telemetry;
+/// Noticing changes in watched folders (rules, functions).
+pub mod watch;
 
 #[cfg(test)]
 mod tidy;

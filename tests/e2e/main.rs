@@ -6,4 +6,5 @@ mod harness;
 mod auth;
 mod documents;
 mod foundation;
+mod functions;
 mod rules;

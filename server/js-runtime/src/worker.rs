@@ -180,15 +180,17 @@ async fn invoke(
     Invocation { result, logs: reply.logs, cold, duration: started.elapsed() }
 }
 
+/// The armed deadline: when, which isolate, and the flag set when it fires.
+type Armed = Option<(Instant, v8::IsolateHandle, Arc<AtomicBool>)>;
+
 /// Terminates the armed isolate at its deadline.
 struct Watchdog {
-    state: Arc<(Mutex<Option<(Instant, v8::IsolateHandle, Arc<AtomicBool>)>>, Condvar)>,
+    state: Arc<(Mutex<Armed>, Condvar)>,
 }
 
 impl Watchdog {
     fn start() -> Watchdog {
-        let state: Arc<(Mutex<Option<(Instant, v8::IsolateHandle, Arc<AtomicBool>)>>, Condvar)> =
-            Arc::new((Mutex::new(None), Condvar::new()));
+        let state: Arc<(Mutex<Armed>, Condvar)> = Arc::new((Mutex::new(None), Condvar::new()));
         let shared = state.clone();
         let _ = std::thread::Builder::new().name("nimbus-js-watchdog".into()).spawn(move || {
             let (lock, wake) = &*shared;

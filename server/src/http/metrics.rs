@@ -43,6 +43,22 @@ impl Metrics {
         Ok(counter)
     }
 
+    pub fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
+        let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
+        self.registry.register(Box::new(counter.clone()))?;
+        Ok(counter)
+    }
+
+    pub fn histogram_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<HistogramVec, prometheus::Error> {
+        let histogram = HistogramVec::new(
+            HistogramOpts::new(name, help)
+                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
+            labels,
+        )?;
+        self.registry.register(Box::new(histogram.clone()))?;
+        Ok(histogram)
+    }
+
     fn observe(&self, method: &str, route: &str, status: &str, seconds: f64) {
         self.requests.with_label_values(&[method, route, status]).inc();
         self.latency.with_label_values(&[method, route, status]).observe(seconds);

@@ -10,14 +10,10 @@ pub mod cases;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
 
 use nimbus_rules_lang::Rules;
 
 use crate::error::{ApiFailure, ErrorCode};
-
-/// How often the rules folder is checked for changes.
-const WATCH_EVERY: Duration = Duration::from_millis(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
@@ -153,10 +149,10 @@ impl RulesService {
     pub fn watch(&self) {
         let service = self.clone();
         tokio::spawn(async move {
-            let mut seen = fingerprint(&service.dir);
+            let mut seen = crate::watch::fingerprint(&service.dir, "rules");
             loop {
-                tokio::time::sleep(WATCH_EVERY).await;
-                let now = fingerprint(&service.dir);
+                tokio::time::sleep(crate::watch::EVERY).await;
+                let now = crate::watch::fingerprint(&service.dir, "rules");
                 if now == seen {
                     continue;
                 }
@@ -173,26 +169,4 @@ impl RulesService {
             }
         });
     }
-}
-
-/// Names, sizes and modification times of the folder's rules files.
-fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<SystemTime>)> {
-    let mut out: Vec<_> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .filter(|e| e.path().extension().is_some_and(|x| x == "rules"))
-                .map(|e| {
-                    let meta = e.metadata().ok();
-                    (
-                        e.file_name().to_string_lossy().into_owned(),
-                        meta.as_ref().map_or(0, |m| m.len()),
-                        meta.and_then(|m| m.modified().ok()),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
 }

@@ -1,0 +1,163 @@
+//! Functions: JavaScript modules from the functions folder, run on the
+//! `nimbus-js-runtime` worker pool. Owns loading and live reload (a module
+//! that fails to load is reported with its position and its last good version
+//! keeps serving), the registry of trigger descriptors, and the API gateway's
+//! routing of `onHttp` functions. Durable triggers, queues and schedules are
+//! not built yet.
+
+pub mod api;
+pub mod routes;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use nimbus_js_runtime::{Descriptor, Invocation, Limits, Module, Pool};
+use serde_json::Value;
+
+use routes::HttpRoute;
+
+/// Settings of the functions part.
+#[derive(Debug, Clone)]
+pub struct FunctionsConfig {
+    pub dir: PathBuf,
+    pub limits: Limits,
+    pub workers: usize,
+    pub idle: Duration,
+}
+
+/// One loaded module and what it exports.
+#[derive(Clone)]
+pub struct LoadedModule {
+    pub module: Arc<Module>,
+    pub descriptors: Vec<Descriptor>,
+}
+
+/// Everything loaded from the folder at one moment.
+#[derive(Default)]
+pub struct Registry {
+    pub modules: BTreeMap<String, LoadedModule>,
+    /// Modules whose current file fails to load: name → `file:line:col: message`.
+    pub errors: BTreeMap<String, String>,
+    pub http: Vec<HttpRoute>,
+}
+
+/// The functions service; cheap to clone.
+#[derive(Clone)]
+pub struct Functions {
+    pool: Arc<Pool>,
+    config: Arc<FunctionsConfig>,
+    registry: Arc<RwLock<Arc<Registry>>>,
+    metrics: Arc<FunctionMetrics>,
+}
+
+/// Prometheus series of function invocations.
+pub struct FunctionMetrics {
+    pub invocations: prometheus::IntCounterVec,
+    pub duration: prometheus::HistogramVec,
+}
+
+impl Functions {
+    /// Starts the worker pool and loads the folder.
+    pub async fn start(config: FunctionsConfig, metrics: FunctionMetrics) -> Functions {
+        let pool = Arc::new(Pool::new(config.workers, config.idle));
+        let functions = Functions {
+            pool,
+            config: Arc::new(config),
+            registry: Arc::new(RwLock::new(Arc::new(Registry::default()))),
+            metrics: Arc::new(metrics),
+        };
+        functions.reload().await;
+        functions
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.read().map(|r| r.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// Re-reads the folder: changed modules are loaded again; a module that
+    /// fails keeps its last good version and records the error.
+    pub async fn reload(&self) {
+        let previous = self.registry();
+        let mut next = Registry::default();
+        for (name, source) in read_sources(&self.config.dir) {
+            let module = Arc::new(Module::new(name.clone(), source));
+            if let Some(loaded) = previous.modules.get(&name).filter(|l| l.module.version == module.version) {
+                next.modules.insert(name, loaded.clone());
+                continue;
+            }
+            match self.pool.describe(module.clone()).await {
+                Ok(descriptors) => {
+                    tracing::info!(module = %name, functions = descriptors.len(), "functions loaded");
+                    next.modules.insert(name, LoadedModule { module, descriptors });
+                }
+                Err(error) => {
+                    let message = format!("{}: {error}", self.config.dir.join(&name).display());
+                    tracing::error!("{message}; the last good version keeps serving");
+                    if let Some(old) = previous.modules.get(&name) {
+                        next.modules.insert(name.clone(), old.clone());
+                    }
+                    next.errors.insert(name, message);
+                }
+            }
+        }
+        next.http = routes::http_routes(&next.modules);
+        if let Ok(mut slot) = self.registry.write() {
+            *slot = Arc::new(next);
+        }
+    }
+
+    /// Polls the folder and reloads when it changes.
+    pub fn watch(&self) {
+        let functions = self.clone();
+        tokio::spawn(async move {
+            let mut seen = crate::watch::fingerprint(&functions.config.dir, "js");
+            loop {
+                tokio::time::sleep(crate::watch::EVERY).await;
+                let now = crate::watch::fingerprint(&functions.config.dir, "js");
+                if now != seen {
+                    seen = now;
+                    functions.reload().await;
+                }
+            }
+        });
+    }
+
+    /// Calls `export` of `module` and records the invocation.
+    pub async fn invoke(&self, module: Arc<Module>, export: &str, input: Value, context: Value) -> Invocation {
+        let invocation = self.pool.invoke(module.clone(), export, input, context, self.config.limits).await;
+        let outcome = match &invocation.result {
+            Ok(_) => "ok",
+            Err(nimbus_js_runtime::JsError::Timeout) => "timeout",
+            Err(_) => "error",
+        };
+        let start = if invocation.cold { "cold" } else { "warm" };
+        let function = format!("{}:{export}", module.name);
+        self.metrics.invocations.with_label_values(&[&function, outcome, start]).inc();
+        self.metrics.duration.with_label_values(&[&function]).observe(invocation.duration.as_secs_f64());
+        for line in &invocation.logs {
+            tracing::info!(function = %function, level = %line.level, "{}", line.message);
+        }
+        invocation
+    }
+}
+
+/// `(file name, source)` of every `*.js` file in the folder, sorted.
+fn read_sources(dir: &Path) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "js"))
+                .filter_map(|p| {
+                    let name = p.file_name()?.to_string_lossy().into_owned();
+                    std::fs::read_to_string(&p).ok().map(|source| (name, source))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}

@@ -1,0 +1,128 @@
+//! Functions over HTTP on both backends: the API gateway (routing, path
+//! params, auth modes, body schema, errors, timeouts), live reload of a good
+//! and of a broken module, and the admin listing.
+
+use serde_json::{json, Value};
+
+use crate::harness::{Backend, Options, Server};
+use crate::on_both_backends;
+
+const HELLO: &str = r#"
+import { onHttp, HttpsError } from "nimbus:functions";
+
+export const hello = onHttp({ method: "GET", path: "/hello/:name" }, async (req, ctx) => {
+  console.log("greeting", req.params.name);
+  return { greeting: `hello ${req.params.name}`, query: req.query, caller: ctx.auth ? ctx.auth.uid : null };
+});
+
+export const secure = onHttp(
+  { method: "POST", path: "/secure", auth: "required",
+    body: { type: "object", required: ["amount"], properties: { amount: { type: "integer", minimum: 1 } } } },
+  (req, ctx) => ({ status: 201, body: { charged: req.body.amount, by: ctx.auth.uid } }),
+);
+
+export const adminOnly = onHttp({ path: "/admin", auth: "admin" }, () => "welcome");
+
+export const refuse = onHttp({ method: "POST", path: "/refuse" }, () => {
+  throw new HttpsError("failed-precondition", "out of stock");
+});
+
+export const crash = onHttp({ path: "/crash" }, () => { throw new Error("secret internals"); });
+
+export const spin = onHttp({ path: "/spin" }, () => { while (true) {} });
+
+export const go = onHttp({ path: "/go/:id" }, (req) => ({ status: 302, headers: { location: `https://example.com/${req.params.id}` } }));
+"#;
+
+async fn start(backend: Backend) -> Server {
+    let options = Options::default().file("functions/hello.js", HELLO).env("NIMBUS_FUNCTIONS_TIMEOUT_MS", "300");
+    Server::start_with(backend, options).await
+}
+
+on_both_backends!(gateway_routes_and_checks_before_running, functions_reload_live_and_keep_the_last_good_version);
+
+async fn gateway_routes_and_checks_before_running(backend: Backend) {
+    let server = start(backend).await;
+    let (status, body) = server.call("GET", "/fn/hello/ann?x=1&y=a%20b", None, None).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"greeting": "hello ann", "query": {"x": "1", "y": "a b"}, "caller": null}))
+    );
+    let (_, session) = server
+        .call("POST", "/v1/auth/signup", None, Some(json!({"email": "f@example.com", "password": "correct horse"})))
+        .await;
+    let token = session["access_token"].as_str().unwrap();
+    let uid = session["user"]["id"].clone();
+    let (_, body) = server.call("GET", "/fn/hello/bo", Some(token), None).await;
+    assert_eq!(body["caller"], uid);
+
+    let (status, body) = server.call("POST", "/fn/secure", None, Some(json!({"amount": 5}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")));
+    let (status, body) = server.call("POST", "/fn/secure", Some(token), Some(json!({"amount": 0}))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("field `amount`"), "{body}");
+    let (status, body) = server.call("POST", "/fn/secure", Some(token), Some(json!({"amount": 3}))).await;
+    assert_eq!((status, body), (201, json!({"charged": 3, "by": uid})));
+    assert_eq!(server.call("GET", "/fn/admin", Some(token), None).await.0, 403);
+    let (status, body) = server.admin("GET", "/fn/admin", None).await;
+    assert_eq!((status, body), (200, Value::String("welcome".into())));
+
+    let (status, body) = server.call("POST", "/fn/refuse", None, None).await;
+    assert_eq!((status, body), (412, json!({"error": {"code": "failed-precondition", "message": "out of stock"}})));
+    let (status, body) = server.call("GET", "/fn/crash", None, None).await;
+    assert_eq!(status, 500);
+    assert!(!body.to_string().contains("secret internals"), "uncaught errors are not sent to clients");
+    let (status, body) = server.call("GET", "/fn/spin", None, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (504, Some("deadline-exceeded")));
+    assert_eq!(server.call("GET", "/fn/hello/again", None, None).await.0, 200, "a runaway function harms nothing else");
+    assert_eq!(server.call("GET", "/fn/nothing", None, None).await.0, 404);
+    assert_eq!(server.call("DELETE", "/fn/hello/ann", None, None).await.0, 405);
+
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let response = client.get(server.url("/fn/go/ad7")).send().await.unwrap();
+    assert_eq!(response.status(), 302);
+    assert_eq!(response.headers()["location"], "https://example.com/ad7");
+
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains(r#"nimbus_function_invocations_total{function="hello.js:hello",outcome="ok",start="warm"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"outcome="timeout""#), "{metrics}");
+}
+
+async fn functions_reload_live_and_keep_the_last_good_version(backend: Backend) {
+    let server = start(backend).await;
+    let file = server.dir.path().join("functions/hello.js");
+    std::fs::write(&file, HELLO.replace("hello ${req.params.name}", "hi ${req.params.name}")).unwrap();
+    let mut answered = Value::Null;
+    for _ in 0..100 {
+        answered = server.call("GET", "/fn/hello/ann", None, None).await.1;
+        if answered["greeting"] == "hi ann" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(answered["greeting"], "hi ann", "the edited module serves");
+    std::fs::write(
+        &file,
+        "import { onHttp } from \"nimbus:functions\";\nexport const hello = onHttp({ path: \"/x\" }, () => 1;\n",
+    )
+    .unwrap();
+    let mut errors = Value::Null;
+    for _ in 0..100 {
+        errors = server.admin("GET", "/v1/admin/functions", None).await.1["errors"].clone();
+        if errors.get("hello.js").is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let message = errors["hello.js"].as_str().unwrap_or_default();
+    assert!(message.contains("hello.js:2"), "the error names the file and line: {errors}");
+    let (status, body) = server.call("GET", "/fn/hello/ann", None, None).await;
+    assert_eq!((status, body["greeting"].as_str()), (200, Some("hi ann")), "the last good version keeps serving");
+    let (_, listing) = server.admin("GET", "/v1/admin/functions", None).await;
+    let names: Vec<&str> =
+        listing["modules"][0]["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"hello") && names.contains(&"secure"), "{listing}");
+}
