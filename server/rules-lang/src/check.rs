@@ -7,7 +7,9 @@ use crate::error::CompileError;
 use crate::methods::METHODS;
 
 const GLOBALS: &[&str] = &["get", "exists", "debug", "string", "int", "float", "path"];
-const NOT_YET: &[&str] = &["getAfter", "existsAfter", "math", "duration", "timestamp", "hashing", "latlng"];
+const NOT_YET: &[&str] = &["getAfter", "existsAfter", "math", "hashing", "latlng"];
+/// Namespaces whose functions are called as `duration.value(...)`.
+const NAMESPACES: &[(&str, &[&str])] = &[("duration", &["value"]), ("timestamp", &["value", "date"])];
 
 pub fn check(ruleset: &Ruleset) -> Result<(), CompileError> {
     let mut functions: Vec<&[Function]> = vec![&ruleset.functions];
@@ -86,6 +88,12 @@ fn check_expr(expr: &Expr, names: &[String], functions: &[&[Function]]) -> Resul
             }
             args.iter().try_for_each(recurse)
         }
+        ExprKind::MethodCall(target, name, args) if namespace_call(target, name).is_some() => {
+            if namespace_call(target, name) == Some(false) {
+                return Err(CompileError::new(expr.pos, format!("unknown function `{name}()` in this namespace")));
+            }
+            args.iter().try_for_each(recurse)
+        }
         ExprKind::MethodCall(target, name, args) => {
             recurse(target)?;
             if !METHODS.contains(&name.as_str()) {
@@ -97,4 +105,11 @@ fn check_expr(expr: &Expr, names: &[String], functions: &[&[Function]]) -> Resul
         ExprKind::Binary(_, left, right) => recurse(left).and_then(|()| recurse(right)),
         ExprKind::Ternary(a, b, c) => recurse(a).and_then(|()| recurse(b)).and_then(|()| recurse(c)),
     }
+}
+
+/// `Some(known)` when `target.name(...)` is a namespace call such as `duration.value`.
+fn namespace_call(target: &Expr, name: &str) -> Option<bool> {
+    let ExprKind::Ident(namespace) = &target.kind else { return None };
+    let (_, functions) = NAMESPACES.iter().find(|(n, _)| n == namespace)?;
+    Some(functions.contains(&name))
 }

@@ -113,6 +113,11 @@ pub fn eval(expr: &Expr, scope: &Scope, env: &Env) -> Eval {
             }
         }
         ExprKind::Call(name, args) => call(name, args, scope, env),
+        ExprKind::MethodCall(target, name, args) if is_namespace(target) => {
+            let ExprKind::Ident(namespace) = &target.kind else { return error("not a namespace") };
+            let args = args.iter().map(|a| eval(a, scope, env)).collect::<Result<Vec<_>, _>>()?;
+            crate::methods::call_namespace(namespace, name, args)
+        }
         ExprKind::MethodCall(target, name, args) => {
             let target = eval(target, scope, env)?;
             let args = args.iter().map(|a| eval(a, scope, env)).collect::<Result<Vec<_>, _>>()?;
@@ -140,6 +145,10 @@ pub fn eval(expr: &Expr, scope: &Scope, env: &Env) -> Eval {
         }
         ExprKind::Is(inner, type_name) => Ok(Value::Bool(eval(inner, scope, env)?.is(*type_name))),
     }
+}
+
+fn is_namespace(target: &Expr) -> bool {
+    matches!(&target.kind, ExprKind::Ident(n) if n == "duration" || n == "timestamp")
 }
 
 /// `||` (`short = true`) and `&&` (`short = false`) with errors as values:

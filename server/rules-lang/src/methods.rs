@@ -36,7 +36,70 @@ pub const METHODS: &[&str] = &[
     "intersection",
     "contains",
     "removeAll",
+    "year",
+    "month",
+    "day",
+    "hours",
+    "minutes",
+    "seconds",
+    "nanos",
+    "date",
 ];
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// `duration.value(n, unit)`, `timestamp.value(epochMillis)`, `timestamp.date(y, m, d)`.
+pub fn call_namespace(namespace: &str, function: &str, args: Vec<Value>) -> Eval {
+    match (namespace, function, args.as_slice()) {
+        ("duration", "value", [Value::Int(n), Value::Str(unit)]) => {
+            let micros_per_unit: i64 = match unit.as_str() {
+                "w" => 7 * MICROS_PER_DAY,
+                "d" => MICROS_PER_DAY,
+                "h" => 3_600_000_000,
+                "m" => 60_000_000,
+                "s" => 1_000_000,
+                "ms" => 1_000,
+                "ns" => return Ok(Value::Duration(n / 1000)),
+                other => return error(format!("unknown duration unit {other:?} (w, d, h, m, s, ms, ns)")),
+            };
+            n.checked_mul(micros_per_unit).map(Value::Duration).map_or_else(|| error("duration out of range"), Ok)
+        }
+        ("timestamp", "value", [Value::Int(millis)]) => {
+            millis.checked_mul(1000).map(Value::Timestamp).map_or_else(|| error("timestamp out of range"), Ok)
+        }
+        ("timestamp", "date", [Value::Int(y), Value::Int(m), Value::Int(d)]) => {
+            if !(1..=12).contains(m) || !(1..=31).contains(d) {
+                return error("timestamp.date(year, month, day) needs a valid date");
+            }
+            Ok(Value::Timestamp(days_from_civil(*y, *m, *d) * MICROS_PER_DAY))
+        }
+        _ => error(format!("{namespace}.{function}() does not take these arguments")),
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// (year, month, day) of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
+}
 
 fn error<T>(message: impl Into<String>) -> Result<T, EvalError> {
     Err(EvalError::Error(message.into()))
@@ -185,6 +248,21 @@ pub fn call_method(target: Value, method: &str, args: Vec<Value>) -> Eval {
             })
         }
         (Value::Timestamp(t), "toMillis") => no_args(Value::Int(t.div_euclid(1000))),
+        (Value::Timestamp(t), "date") => no_args(Value::Timestamp(t.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY)),
+        (Value::Timestamp(t), part @ ("year" | "month" | "day" | "hours" | "minutes" | "seconds")) => {
+            let (year, month, day) = civil_from_days(t.div_euclid(MICROS_PER_DAY));
+            let second_of_day = t.rem_euclid(MICROS_PER_DAY) / 1_000_000;
+            no_args(Value::Int(match part {
+                "year" => year,
+                "month" => month,
+                "day" => day,
+                "hours" => second_of_day / 3600,
+                "minutes" => second_of_day % 3600 / 60,
+                _ => second_of_day % 60,
+            }))
+        }
+        (Value::Duration(d), "seconds") => no_args(Value::Int(d.div_euclid(1_000_000))),
+        (Value::Duration(d), "nanos") => no_args(Value::Int(d.rem_euclid(1_000_000) * 1000)),
         (target, method) => error(format!("a {} has no method {method}()", target.type_name())),
     }
 }
