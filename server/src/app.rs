@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::documents::data::DataLimits;
 use crate::documents::schema::Schemas;
 use crate::documents::Documents;
+use crate::functions::host::FunctionHost;
 use crate::functions::{FunctionMetrics, Functions, FunctionsConfig};
 use crate::http::metrics::Metrics;
 use crate::rules::RulesService;
@@ -83,11 +84,11 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     crate::documents::ensure_indexes(&store, &config.indexes).await.map_err(StartError::Config)?;
     let rules = RulesService::load(&config.rules_dir).map_err(StartError::Config)?;
     rules.watch();
-    let functions = start_functions(&config, &metrics).await?;
     let rows_read = metrics
         .counter("nimbus_documents_rows_read_total", "Documents read by rules-filtered lists and queries")
         .map_err(|e| StartError::Metrics(e.to_string()))?;
     let documents = Documents::new(store.clone(), DataLimits::default(), schemas, rules.clone(), rows_read);
+    let functions = start_functions(&config, &metrics, &documents).await?;
     let state = AppState {
         config: Arc::new(config),
         store,
@@ -102,7 +103,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     Ok(App { listener, router, state, new_service_key })
 }
 
-async fn start_functions(config: &Config, metrics: &Metrics) -> Result<Functions, StartError> {
+async fn start_functions(config: &Config, metrics: &Metrics, documents: &Documents) -> Result<Functions, StartError> {
     let settings = &config.functions;
     let function_metrics = FunctionMetrics {
         invocations: metrics
@@ -124,6 +125,7 @@ async fn start_functions(config: &Config, metrics: &Metrics) -> Result<Functions
             idle: settings.idle,
         },
         function_metrics,
+        Arc::new(FunctionHost::new(tokio::runtime::Handle::current(), documents.clone())),
     )
     .await;
     functions.watch();

@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth;
+mod demo;
 mod documents;
 mod foundation;
 mod functions;

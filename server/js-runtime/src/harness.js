@@ -11,11 +11,59 @@
         .filter(([, v]) => v && typeof v === "object" && typeof v.__nimbus === "string")
         .map(([name, v]) => ({ name, kind: v.__nimbus, spec: v.spec ?? {} })),
     );
+  const host = async (request) => {
+    const reply = JSON.parse(await Deno.core.ops.op_nimbus_host(JSON.stringify(request)));
+    if (reply.error) {
+      const error = new Error(reply.error.message);
+      error.name = "HttpsError";
+      error.code = reply.error.code;
+      throw error;
+    }
+    return reply.ok;
+  };
+  const doc = (path) => ({
+    path,
+    get: () => host({ op: "get", path }),
+    set: (data, options = {}) => host({ op: "set", path, data, ...options }),
+    create: (data) => host({ op: "create", path, data }),
+    update: (data, options = {}) => host({ op: "update", path, data, ...options }),
+    delete: (options = {}) => host({ op: "delete", path, ...options }),
+  });
+  const collection = (path) => {
+    const query = { collection: path, where: [], orderBy: [] };
+    const builder = {
+      doc: (id) => doc(`${path}/${id}`),
+      add: (data) => host({ op: "add", collection: path, data }),
+      where: (field, op, value) => { query.where.push([field, op, value]); return builder; },
+      orderBy: (field, direction = "asc") => { query.orderBy.push([field, direction]); return builder; },
+      limit: (n) => { query.limit = n; return builder; },
+      startAfter: (cursor) => { query.startAfter = cursor; return builder; },
+      get: () => host({ op: "query", query }),
+    };
+    return builder;
+  };
+  const batch = () => {
+    const writes = [];
+    const add = (op) => (path, data, precondition) => {
+      writes.push({ op, path, ...(data === undefined ? {} : { data }), ...(precondition ? { precondition } : {}) });
+      return b;
+    };
+    const b = {
+      set: add("set"),
+      create: add("create"),
+      update: add("update"),
+      delete: (path, precondition) => add("delete")(path, undefined, precondition),
+      commit: () => host({ op: "batch", writes }),
+    };
+    return b;
+  };
+  const db = { doc, collection, batch };
   globalThis.__nimbus_invoke = async (name, input, ctx) => {
     logs = [];
+    const context = { ...(ctx ?? {}), db };
     try {
       const descriptor = globalThis.__nimbus_exports[name];
-      const result = await descriptor.handler(input, ctx);
+      const result = await descriptor.handler(input, context);
       return JSON.stringify({ ok: result === undefined ? null : result, logs });
     } catch (e) {
       const error = { name: e?.name ?? "Error", code: e?.code ?? null, message: String(e?.message ?? e) };

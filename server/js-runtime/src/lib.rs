@@ -7,6 +7,9 @@
 
 mod worker;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -14,6 +17,29 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use worker::eval_module_default;
+
+/// What functions can ask of the program that runs them (`ctx.db…`):
+/// JSON request in, JSON value or `{code, message}` error out. Called from a
+/// worker thread; the future may run anywhere.
+pub trait Host: Send + Sync + 'static {
+    fn call(&self, request: Value) -> Pin<Box<dyn Future<Output = Result<Value, HostError>> + Send>>;
+}
+
+/// An error a host call reports to the function (thrown there with `code`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostError {
+    pub code: String,
+    pub message: String,
+}
+
+/// A host for programs that offer functions nothing: every call fails.
+pub struct NoHost;
+
+impl Host for NoHost {
+    fn call(&self, _request: Value) -> Pin<Box<dyn Future<Output = Result<Value, HostError>> + Send>> {
+        Box::pin(async { Err(HostError { code: "unavailable".into(), message: "no host services".into() }) })
+    }
+}
 
 /// A function module: its file name, its source and a version that changes with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,14 +134,14 @@ pub struct Pool {
 
 impl Pool {
     /// Starts `threads` workers; each drops runtimes unused for `idle`.
-    pub fn new(threads: usize, idle: Duration) -> Pool {
+    pub fn new(threads: usize, idle: Duration, host: Arc<dyn Host>) -> Pool {
         let (sender, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..threads.max(1) {
-            let receiver = receiver.clone();
+            let (receiver, host) = (receiver.clone(), host.clone());
             let _ = std::thread::Builder::new()
                 .name(format!("nimbus-js-{index}"))
-                .spawn(move || worker::run(receiver, idle));
+                .spawn(move || worker::run(receiver, idle, host));
         }
         Pool { queue: Mutex::new(sender) }
     }

@@ -1,7 +1,7 @@
 use super::*;
 
 fn pool() -> Pool {
-    Pool::new(2, Duration::from_secs(60))
+    Pool::new(2, Duration::from_secs(60), Arc::new(NoHost))
 }
 
 const LIMITS: Limits = Limits { timeout: Duration::from_millis(500), heap_bytes: 64 * 1024 * 1024 };
@@ -49,7 +49,7 @@ async fn describes_and_invokes_functions() {
 
 #[tokio::test]
 async fn a_runaway_function_times_out_and_the_next_call_works() {
-    let pool = Pool::new(1, Duration::from_secs(60));
+    let pool = Pool::new(1, Duration::from_secs(60), Arc::new(NoHost));
     let m = module(
         r#"
         import { onHttp } from "nimbus:functions";
@@ -68,7 +68,7 @@ async fn a_runaway_function_times_out_and_the_next_call_works() {
 
 #[tokio::test]
 async fn a_memory_hog_is_stopped() {
-    let pool = Pool::new(1, Duration::from_secs(60));
+    let pool = Pool::new(1, Duration::from_secs(60), Arc::new(NoHost));
     let m = module(
         r#"
         import { onHttp } from "nimbus:functions";
@@ -87,4 +87,47 @@ async fn a_broken_module_reports_its_position() {
         Arc::new(Module::new("broken.js", "import { onHttp } from \"nimbus:functions\";\nexport const x = ;\n"));
     let error = pool.describe(broken).await.unwrap_err();
     assert!(error.to_string().contains("broken.js:2"), "{error}");
+}
+
+/// Echoes requests back, and fails `get` of `missing/x`.
+struct EchoHost;
+
+impl Host for EchoHost {
+    fn call(&self, request: Value) -> Pin<Box<dyn Future<Output = Result<Value, HostError>> + Send>> {
+        Box::pin(async move {
+            if request["path"] == "missing/x" {
+                return Err(HostError { code: "not-found".into(), message: "no such document".into() });
+            }
+            Ok(serde_json::json!({ "echo": request }))
+        })
+    }
+}
+
+#[tokio::test]
+async fn functions_reach_the_host_through_ctx_db() {
+    let pool = Pool::new(1, Duration::from_secs(60), Arc::new(EchoHost));
+    let m = module(
+        r#"
+        import { onHttp } from "nimbus:functions";
+        export const read = onHttp({ path: "/r" }, async (req, ctx) => {
+            const one = await ctx.db.doc("products/p1").get();
+            const query = await ctx.db.collection("products").where("price", "<", 5).orderBy("price", "desc").limit(3).get();
+            const written = await ctx.db.batch().update("products/p1", { stock: 1 }, { version: 2 }).create("orders/o1", {}).commit();
+            let failure = null;
+            try { await ctx.db.doc("missing/x").get(); } catch (e) { failure = { code: e.code, message: e.message }; }
+            return { one, query, written, failure };
+        });
+        "#,
+    );
+    let result = pool.invoke(m, "read", Value::Null, Value::Null, LIMITS).await.result.unwrap();
+    assert_eq!(result["one"]["echo"], serde_json::json!({"op": "get", "path": "products/p1"}));
+    assert_eq!(
+        result["query"]["echo"]["query"],
+        serde_json::json!({"collection": "products", "where": [["price", "<", 5]], "orderBy": [["price", "desc"]], "limit": 3})
+    );
+    assert_eq!(
+        result["written"]["echo"]["writes"][0],
+        serde_json::json!({"op": "update", "path": "products/p1", "data": {"stock": 1}, "precondition": {"version": 2}})
+    );
+    assert_eq!(result["failure"], serde_json::json!({"code": "not-found", "message": "no such document"}));
 }

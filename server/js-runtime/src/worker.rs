@@ -2,17 +2,17 @@
 //! of the modules it has run, and a watchdog that terminates an invocation
 //! at its deadline. A runtime that timed out or ran out of memory is dropped.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use deno_core::{v8, JsRuntime, ModuleSpecifier, PollEventLoopOptions, RuntimeOptions, StaticModuleLoader};
+use deno_core::{v8, JsRuntime, ModuleSpecifier, OpState, PollEventLoopOptions, RuntimeOptions, StaticModuleLoader};
 use serde_json::Value;
 
-use crate::{Descriptor, Invocation, Job, JsError, Limits, LogLine, Module};
+use crate::{Descriptor, Host, Invocation, Job, JsError, Limits, LogLine, Module};
 
 const PRELUDE: &str = include_str!("prelude.js");
 const HARNESS: &str = include_str!("harness.js");
@@ -26,7 +26,21 @@ struct Warm {
     last_used: Instant,
 }
 
-pub(crate) fn run(receiver: Arc<Mutex<mpsc::Receiver<Job>>>, idle: Duration) {
+/// The one op: a request from `ctx` to the host, answered as JSON text.
+#[deno_core::op2]
+#[string]
+async fn op_nimbus_host(state: Rc<RefCell<OpState>>, #[string] request: String) -> String {
+    let host = state.borrow().borrow::<Arc<dyn Host>>().clone();
+    let request = serde_json::from_str(&request).unwrap_or(Value::Null);
+    match host.call(request).await {
+        Ok(value) => serde_json::json!({ "ok": value }).to_string(),
+        Err(error) => serde_json::json!({ "error": error }).to_string(),
+    }
+}
+
+deno_core::extension!(nimbus_host, ops = [op_nimbus_host]);
+
+pub(crate) fn run(receiver: Arc<Mutex<mpsc::Receiver<Job>>>, idle: Duration, host: Arc<dyn Host>) {
     let Ok(tokio) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
     let watchdog = Watchdog::start();
     let mut warm: HashMap<String, Warm> = HashMap::new();
@@ -38,12 +52,12 @@ pub(crate) fn run(receiver: Arc<Mutex<mpsc::Receiver<Job>>>, idle: Duration) {
         warm.retain(|_, w| w.last_used.elapsed() < idle);
         match job {
             Ok(Job::Describe { module, reply }) => {
-                let result = tokio.block_on(describe(&mut warm, &module));
+                let result = tokio.block_on(describe(&mut warm, &module, &host));
                 let _ = reply.send(result);
             }
             Ok(Job::Invoke { module, export, input, context, limits, reply }) => {
-                let invocation =
-                    tokio.block_on(invoke(&mut warm, &watchdog, &module, &export, &input, &context, limits));
+                let call = Call { module: &module, export: &export, input: &input, context: &context, limits };
+                let invocation = tokio.block_on(invoke(&mut warm, &watchdog, &host, call));
                 let _ = reply.send(invocation);
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -60,7 +74,7 @@ fn load_error(e: impl std::fmt::Display) -> JsError {
     JsError::Load(e.to_string())
 }
 
-async fn create(module: &Module, heap_bytes: usize) -> Result<Warm, JsError> {
+async fn create(module: &Module, heap_bytes: usize, host: &Arc<dyn Host>) -> Result<Warm, JsError> {
     let user = specifier(&format!("file:///functions/{}", module.name))?;
     let main = specifier("nimbus:main")?;
     let main_source =
@@ -73,8 +87,10 @@ async fn create(module: &Module, heap_bytes: usize) -> Result<Warm, JsError> {
     let mut js = JsRuntime::new(RuntimeOptions {
         module_loader: Some(Rc::new(loader)),
         create_params: Some(v8::CreateParams::default().heap_limits(0, heap_bytes)),
+        extensions: vec![nimbus_host::init()],
         ..Default::default()
     });
+    js.op_state().borrow_mut().put::<Arc<dyn Host>>(host.clone());
     let out_of_memory = Rc::new(Cell::new(false));
     let flag = out_of_memory.clone();
     let handle = js.v8_isolate().thread_safe_handle();
@@ -96,11 +112,12 @@ async fn runtime<'w>(
     warm: &'w mut HashMap<String, Warm>,
     module: &Module,
     heap_bytes: usize,
+    host: &Arc<dyn Host>,
 ) -> Result<(&'w mut Warm, bool), JsError> {
     let fresh = !warm.get(&module.name).is_some_and(|w| w.version == module.version && w.heap_bytes == heap_bytes);
     if fresh {
         warm.remove(&module.name);
-        let created = create(module, heap_bytes).await?;
+        let created = create(module, heap_bytes, host).await?;
         warm.insert(module.name.clone(), created);
     }
     let entry = warm.get_mut(&module.name).ok_or(JsError::Stopped)?;
@@ -108,8 +125,12 @@ async fn runtime<'w>(
     Ok((entry, fresh))
 }
 
-async fn describe(warm: &mut HashMap<String, Warm>, module: &Module) -> Result<Vec<Descriptor>, JsError> {
-    let (entry, _) = runtime(warm, module, 64 * 1024 * 1024).await?;
+async fn describe(
+    warm: &mut HashMap<String, Warm>,
+    module: &Module,
+    host: &Arc<dyn Host>,
+) -> Result<Vec<Descriptor>, JsError> {
+    let (entry, _) = runtime(warm, module, 64 * 1024 * 1024, host).await?;
     let text = run_script(&mut entry.js, "globalThis.__nimbus_describe()").await?;
     serde_json::from_str(&text).map_err(|e| JsError::Load(format!("describing {}: {e}", module.name)))
 }
@@ -141,18 +162,25 @@ struct ThrownError {
     message: String,
 }
 
+/// One invocation's request.
+struct Call<'a> {
+    module: &'a Module,
+    export: &'a str,
+    input: &'a Value,
+    context: &'a Value,
+    limits: Limits,
+}
+
 async fn invoke(
     warm: &mut HashMap<String, Warm>,
     watchdog: &Watchdog,
-    module: &Module,
-    export: &str,
-    input: &Value,
-    context: &Value,
-    limits: Limits,
+    host: &Arc<dyn Host>,
+    call: Call<'_>,
 ) -> Invocation {
+    let Call { module, export, input, context, limits } = call;
     let started = Instant::now();
     let failed = |error, cold| Invocation { result: Err(error), logs: Vec::new(), cold, duration: started.elapsed() };
-    let (entry, cold) = match runtime(warm, module, limits.heap_bytes).await {
+    let (entry, cold) = match runtime(warm, module, limits.heap_bytes, host).await {
         Ok(found) => found,
         Err(error) => return failed(error, true),
     };

@@ -257,6 +257,13 @@ struct BatchPrecondition {
     exists: Option<bool>,
 }
 
+/// One write of a batch given as JSON (the REST batch shape), for `ctx.db.batch()`.
+pub fn batch_write_from_json(index: usize, write: Value) -> Result<WriteRequest, ApiError> {
+    let write: BatchWrite = crate::http::extract::decode_value(write)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidArgument, format!("writes[{index}]: {}", e.message)))?;
+    batch_request(index, write)
+}
+
 fn batch_request(index: usize, write: BatchWrite) -> Result<WriteRequest, ApiError> {
     let invalid = |m: String| ApiError::new(ErrorCode::InvalidArgument, format!("writes[{index}]: {m}"));
     let path = DocPath::parse(&write.path).map_err(|e| invalid(e.to_string()))?;

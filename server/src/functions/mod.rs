@@ -2,10 +2,11 @@
 //! `nimbus-js-runtime` worker pool. Owns loading and live reload (a module
 //! that fails to load is reported with its position and its last good version
 //! keeps serving), the registry of trigger descriptors, and the API gateway's
-//! routing of `onHttp` functions. Durable triggers, queues and schedules are
-//! not built yet.
+//! routing of `onHttp` functions, and `ctx.db` (`host`). Durable triggers,
+//! queues and schedules are not built yet.
 
 pub mod api;
+pub mod host;
 pub mod routes;
 
 use std::collections::BTreeMap;
@@ -60,8 +61,12 @@ pub struct FunctionMetrics {
 
 impl Functions {
     /// Starts the worker pool and loads the folder.
-    pub async fn start(config: FunctionsConfig, metrics: FunctionMetrics) -> Functions {
-        let pool = Arc::new(Pool::new(config.workers, config.idle));
+    pub async fn start(
+        config: FunctionsConfig,
+        metrics: FunctionMetrics,
+        host: Arc<dyn nimbus_js_runtime::Host>,
+    ) -> Functions {
+        let pool = Arc::new(Pool::new(config.workers, config.idle, host));
         let functions = Functions {
             pool,
             config: Arc::new(config),

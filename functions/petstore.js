@@ -1,0 +1,54 @@
+// The pet store's server-side logic (see DESIGN.md: "Pet store (UI-driven)").
+// The web app reads products directly under the security rules; searching and
+// purchasing go through these HTTP functions.
+import { onHttp, HttpsError } from "nimbus:functions";
+
+// GET /fn/search?q=cat — products whose name contains q (case-insensitive).
+export const search = onHttp({ method: "GET", path: "/search" }, async (req, ctx) => {
+  const needle = String(req.query.q ?? "").trim().toLowerCase();
+  const { documents } = await ctx.db.collection("products").orderBy("name").limit(1000).get();
+  const hits = documents
+    .filter((p) => typeof p.data.name === "string" && p.data.name.toLowerCase().includes(needle))
+    .map((p) => ({ id: p.id, name: p.data.name, price: p.data.price, stock: p.data.stock }));
+  return { hits };
+});
+
+// POST /fn/purchase {productId, quantity} — checks stock and places the order
+// in one batch, conditional on the product's version, so two buyers of the
+// last item cannot both succeed.
+export const purchase = onHttp(
+  {
+    method: "POST",
+    path: "/purchase",
+    auth: "required",
+    body: {
+      type: "object",
+      required: ["productId", "quantity"],
+      additionalProperties: false,
+      properties: {
+        productId: { type: "string", minLength: 1 },
+        quantity: { type: "integer", minimum: 1, maximum: 10 },
+      },
+    },
+  },
+  async (req, ctx) => {
+    const { productId, quantity } = req.body;
+    const product = await ctx.db.doc(`products/${productId}`).get();
+    if (!product) throw new HttpsError("not-found", `no product ${productId}`);
+    const stock = product.data.stock ?? 0;
+    if (stock < quantity) throw new HttpsError("failed-precondition", `only ${stock} left`);
+    const orderId = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
+    await ctx.db
+      .batch()
+      .update(`products/${productId}`, { stock: stock - quantity }, { version: product.version })
+      .create(`orders/${orderId}`, {
+        owner: ctx.auth.uid,
+        productId,
+        quantity,
+        status: "placed",
+        createdAt: { $serverTimestamp: true },
+      })
+      .commit();
+    return { status: 201, body: { orderId, remaining: stock - quantity } };
+  },
+);

@@ -1,0 +1,154 @@
+//! What functions may ask of Nimbus through `ctx.db`: documents with admin
+//! access, like a Firebase Admin SDK. Requests go through `Documents` as the
+//! service caller, so rules are skipped but validation, schemas, the change
+//! log and (later) triggers are not. Calls come from the JavaScript worker
+//! threads and run on the server's runtime.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use nimbus_js_runtime::{Host, HostError};
+use serde_json::{json, Value};
+
+use crate::auth::Caller;
+use crate::clock::format_time;
+use crate::documents::path::{CollectionPath, DocPath};
+use crate::documents::query::QueryRequest;
+use crate::documents::{Documents, Precondition, QueryResult, WriteOp, WriteRequest};
+use crate::error::ErrorCode;
+use crate::http::error::ApiError;
+use crate::store::documents::StoredDoc;
+
+pub struct FunctionHost {
+    runtime: tokio::runtime::Handle,
+    documents: Documents,
+}
+
+impl FunctionHost {
+    pub fn new(runtime: tokio::runtime::Handle, documents: Documents) -> FunctionHost {
+        FunctionHost { runtime, documents }
+    }
+}
+
+impl Host for FunctionHost {
+    fn call(&self, request: Value) -> Pin<Box<dyn Future<Output = Result<Value, HostError>> + Send>> {
+        let documents = self.documents.clone();
+        let task = self.runtime.spawn(async move { handle(&documents, request).await.map_err(host_error) });
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| Err(HostError { code: "internal".into(), message: e.to_string() }))
+        })
+    }
+}
+
+fn host_error(error: ApiError) -> HostError {
+    HostError { code: error.code.as_str().to_owned(), message: error.message }
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidArgument, message)
+}
+
+fn document_json(path: &str, stored: &StoredDoc) -> Value {
+    json!({
+        "id": stored.id,
+        "path": path,
+        "version": stored.version,
+        "createTime": format_time(stored.create_time),
+        "updateTime": format_time(stored.update_time),
+        "data": serde_json::from_str::<Value>(&stored.data).unwrap_or(Value::Null),
+    })
+}
+
+fn doc_path(request: &Value) -> Result<DocPath, ApiError> {
+    let path = request["path"].as_str().ok_or_else(|| invalid("`path` is required"))?;
+    Ok(DocPath::parse(path).map_err(crate::documents::DocumentError::from)?)
+}
+
+fn precondition(request: &Value) -> Result<Precondition, ApiError> {
+    match request.get("precondition") {
+        None | Some(Value::Null) => Ok(Precondition::None),
+        Some(p) => match (p.get("version").and_then(Value::as_i64), p.get("exists")) {
+            (Some(version), None) => Ok(Precondition::Version(version)),
+            (None, Some(Value::Bool(false))) => Ok(Precondition::MustNotExist),
+            _ => Err(invalid("`precondition` is {version: n} or {exists: false}")),
+        },
+    }
+}
+
+async fn write(documents: &Documents, requests: Vec<WriteRequest>) -> Result<Value, ApiError> {
+    let paths: Vec<String> = requests.iter().map(|r| r.path.to_string()).collect();
+    let committed = documents.write(&Caller::Service, requests).await?;
+    Ok(Value::Array(
+        committed
+            .iter()
+            .zip(paths)
+            .map(|(c, path)| match &c.doc {
+                Some(doc) => json!({"path": path, "id": doc.id, "version": doc.version}),
+                None => json!({"path": path, "deleted": true}),
+            })
+            .collect(),
+    ))
+}
+
+fn data(request: &Value) -> Result<Value, ApiError> {
+    request.get("data").cloned().ok_or_else(|| invalid("`data` is required"))
+}
+
+async fn handle(documents: &Documents, request: Value) -> Result<Value, ApiError> {
+    let op = request["op"].as_str().unwrap_or_default();
+    let one = |op: WriteOp| -> Result<Vec<WriteRequest>, ApiError> {
+        Ok(vec![WriteRequest { path: doc_path(&request)?, op, precondition: precondition(&request)? }])
+    };
+    match op {
+        "get" => {
+            let path = doc_path(&request)?;
+            match documents.get(&Caller::Service, &path).await {
+                Ok(document) => Ok(document_json(&path.to_string(), &document.stored)),
+                Err(crate::documents::DocumentError::NotFound(_)) => Ok(Value::Null),
+                Err(e) => Err(e.into()),
+            }
+        }
+        "set" => first(write(documents, one(WriteOp::Set(data(&request)?))?).await?),
+        "create" => first(write(documents, one(WriteOp::Create(data(&request)?))?).await?),
+        "update" => first(write(documents, one(WriteOp::Update(data(&request)?))?).await?),
+        "delete" => first(write(documents, one(WriteOp::Delete)?).await?),
+        "add" => {
+            let collection = request["collection"].as_str().ok_or_else(|| invalid("`collection` is required"))?;
+            let collection = CollectionPath::parse(collection).map_err(crate::documents::DocumentError::from)?;
+            let path = collection.doc(&crate::ids::random_id(20)).map_err(crate::documents::DocumentError::from)?;
+            let request = WriteRequest { path, op: WriteOp::Create(data(&request)?), precondition: Precondition::None };
+            first(write(documents, vec![request]).await?)
+        }
+        "batch" => {
+            let writes = request["writes"].as_array().cloned().unwrap_or_default();
+            let requests = writes
+                .into_iter()
+                .enumerate()
+                .map(|(i, w)| crate::documents::api::batch_write_from_json(i, w))
+                .collect::<Result<Vec<_>, _>>()?;
+            write(documents, requests).await
+        }
+        "query" => {
+            let query: QueryRequest = crate::http::extract::decode_value(request["query"].clone())?;
+            let parsed = query.parse().map_err(invalid)?;
+            match documents.query(&Caller::Service, parsed).await? {
+                QueryResult::Documents { collection, documents, next_cursor } => Ok(json!({
+                    "documents": documents
+                        .iter()
+                        .map(|d| document_json(&format!("{collection}/{}", d.id), d))
+                        .collect::<Vec<_>>(),
+                    "nextCursor": next_cursor,
+                })),
+                QueryResult::Count(n) => Ok(json!({ "count": n })),
+                QueryResult::Aggregates(list) => {
+                    Ok(json!({ "aggregates": list.into_iter().collect::<serde_json::Map<_, _>>() }))
+                }
+            }
+        }
+        other => Err(invalid(format!("unknown ctx.db operation {other:?}"))),
+    }
+}
+
+fn first(results: Value) -> Result<Value, ApiError> {
+    Ok(results.as_array().and_then(|r| r.first()).cloned().unwrap_or(Value::Null))
+}
