@@ -22,6 +22,7 @@ use crate::functions::{FunctionMetrics, Functions, FunctionsConfig};
 use crate::http::metrics::Metrics;
 use crate::rules::RulesService;
 use crate::store::{Store, StoreError};
+use crate::triggers::{TriggerIndex, TriggerWorker};
 
 /// Shared state handed to every handler. Each field is one part's service.
 #[derive(Clone)]
@@ -34,6 +35,7 @@ pub struct AppState {
     pub accounts: Accounts,
     pub rules: RulesService,
     pub functions: Functions,
+    pub triggers: TriggerIndex,
 }
 
 /// Why the server could not start.
@@ -87,8 +89,20 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     let rows_read = metrics
         .counter("nimbus_documents_rows_read_total", "Documents read by rules-filtered lists and queries")
         .map_err(|e| StartError::Metrics(e.to_string()))?;
-    let documents = Documents::new(store.clone(), DataLimits::default(), schemas, rules.clone(), rows_read);
-    let functions = start_functions(&config, &metrics, &documents).await?;
+    let triggers = TriggerIndex::default();
+    let documents =
+        Documents::new(store.clone(), DataLimits::default(), schemas, rules.clone(), rows_read, triggers.clone());
+    let functions = start_functions(&config, &metrics, &documents, &triggers).await?;
+    let settings = &config.functions;
+    TriggerWorker::new(
+        store.clone(),
+        functions.clone(),
+        triggers.clone(),
+        settings.retry_attempts,
+        settings.retry_backoff,
+        settings.timeout + std::time::Duration::from_secs(2),
+    )
+    .spawn();
     let state = AppState {
         config: Arc::new(config),
         store,
@@ -98,12 +112,18 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         accounts,
         rules,
         functions,
+        triggers,
     };
     let router = crate::http::router(state.clone());
     Ok(App { listener, router, state, new_service_key })
 }
 
-async fn start_functions(config: &Config, metrics: &Metrics, documents: &Documents) -> Result<Functions, StartError> {
+async fn start_functions(
+    config: &Config,
+    metrics: &Metrics,
+    documents: &Documents,
+    triggers: &TriggerIndex,
+) -> Result<Functions, StartError> {
     let settings = &config.functions;
     let function_metrics = FunctionMetrics {
         invocations: metrics
@@ -126,6 +146,7 @@ async fn start_functions(config: &Config, metrics: &Metrics, documents: &Documen
         },
         function_metrics,
         Arc::new(FunctionHost::new(tokio::runtime::Handle::current(), documents.clone())),
+        triggers.clone(),
     )
     .await;
     functions.watch();

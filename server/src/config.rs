@@ -80,6 +80,10 @@ pub struct FunctionSettings {
     pub workers: usize,
     /// A runtime unused for this long is dropped.
     pub idle: Duration,
+    /// Attempts of a trigger job before it becomes a dead letter.
+    pub retry_attempts: u32,
+    /// The first retry waits twice this, then the wait doubles.
+    pub retry_backoff: Duration,
 }
 
 /// Auth settings (`NIMBUS_AUTH_*`, `NIMBUS_JWT_SECRET`, `NIMBUS_PUBLIC_URL`, `NIMBUS_SMTP_URL`).
@@ -199,6 +203,8 @@ struct FunctionsFileSettings {
     heap_mb: Option<u64>,
     workers: Option<u64>,
     idle_secs: Option<u64>,
+    retry_attempts: Option<u64>,
+    retry_backoff_ms: Option<u64>,
 }
 
 /// One raw setting value and the name it was given under.
@@ -439,6 +445,13 @@ fn function_settings(layers: &Layers, f: &FunctionsFileSettings) -> Result<Funct
         heap_bytes: layers.parse("functions_heap_mb", &text(&f.heap_mb), "64", number(8usize))? * 1024 * 1024,
         workers: layers.parse("functions_workers", &text(&f.workers), &default_workers, number(1usize))?,
         idle: Duration::from_secs(layers.parse("functions_idle_secs", &text(&f.idle_secs), "300", number(1u64))?),
+        retry_attempts: layers.parse("functions_retry_attempts", &text(&f.retry_attempts), "5", number(1u32))?,
+        retry_backoff: Duration::from_millis(layers.parse(
+            "functions_retry_backoff_ms",
+            &text(&f.retry_backoff_ms),
+            "500",
+            number(10u64),
+        )?),
     })
 }
 

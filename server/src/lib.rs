@@ -29,6 +29,8 @@ pub mod rules;
 pub mod store;
 /// Log setup.
 pub mod telemetry;
+/// Durable triggers: the outbox of trigger jobs and the worker that runs them.
+pub mod triggers;
 /// Noticing changes in watched folders (rules, functions).
 pub mod watch;
 

@@ -83,6 +83,7 @@ impl Drop for PgDatabase {
 /// A running `nimbus serve` process.
 pub struct Server {
     child: Child,
+    env: Vec<(String, String)>,
     pub base: String,
     /// The project folder (cwd of the process); removed on drop.
     pub dir: tempfile::TempDir,
@@ -126,15 +127,12 @@ impl Server {
             std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
             std::fs::write(path, content).expect("write project file");
         }
-        let mut command = base_command(dir.path());
+        let mut env = options.env.clone();
         if let Some(db) = &db {
-            command.env("NIMBUS_DATABASE_URL", &db.url);
+            env.push(("NIMBUS_DATABASE_URL".into(), db.url.clone()));
         }
-        for (key, value) in &options.env {
-            command.env(key, value);
-        }
-        let (child, base, _) = spawn_and_wait_for_address(command);
-        let server = Server { child, base, dir, client: reqwest::Client::new(), _db: db };
+        let (child, base) = spawn_in(dir.path(), &env);
+        let server = Server { child, env, base, dir, client: reqwest::Client::new(), _db: db };
         server.wait_ready().await;
         server
     }
@@ -149,6 +147,17 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         panic!("server at {} never became ready", self.base);
+    }
+
+    /// Kills the process with SIGKILL (no graceful shutdown) and starts it
+    /// again on the same data dir and database.
+    pub async fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, base) = spawn_in(self.dir.path(), &self.env);
+        self.child = child;
+        self.base = base;
+        self.wait_ready().await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -243,6 +252,15 @@ pub async fn read(response: reqwest::Response) -> (u16, Value) {
     let text = response.text().await.expect("body");
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, value)
+}
+
+fn spawn_in(dir: &std::path::Path, env: &[(String, String)]) -> (Child, String) {
+    let mut command = base_command(dir);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let (child, base, _) = spawn_and_wait_for_address(command);
+    (child, base)
 }
 
 /// A `nimbus serve` command in `dir` on a free port, with the test service key.

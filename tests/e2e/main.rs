@@ -9,3 +9,4 @@ mod documents;
 mod foundation;
 mod functions;
 mod rules;
+mod triggers;

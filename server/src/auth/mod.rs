@@ -30,6 +30,16 @@ pub enum Caller {
 }
 
 impl Caller {
+    /// The caller as functions see it (`ctx.auth`, `event.auth`): `{uid, token}`,
+    /// `{uid: null, service: true}` for the service key, `null` when signed out.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Caller::User(claims) => serde_json::json!({"uid": claims.sub, "token": claims.as_ref()}),
+            Caller::Service => serde_json::json!({"uid": null, "service": true, "token": {}}),
+            Caller::Public => serde_json::Value::Null,
+        }
+    }
+
     /// The service key, or a user whose token carries the `admin` claim.
     pub fn is_admin(&self) -> bool {
         match self {

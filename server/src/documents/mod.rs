@@ -24,6 +24,7 @@ use crate::error::{ApiFailure, ErrorCode};
 use crate::rules::RulesService;
 use crate::store::documents::{CommitError, Committed, DocKey, Outcome, Rejection, StoredDoc, Write};
 use crate::store::{Store, StoreError};
+use crate::triggers::TriggerIndex;
 use access::Fetched;
 use data::{DataLimits, Mode};
 use nimbus_rules_lang::ast::Method;
@@ -118,6 +119,7 @@ pub struct Documents {
     rules: RulesService,
     /// Rows read by rules-filtered lists (`nimbus_documents_rows_read_total`).
     rows_read: prometheus::IntCounter,
+    triggers: TriggerIndex,
 }
 
 /// Attempts at a rules-checked write whose documents change between the check and the commit.
@@ -141,8 +143,9 @@ impl Documents {
         schemas: Schemas,
         rules: RulesService,
         rows_read: prometheus::IntCounter,
+        triggers: TriggerIndex,
     ) -> Documents {
-        Documents { store, limits, schemas, rules, rows_read }
+        Documents { store, limits, schemas, rules, rows_read, triggers }
     }
 
     pub async fn get(&self, caller: &Caller, path: &DocPath) -> Result<Document, DocumentError> {
@@ -191,11 +194,11 @@ impl Documents {
             }
         }
         if *caller == Caller::Service {
-            return self.commit(&requests, None).await;
+            return self.commit(caller, &requests, None).await;
         }
         for attempt in 1..=WRITE_ATTEMPTS {
             let seen_versions = self.authorize_writes(caller, &requests).await?;
-            match self.commit(&requests, Some(&seen_versions)).await {
+            match self.commit(caller, &requests, Some(&seen_versions)).await {
                 Err(DocumentError::Store(StoreError::Conflict(_))) if attempt < WRITE_ATTEMPTS => continue,
                 other => return other,
             }
@@ -248,13 +251,21 @@ impl Documents {
 
     async fn commit(
         &self,
+        caller: &Caller,
         requests: &[WriteRequest],
         seen: Option<&[Option<i64>]>,
     ) -> Result<Vec<Committed>, DocumentError> {
         let writes =
             requests.iter().enumerate().map(|(i, r)| self.store_write(r, seen.map(|versions| versions[i]))).collect();
-        match self.store.commit(writes).await {
-            Ok(committed) => Ok(committed),
+        let jobs = self.triggers.jobs_for(caller.to_json());
+        let enqueues = jobs.is_some();
+        match self.store.commit(writes, jobs).await {
+            Ok(committed) => {
+                if enqueues {
+                    self.triggers.wake();
+                }
+                Ok(committed)
+            }
             Err(CommitError::Store(e)) => Err(e.into()),
             Err(CommitError::Rejected { rejection: Rejection::Changed, .. }) => {
                 Err(StoreError::Conflict("a document changed after the rules check".into()).into())

@@ -61,14 +61,6 @@ fn request_headers(headers: &HeaderMap) -> Value {
     Value::Object(map)
 }
 
-fn caller_json(caller: &Caller) -> Value {
-    match caller {
-        Caller::User(claims) => json!({"uid": claims.sub, "token": claims.as_ref()}),
-        Caller::Service => json!({"uid": null, "service": true, "token": {}}),
-        Caller::Public => Value::Null,
-    }
-}
-
 async fn gateway(
     State(state): State<AppState>,
     caller: Caller,
@@ -115,7 +107,7 @@ async fn gateway(
         "headers": request_headers(&headers),
         "body": body,
     });
-    let context = json!({"auth": caller_json(&caller), "function": route.export});
+    let context = json!({"auth": caller.to_json(), "function": route.export});
     let invocation = state.functions.invoke(route.module.clone(), &route.export, input, context).await;
     match invocation.result {
         Ok(value) => Ok(function_response(value)),

@@ -48,6 +48,7 @@ pub struct Registry {
 #[derive(Clone)]
 pub struct Functions {
     pool: Arc<Pool>,
+    triggers: crate::triggers::TriggerIndex,
     config: Arc<FunctionsConfig>,
     registry: Arc<RwLock<Arc<Registry>>>,
     metrics: Arc<FunctionMetrics>,
@@ -65,10 +66,12 @@ impl Functions {
         config: FunctionsConfig,
         metrics: FunctionMetrics,
         host: Arc<dyn nimbus_js_runtime::Host>,
+        triggers: crate::triggers::TriggerIndex,
     ) -> Functions {
         let pool = Arc::new(Pool::new(config.workers, config.idle, host));
         let functions = Functions {
             pool,
+            triggers,
             config: Arc::new(config),
             registry: Arc::new(RwLock::new(Arc::new(Registry::default()))),
             metrics: Arc::new(metrics),
@@ -108,6 +111,7 @@ impl Functions {
             }
         }
         next.http = routes::http_routes(&next.modules);
+        self.triggers.replace(document_triggers(&next.modules));
         if let Ok(mut slot) = self.registry.write() {
             *slot = Arc::new(next);
         }
@@ -146,6 +150,23 @@ impl Functions {
         }
         invocation
     }
+}
+
+/// The document triggers (`onCreate`, …) of the loaded modules.
+fn document_triggers(modules: &BTreeMap<String, LoadedModule>) -> Vec<crate::triggers::DocTrigger> {
+    let mut triggers = Vec::new();
+    for (name, loaded) in modules {
+        for descriptor in &loaded.descriptors {
+            let path = descriptor.spec.get("path").and_then(Value::as_str).unwrap_or_default();
+            let function = format!("{name}:{}", descriptor.name);
+            if let Some(trigger) = crate::triggers::DocTrigger::new(&descriptor.kind, path, function) {
+                triggers.push(trigger);
+            } else if ["create", "update", "delete", "write"].contains(&descriptor.kind.as_str()) {
+                tracing::error!(module = %name, export = %descriptor.name, "document trigger path {path:?} must name documents, e.g. \"orders/{{id}}\"");
+            }
+        }
+    }
+    triggers
 }
 
 /// `(file name, source)` of every `*.js` file in the folder, sorted.

@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::auth::api::router())
         .merge(crate::rules::api::router())
         .merge(crate::functions::api::router())
+        .merge(crate::triggers::api::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed);
     let body_limit = state.config.body_limit;

@@ -3,6 +3,7 @@
 //! preconditions and merges see committed state), record every change in the
 //! change log in the same transaction, and run structured queries.
 
+use super::jobs::JobsFor;
 use super::query::{self, Aggregate, Cursor, Dialect, FieldPath, Query, SortKey};
 use super::{Pools, Store, StoreError};
 
@@ -52,6 +53,12 @@ pub type Mutation = Box<dyn Fn(Option<&StoredDoc>, i64) -> Result<Outcome, Rejec
 pub struct Write {
     pub key: DocKey,
     pub mutation: Mutation,
+}
+
+/// The writes of one transaction and how to derive its trigger jobs.
+pub struct Commit {
+    pub writes: Vec<Write>,
+    pub jobs: Option<JobsFor>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -297,11 +304,13 @@ impl Store {
         }))
     }
 
-    /// Applies all writes in one transaction, or none of them.
-    pub async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>, CommitError> {
+    /// Applies all writes in one transaction, or none of them, with their
+    /// change-log rows and the trigger jobs `jobs` decides.
+    pub async fn commit(&self, writes: Vec<Write>, jobs: Option<JobsFor>) -> Result<Vec<Committed>, CommitError> {
+        let commit = Commit { writes, jobs };
         match &*self.pools {
-            Pools::Sqlite(pools) => pools.queue.commit(writes).await,
-            Pools::Postgres(pool) => super::postgres::commit(pool, writes).await,
+            Pools::Sqlite(pools) => pools.queue.commit(commit).await,
+            Pools::Postgres(pool) => super::postgres::commit(pool, commit).await,
         }
     }
 

@@ -94,6 +94,7 @@ macro_rules! on_writer {
 
 pub mod auth;
 pub mod documents;
+pub mod jobs;
 mod postgres;
 pub mod query;
 mod sqlite;

@@ -7,7 +7,8 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::documents::{apply_writes, now_micros, record_changes, CommitError, Committed, Write, WriteSql};
+use super::documents::{apply_writes, now_micros, record_changes, Commit, CommitError, Committed, WriteSql};
+use super::jobs::record_jobs;
 use super::query::{Dialect, FieldPath, Param, Scalar};
 use super::StoreError;
 
@@ -85,17 +86,25 @@ static WRITE_SQL: WriteSql = WriteSql {
 const ATTEMPTS: usize = 4;
 
 /// Runs the writes in one transaction, row locks taken as they are read.
-pub(super) async fn commit(pool: &PgPool, writes: Vec<Write>) -> Result<Vec<Committed>, CommitError> {
+pub(super) async fn commit(pool: &PgPool, commit: Commit) -> Result<Vec<Committed>, CommitError> {
+    let writes = &commit.writes;
     let mut attempt = 0;
     loop {
         attempt += 1;
         let now = now_micros();
         let mut tx = pool.begin().await.map_err(StoreError::from)?;
-        let result = match apply_writes!(tx, &WRITE_SQL, &writes, now) {
-            Ok(committed) => match record_changes!(tx, &WRITE_SQL, committed.iter(), now) {
-                Ok(()) => tx.commit().await.map(|()| committed).map_err(|e| CommitError::Store(e.into())),
-                Err(e) => Err(CommitError::Store(e)),
-            },
+        let result = match apply_writes!(tx, &WRITE_SQL, writes, now) {
+            Ok(committed) => {
+                let jobs = commit.jobs.as_ref().map(|jobs_for| jobs_for(&committed, now)).unwrap_or_default();
+                let recorded = match record_changes!(tx, &WRITE_SQL, committed.iter(), now) {
+                    Ok(()) => record_jobs!(tx, &jobs, now),
+                    Err(e) => Err(e),
+                };
+                match recorded {
+                    Ok(()) => tx.commit().await.map(|()| committed).map_err(|e| CommitError::Store(e.into())),
+                    Err(e) => Err(CommitError::Store(e)),
+                }
+            }
             Err(e) => Err(e),
         };
         match result {

@@ -9,7 +9,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::documents::{apply_writes, now_micros, record_changes, CommitError, Committed, Write, WriteSql};
+use super::documents::{apply_writes, now_micros, record_changes, Commit, CommitError, Committed, WriteSql};
+use super::jobs::{record_jobs, NewJob};
 use super::query::{Dialect, FieldPath, Param, Scalar};
 use super::StoreError;
 
@@ -123,7 +124,7 @@ type Reply = oneshot::Sender<Result<Vec<Committed>, CommitError>>;
 /// committed together in one transaction (group commit), each commit inside
 /// its own savepoint so a rejected one leaves the others intact.
 pub(super) struct WriteQueue {
-    sender: mpsc::Sender<(Vec<Write>, Reply)>,
+    sender: mpsc::Sender<(Commit, Reply)>,
 }
 
 impl WriteQueue {
@@ -133,17 +134,17 @@ impl WriteQueue {
         WriteQueue { sender }
     }
 
-    pub async fn commit(&self, writes: Vec<Write>) -> Result<Vec<Committed>, CommitError> {
+    pub async fn commit(&self, commit: Commit) -> Result<Vec<Committed>, CommitError> {
         let (reply, answer) = oneshot::channel();
         self.sender
-            .send((writes, reply))
+            .send((commit, reply))
             .await
             .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
         answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
     }
 }
 
-async fn run_writer(writer: SqlitePool, mut receiver: mpsc::Receiver<(Vec<Write>, Reply)>) {
+async fn run_writer(writer: SqlitePool, mut receiver: mpsc::Receiver<(Commit, Reply)>) {
     let mut group = Vec::with_capacity(GROUP_MAX);
     while receiver.recv_many(&mut group, GROUP_MAX).await > 0 {
         let results = commit_group(&writer, &group).await;
@@ -168,13 +169,13 @@ async fn run_writer(writer: SqlitePool, mut receiver: mpsc::Receiver<(Vec<Write>
 /// commit leaves the others intact. Mutations are pure, so re-running is safe.
 async fn commit_group(
     writer: &SqlitePool,
-    group: &[(Vec<Write>, Reply)],
+    group: &[(Commit, Reply)],
 ) -> Result<Vec<Result<Vec<Committed>, CommitError>>, StoreError> {
     let now = now_micros();
     let mut tx = writer.begin().await?;
     let mut results = Vec::with_capacity(group.len());
-    for (writes, _) in group {
-        match apply_writes!(tx, &WRITE_SQL, writes, now) {
+    for (commit, _) in group {
+        match apply_writes!(tx, &WRITE_SQL, commit.writes, now) {
             Ok(committed) => results.push(Ok(committed)),
             Err(_) => {
                 tx.rollback().await?;
@@ -183,8 +184,19 @@ async fn commit_group(
         }
     }
     record_changes!(tx, &WRITE_SQL, committed_writes(&results), now)?;
+    record_jobs!(tx, &group_jobs(group, &results, now), now)?;
     tx.commit().await?;
     Ok(results)
+}
+
+/// The trigger jobs of every successful commit of the group.
+fn group_jobs(group: &[(Commit, Reply)], results: &[Result<Vec<Committed>, CommitError>], now: i64) -> Vec<NewJob> {
+    group
+        .iter()
+        .zip(results)
+        .filter_map(|((commit, _), result)| Some(commit.jobs.as_ref()?(result.as_ref().ok()?, now)))
+        .flatten()
+        .collect()
 }
 
 fn committed_writes(results: &[Result<Vec<Committed>, CommitError>]) -> impl Iterator<Item = &Committed> {
@@ -193,14 +205,14 @@ fn committed_writes(results: &[Result<Vec<Committed>, CommitError>]) -> impl Ite
 
 async fn commit_group_with_savepoints(
     writer: &SqlitePool,
-    group: &[(Vec<Write>, Reply)],
+    group: &[(Commit, Reply)],
 ) -> Result<Vec<Result<Vec<Committed>, CommitError>>, StoreError> {
     let now = now_micros();
     let mut tx = writer.begin().await?;
     let mut results = Vec::with_capacity(group.len());
-    for (writes, _) in group {
+    for (commit, _) in group {
         let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-        let result = apply_writes!(savepoint, &WRITE_SQL, writes, now);
+        let result = apply_writes!(savepoint, &WRITE_SQL, commit.writes, now);
         match result {
             Ok(_) => savepoint.commit().await?,
             Err(_) => savepoint.rollback().await?,
@@ -208,6 +220,7 @@ async fn commit_group_with_savepoints(
         results.push(result);
     }
     record_changes!(tx, &WRITE_SQL, committed_writes(&results), now)?;
+    record_jobs!(tx, &group_jobs(group, &results, now), now)?;
     tx.commit().await?;
     Ok(results)
 }

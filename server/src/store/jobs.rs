@@ -1,0 +1,142 @@
+//! Trigger jobs (the transactional outbox): rows inserted by a commit for each
+//! function its changes trigger, claimed by workers with a lease (on
+//! PostgreSQL with `FOR UPDATE SKIP LOCKED`, so instances share the work),
+//! deleted when done, retried later when failed, kept as dead letters when
+//! they keep failing.
+
+use super::{Pools, Store, StoreError};
+
+/// A job to insert with a commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    /// The event id the function sees, stable across retries.
+    pub id: String,
+    /// `module.js:export`.
+    pub function: String,
+    /// The event, as JSON text.
+    pub payload: String,
+}
+
+/// A claimed or listed job.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub function: String,
+    pub payload: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+}
+
+/// Decides the jobs of a commit from its committed writes and the commit time.
+pub type JobsFor = Box<dyn Fn(&[super::documents::Committed], i64) -> Vec<NewJob> + Send + Sync>;
+
+/// Most job rows in one INSERT (5 parameters each).
+pub(super) const JOBS_PER_INSERT: usize = 500;
+
+pub(super) fn jobs_insert(rows: usize) -> String {
+    let mut text = String::from("INSERT INTO jobs (id, function, payload, run_after, created_at) VALUES ");
+    for row in 0..rows {
+        let p = row * 5;
+        if row > 0 {
+            text.push_str(", ");
+        }
+        text.push_str(&format!("(${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5));
+    }
+    text
+}
+
+/// Inserts `$jobs` (a slice of `NewJob`) due at `$now` on `$conn`.
+macro_rules! record_jobs {
+    ($conn:expr, $jobs:expr, $now:expr) => {{
+        async {
+            for chunk in $jobs.chunks($crate::store::jobs::JOBS_PER_INSERT) {
+                let text = $crate::store::jobs::jobs_insert(chunk.len());
+                let mut query = sqlx::query(&text);
+                for job in chunk {
+                    query = query.bind(&job.id).bind(&job.function).bind(&job.payload).bind($now).bind($now);
+                }
+                query.execute(&mut *$conn).await.map_err($crate::store::StoreError::from)?;
+            }
+            Ok::<(), $crate::store::StoreError>(())
+        }
+        .await
+    }};
+}
+pub(super) use record_jobs;
+
+const JOB_COLUMNS: &str = "id, function, payload, attempts, last_error, created_at";
+
+impl Store {
+    /// Leases up to `limit` due jobs until `lease_until`.
+    pub async fn claim_jobs(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<JobRow>, StoreError> {
+        let lock = match &*self.pools {
+            Pools::Sqlite(_) => "",
+            Pools::Postgres(_) => " FOR UPDATE SKIP LOCKED",
+        };
+        let sql = format!(
+            "UPDATE jobs SET locked_until = $1 WHERE id IN (SELECT id FROM jobs WHERE dead = $2 AND run_after <= $3 \
+             AND locked_until <= $3 ORDER BY run_after LIMIT $4{lock}) RETURNING {JOB_COLUMNS}"
+        );
+        Ok(on_writer!(self, |pool| {
+            sqlx::query_as(&sql).bind(lease_until).bind(false).bind(now).bind(limit).fetch_all(pool).await?
+        }))
+    }
+
+    pub async fn complete_job(&self, id: &str) -> Result<(), StoreError> {
+        on_writer!(self, |pool| sqlx::query("DELETE FROM jobs WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|_| ())?);
+        Ok(())
+    }
+
+    /// Records a failed attempt: retried after `run_after`, or dead.
+    pub async fn fail_job(&self, id: &str, error: &str, run_after: i64, dead: bool) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET attempts = attempts + 1, last_error = $2, run_after = $3, locked_until = 0, dead = $4 \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(error)
+            .bind(run_after)
+            .bind(dead)
+            .execute(pool)
+            .await
+            .map(|_| ())?
+        });
+        Ok(())
+    }
+
+    pub async fn dead_jobs(&self, limit: i64) -> Result<Vec<JobRow>, StoreError> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE dead = $1 ORDER BY created_at LIMIT $2");
+        Ok(on_reader!(self, |pool| sqlx::query_as(&sql).bind(true).bind(limit).fetch_all(pool).await?))
+    }
+
+    /// Puts a dead job back in the queue; returns whether it was dead.
+    pub async fn replay_job(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let replayed = on_writer!(self, |pool| {
+            sqlx::query(
+                "UPDATE jobs SET dead = $2, attempts = 0, run_after = $3, locked_until = 0 WHERE id = $1 AND dead = $4",
+            )
+            .bind(id)
+            .bind(false)
+            .bind(now)
+            .bind(true)
+            .execute(pool)
+            .await?
+            .rows_affected()
+        });
+        Ok(replayed == 1)
+    }
+
+    /// Jobs waiting to run (not dead), for the queue-depth metric.
+    pub async fn pending_jobs(&self) -> Result<i64, StoreError> {
+        Ok(on_reader!(self, |pool| sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE dead = $1")
+            .bind(false)
+            .fetch_one(pool)
+            .await?))
+    }
+}

@@ -1,0 +1,56 @@
+//! Admin HTTP surface of triggers: the dead-letter list and replaying one.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::app::AppState;
+use crate::auth::{AuthError, Caller};
+use crate::clock::{format_time, now_micros};
+use crate::error::ErrorCode;
+use crate::http::error::ApiError;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/functions/dead-letters", get(list_dead_letters))
+        .route("/v1/admin/functions/dead-letters/{id}/replay", post(replay))
+}
+
+fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.is_admin() {
+        Ok(())
+    } else {
+        Err(AuthError::AdminRequired.into())
+    }
+}
+
+async fn list_dead_letters(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    require_admin(&caller)?;
+    let jobs = state.store.dead_jobs(1000).await?;
+    let items: Vec<Value> = jobs
+        .iter()
+        .map(|j| {
+            json!({
+                "id": j.id,
+                "function": j.function,
+                "attempts": j.attempts,
+                "lastError": j.last_error,
+                "createdAt": format_time(j.created_at),
+                "event": serde_json::from_str::<Value>(&j.payload).unwrap_or(Value::Null),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "deadLetters": items })))
+}
+
+async fn replay(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    require_admin(&caller)?;
+    if state.store.replay_job(&id, now_micros()).await? {
+        state.triggers.wake();
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(ErrorCode::NotFound, format!("no dead letter {id}")))
+    }
+}

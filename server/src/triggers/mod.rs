@@ -1,0 +1,223 @@
+//! Durable triggers (transactional outbox). Owns the index of document
+//! triggers (`onCreate`/`onUpdate`/`onDelete`/`onWrite` patterns) from which
+//! a commit derives its jobs — inserted in the same transaction as the write
+//! — and the worker that claims due jobs, runs their function at least once
+//! with a stable event id, retries with exponential backoff and finally moves
+//! a job that keeps failing to the dead letters.
+
+pub mod api;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::clock::{format_time, now_micros};
+use crate::functions::Functions;
+use crate::store::documents::{ChangeKind, Committed};
+use crate::store::jobs::{JobRow, JobsFor, NewJob};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+/// One document trigger: a path pattern, the change kinds, the function.
+#[derive(Debug, Clone)]
+pub struct DocTrigger {
+    pattern: Vec<Segment>,
+    kinds: Vec<ChangeKind>,
+    /// `module.js:export`.
+    pub function: String,
+}
+
+impl DocTrigger {
+    /// From a descriptor: `kind` is `create`, `update`, `delete` or `write`; `path` like `orders/{id}`.
+    pub fn new(kind: &str, path: &str, function: String) -> Option<DocTrigger> {
+        let kinds = match kind {
+            "create" => vec![ChangeKind::Create],
+            "update" => vec![ChangeKind::Update],
+            "delete" => vec![ChangeKind::Delete],
+            "write" => vec![ChangeKind::Create, ChangeKind::Update, ChangeKind::Delete],
+            _ => return None,
+        };
+        let pattern: Vec<Segment> = path
+            .trim_matches('/')
+            .split('/')
+            .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) => Segment::Param(name.to_owned()),
+                None => Segment::Literal(s.to_owned()),
+            })
+            .collect();
+        (pattern.len() % 2 == 0 && !pattern.is_empty()).then_some(DocTrigger { pattern, kinds, function })
+    }
+
+    fn params(&self, path: &str) -> Option<serde_json::Map<String, Value>> {
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts.len() != self.pattern.len() {
+            return None;
+        }
+        let mut params = serde_json::Map::new();
+        for (segment, part) in self.pattern.iter().zip(parts) {
+            match segment {
+                Segment::Literal(text) if text == part => {}
+                Segment::Literal(_) => return None,
+                Segment::Param(name) => {
+                    params.insert(name.clone(), Value::String(part.to_owned()));
+                }
+            }
+        }
+        Some(params)
+    }
+}
+
+/// The document triggers in force, shared by documents (to enqueue) and
+/// functions (which replace them on reload); also wakes the worker.
+#[derive(Clone, Default)]
+pub struct TriggerIndex {
+    triggers: Arc<RwLock<Arc<Vec<DocTrigger>>>>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl TriggerIndex {
+    pub fn replace(&self, triggers: Vec<DocTrigger>) {
+        if let Ok(mut slot) = self.triggers.write() {
+            *slot = Arc::new(triggers);
+        }
+    }
+
+    fn current(&self) -> Arc<Vec<DocTrigger>> {
+        self.triggers.read().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// How a commit by `auth` derives its jobs; `None` when no trigger exists.
+    pub fn jobs_for(&self, auth: Value) -> Option<JobsFor> {
+        let triggers = self.current();
+        if triggers.is_empty() {
+            return None;
+        }
+        Some(Box::new(move |committed: &[Committed], now: i64| {
+            committed.iter().flat_map(|change| jobs_of_change(&triggers, change, &auth, now)).collect()
+        }))
+    }
+
+    /// Tells the worker that jobs may be waiting.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+fn parse(text: Option<&str>) -> Value {
+    text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null)
+}
+
+fn jobs_of_change(triggers: &[DocTrigger], change: &Committed, auth: &Value, now: i64) -> Vec<NewJob> {
+    let Some(kind) = change.kind else { return Vec::new() };
+    let path = format!("{}/{}", change.key.collection, change.key.id);
+    triggers
+        .iter()
+        .filter(|t| t.kinds.contains(&kind))
+        .filter_map(|trigger| {
+            let params = trigger.params(&path)?;
+            let id = uuid::Uuid::new_v4().to_string();
+            let event = json!({
+                "id": id,
+                "type": kind.as_str(),
+                "path": path,
+                "params": params,
+                "before": parse(change.before.as_deref()),
+                "after": parse(change.doc.as_ref().map(|d| d.data.as_str())),
+                "time": format_time(now),
+                "auth": auth,
+            });
+            Some(NewJob { id, function: trigger.function.clone(), payload: event.to_string() })
+        })
+        .collect()
+}
+
+/// Runs due jobs.
+#[derive(Clone)]
+pub struct TriggerWorker {
+    store: Store,
+    functions: Functions,
+    index: TriggerIndex,
+    max_attempts: i64,
+    backoff: Duration,
+    lease: Duration,
+}
+
+impl TriggerWorker {
+    pub fn new(
+        store: Store,
+        functions: Functions,
+        index: TriggerIndex,
+        max_attempts: u32,
+        backoff: Duration,
+        lease: Duration,
+    ) -> TriggerWorker {
+        TriggerWorker { store, functions, index, max_attempts: i64::from(max_attempts.max(1)), backoff, lease }
+    }
+
+    /// Claims the due jobs and runs them concurrently; returns how many ran.
+    pub async fn run_once(&self) -> Result<usize, StoreError> {
+        let now = now_micros();
+        let jobs = self.store.claim_jobs(now, now + self.lease.as_micros() as i64, 16).await?;
+        let count = jobs.len();
+        let runs = jobs.into_iter().map(|job| {
+            let worker = self.clone();
+            tokio::spawn(async move { worker.run(job).await })
+        });
+        for run in runs.collect::<Vec<_>>() {
+            if let Ok(Err(e)) = run.await {
+                tracing::error!("trigger job bookkeeping failed: {e}");
+            }
+        }
+        Ok(count)
+    }
+
+    async fn run(&self, job: JobRow) -> Result<(), StoreError> {
+        let event: Value = serde_json::from_str(&job.payload).unwrap_or(Value::Null);
+        let outcome = match job.function.split_once(':') {
+            None => Err("malformed function name".to_owned()),
+            Some((module, export)) => match self.functions.registry().modules.get(module) {
+                None => Err(format!("function module {module} is not loaded")),
+                Some(loaded) => {
+                    let context = json!({"auth": event["auth"], "eventId": job.id, "function": export});
+                    let invocation = self.functions.invoke(loaded.module.clone(), export, event.clone(), context).await;
+                    invocation.result.map(|_| ()).map_err(|e| e.to_string())
+                }
+            },
+        };
+        match outcome {
+            Ok(()) => self.store.complete_job(&job.id).await,
+            Err(error) => {
+                let attempts = job.attempts + 1;
+                let dead = attempts >= self.max_attempts;
+                let delay = self.backoff.as_micros() as i64 * (1i64 << attempts.min(16));
+                let delay = delay.min(60_000_000);
+                if dead {
+                    tracing::warn!(job = %job.id, function = %job.function, "trigger job failed {attempts} times; moved to dead letters: {error}");
+                } else {
+                    tracing::info!(job = %job.id, function = %job.function, "trigger job failed (attempt {attempts}); retrying: {error}");
+                }
+                self.store.fail_job(&job.id, &error, now_micros() + delay, dead).await
+            }
+        }
+    }
+
+    /// Runs jobs until the process ends: at once when woken, else every 200 ms.
+    pub fn spawn(self) {
+        tokio::spawn(async move {
+            loop {
+                match self.run_once().await {
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => {}
+                    Err(e) => tracing::error!("claiming trigger jobs failed: {e}"),
+                }
+                let _ = tokio::time::timeout(Duration::from_millis(200), self.index.wake.notified()).await;
+            }
+        });
+    }
+}

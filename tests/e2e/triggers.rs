@@ -1,0 +1,153 @@
+//! Durable document triggers over HTTP on both backends: events run their
+//! functions, failures retry and end as dead letters that can be replayed,
+//! and a crash after a committed write still runs its trigger after restart.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::{Backend, Options, Server};
+use crate::on_both_backends;
+
+const CONFIRM: &str = r#"
+import { onCreate, onWrite } from "nimbus:functions";
+
+export const confirm = onCreate("orders/{orderId}", async (event, ctx) => {
+  await ctx.db.doc(`confirmations/${event.params.orderId}`).set({
+    eventId: event.id, type: event.type, path: event.path, item: event.after.item,
+    by: event.auth ? event.auth.uid : null, time: event.time,
+  });
+});
+
+export const audit = onWrite("orders/{orderId}", async (event, ctx) => {
+  await ctx.db.doc(`audit/${event.id}`).set({ type: event.type, before: event.before, after: event.after });
+});
+"#;
+
+const FLAKY: &str = r#"
+import { onCreate } from "nimbus:functions";
+export const charge = onCreate("payments/{id}", async (event, ctx) => {
+  throw new Error("the payment provider is down");
+});
+"#;
+
+const FIXED: &str = r#"
+import { onCreate } from "nimbus:functions";
+export const charge = onCreate("payments/{id}", async (event, ctx) => {
+  await ctx.db.doc(`receipts/${event.params.id}`).set({ eventId: event.id });
+});
+"#;
+
+const SLOW: &str = r#"
+import { onCreate } from "nimbus:functions";
+export const slow = onCreate("jobs/{id}", async (event, ctx) => {
+  const until = Date.now() + 1500;
+  while (Date.now() < until) {}
+  await ctx.db.doc(`effects/${event.id}`).set({ job: event.params.id });
+});
+"#;
+
+async fn eventually(server: &Server, path: &str) -> Value {
+    for _ in 0..200 {
+        let (status, body) = server.admin("GET", path, None).await;
+        if status == 200 {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never appeared");
+}
+
+async fn count(server: &Server, collection: &str) -> i64 {
+    let (_, body) = server.admin("POST", "/v1/query", Some(json!({"collection": collection, "count": true}))).await;
+    body["count"].as_i64().unwrap()
+}
+
+on_both_backends!(
+    document_triggers_run_with_their_event,
+    failing_triggers_retry_then_dead_letter_and_replay,
+    a_crash_after_commit_still_runs_the_trigger,
+);
+
+async fn document_triggers_run_with_their_event(backend: Backend) {
+    let server = Server::start_with(backend, Options::default().file("functions/orders.js", CONFIRM)).await;
+    let (_, session) = server
+        .call("POST", "/v1/auth/signup", None, Some(json!({"email": "t@example.com", "password": "correct horse"})))
+        .await;
+    server.admin("PUT", "/v1/docs/orders/o1", Some(json!({"item": "cat food"}))).await;
+    let confirmation = eventually(&server, "/v1/docs/confirmations/o1").await;
+    let data = &confirmation["data"];
+    assert_eq!(
+        (data["type"].as_str(), data["path"].as_str(), data["item"].as_str()),
+        (Some("create"), Some("orders/o1"), Some("cat food"))
+    );
+    assert_eq!(data["by"], Value::Null, "written with the service key");
+    assert!(data["eventId"].as_str().unwrap().len() >= 32);
+    server.admin("PATCH", "/v1/docs/orders/o1", Some(json!({"item": "dog food"}))).await;
+    server.admin("DELETE", "/v1/docs/orders/o1", None).await;
+    for _ in 0..200 {
+        if count(&server, "audit").await == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, audit) = server.admin("POST", "/v1/query", Some(json!({"collection": "audit"}))).await;
+    let mut kinds: Vec<String> =
+        audit["documents"].as_array().unwrap().iter().map(|d| d["data"]["type"].as_str().unwrap().to_owned()).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["create", "delete", "update"], "onWrite sees every change");
+    assert_eq!(count(&server, "confirmations").await, 1, "onCreate ran once");
+    let _ = session;
+}
+
+async fn failing_triggers_retry_then_dead_letter_and_replay(backend: Backend) {
+    let options = Options::default()
+        .file("functions/payments.js", FLAKY)
+        .env("NIMBUS_FUNCTIONS_RETRY_ATTEMPTS", "3")
+        .env("NIMBUS_FUNCTIONS_RETRY_BACKOFF_MS", "20");
+    let server = Server::start_with(backend, options).await;
+    server.admin("PUT", "/v1/docs/payments/p1", Some(json!({"amount": 5}))).await;
+    let mut dead = Value::Null;
+    for _ in 0..200 {
+        dead = server.admin("GET", "/v1/admin/functions/dead-letters", None).await.1;
+        if dead["deadLetters"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let letter = &dead["deadLetters"][0];
+    assert_eq!(
+        (letter["function"].as_str(), letter["attempts"].as_i64()),
+        (Some("payments.js:charge"), Some(3)),
+        "{dead}"
+    );
+    assert!(letter["lastError"].as_str().unwrap().contains("the payment provider is down"));
+    assert_eq!(letter["event"]["params"]["id"], "p1");
+    let id = letter["id"].as_str().unwrap().to_owned();
+
+    std::fs::write(server.dir.path().join("functions/payments.js"), FIXED).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(server.admin("POST", &format!("/v1/admin/functions/dead-letters/{id}/replay"), None).await.0, 204);
+    let receipt = eventually(&server, "/v1/docs/receipts/p1").await;
+    assert_eq!(receipt["data"]["eventId"], id.as_str(), "the replay keeps the event id");
+    let (_, dead) = server.admin("GET", "/v1/admin/functions/dead-letters", None).await;
+    assert_eq!(dead["deadLetters"], json!([]));
+    assert_eq!(server.admin("POST", &format!("/v1/admin/functions/dead-letters/{id}/replay"), None).await.0, 404);
+}
+
+async fn a_crash_after_commit_still_runs_the_trigger(backend: Backend) {
+    let options = Options::default().file("functions/slow.js", SLOW).env("NIMBUS_FUNCTIONS_TIMEOUT_MS", "2500");
+    let mut server = Server::start_with(backend, options).await;
+    let (status, _) = server.admin("PUT", "/v1/docs/jobs/j1", Some(json!({"n": 1}))).await;
+    assert_eq!(status, 201);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.crash_and_restart().await;
+    eventually(&server, "/v1/docs/jobs/j1").await;
+    for _ in 0..300 {
+        if count(&server, "effects").await > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(&server, "effects").await, 1, "the trigger ran after the restart, once per event id");
+}
