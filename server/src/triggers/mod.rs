@@ -51,7 +51,7 @@ impl DocTrigger {
                 None => Segment::Literal(s.to_owned()),
             })
             .collect();
-        (pattern.len() % 2 == 0 && !pattern.is_empty()).then_some(DocTrigger { pattern, kinds, function })
+        (pattern.len().is_multiple_of(2) && !pattern.is_empty()).then_some(DocTrigger { pattern, kinds, function })
     }
 
     fn params(&self, path: &str) -> Option<serde_json::Map<String, Value>> {
