@@ -22,7 +22,7 @@ use crate::functions::{FunctionMetrics, Functions, FunctionsConfig};
 use crate::http::metrics::Metrics;
 use crate::rules::RulesService;
 use crate::store::{Store, StoreError};
-use crate::triggers::{TriggerIndex, TriggerWorker};
+use crate::triggers::{Messages, TriggerIndex, TriggerWorker};
 
 /// Shared state handed to every handler. Each field is one part's service.
 #[derive(Clone)]
@@ -36,6 +36,7 @@ pub struct AppState {
     pub rules: RulesService,
     pub functions: Functions,
     pub triggers: TriggerIndex,
+    pub messages: Messages,
 }
 
 /// Why the server could not start.
@@ -92,7 +93,8 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     let triggers = TriggerIndex::default();
     let documents =
         Documents::new(store.clone(), DataLimits::default(), schemas, rules.clone(), rows_read, triggers.clone());
-    let functions = start_functions(&config, &metrics, &documents, &triggers).await?;
+    let messages = Messages::new(store.clone(), triggers.clone());
+    let functions = start_functions(&config, &metrics, &documents, &triggers, &messages).await?;
     let settings = &config.functions;
     TriggerWorker::new(
         store.clone(),
@@ -113,6 +115,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         rules,
         functions,
         triggers,
+        messages,
     };
     let router = crate::http::router(state.clone());
     Ok(App { listener, router, state, new_service_key })
@@ -123,6 +126,7 @@ async fn start_functions(
     metrics: &Metrics,
     documents: &Documents,
     triggers: &TriggerIndex,
+    messages: &Messages,
 ) -> Result<Functions, StartError> {
     let settings = &config.functions;
     let function_metrics = FunctionMetrics {
@@ -145,7 +149,7 @@ async fn start_functions(
             idle: settings.idle,
         },
         function_metrics,
-        Arc::new(FunctionHost::new(tokio::runtime::Handle::current(), documents.clone())),
+        Arc::new(FunctionHost::new(tokio::runtime::Handle::current(), documents.clone(), messages.clone())),
         triggers.clone(),
     )
     .await;

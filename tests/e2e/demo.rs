@@ -32,7 +32,32 @@ async fn shopper(server: &Server, email: &str) -> (String, String) {
     (session["user"]["id"].as_str().unwrap().to_owned(), session["access_token"].as_str().unwrap().to_owned())
 }
 
-on_both_backends!(browse_search_and_purchase, the_last_item_goes_to_one_buyer);
+on_both_backends!(browse_search_and_purchase, the_last_item_goes_to_one_buyer, ad_clicks_redirect_and_charge_once);
+
+async fn ad_clicks_redirect_and_charge_once(backend: Backend) {
+    let options = Options::default().file("functions/adclicks.js", &repo_file("functions/adclicks.js"));
+    let server = Server::start_with(backend, options).await;
+    let ad = json!({"target": "https://example.com/shoes", "budget": 100, "costPerClick": 3, "clicks": 0});
+    server.admin("PUT", "/v1/docs/ads/a1", Some(ad)).await;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for _ in 0..5 {
+        let response = client.get(server.url("/fn/click/a1")).send().await.unwrap();
+        assert_eq!(response.status(), 302);
+        assert_eq!(response.headers()["location"], "https://example.com/shoes");
+    }
+    assert_eq!(client.get(server.url("/fn/click/nope")).send().await.unwrap().status(), 404);
+    let mut ad = json!(null);
+    for _ in 0..200 {
+        ad = server.admin("GET", "/v1/docs/ads/a1", None).await.1;
+        if ad["data"]["clicks"] == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!((ad["data"]["clicks"].as_i64(), ad["data"]["budget"].as_i64()), (Some(5), Some(85)), "{ad}");
+    let (_, charges) = server.admin("POST", "/v1/query", Some(json!({"collection": "charges", "count": true}))).await;
+    assert_eq!(charges["count"], 5);
+}
 
 async fn browse_search_and_purchase(backend: Backend) {
     let server = pet_store(backend).await;

@@ -8,5 +8,6 @@ mod demo;
 mod documents;
 mod foundation;
 mod functions;
+mod queues;
 mod rules;
 mod triggers;

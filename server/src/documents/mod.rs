@@ -164,6 +164,13 @@ impl Documents {
             .ok_or_else(|| DocumentError::NotFound(path.to_string()))
     }
 
+    /// Whether the rules let `caller` create `path` with `data` (used for
+    /// publishing to `topics/{topic}`, which has no document).
+    pub async fn may_create(&self, caller: &Caller, path: &str, data: &Value) -> Result<bool, DocumentError> {
+        let check = access::Check { method: Method::Create, path, existing: None, incoming: Some(data) };
+        self.allowed(caller, &mut Fetched::default(), &check).await
+    }
+
     async fn allowed(
         &self,
         caller: &Caller,

@@ -18,22 +18,24 @@ use crate::documents::{Documents, Precondition, QueryResult, WriteOp, WriteReque
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 use crate::store::documents::StoredDoc;
+use crate::triggers::Messages;
 
 pub struct FunctionHost {
     runtime: tokio::runtime::Handle,
     documents: Documents,
+    messages: Messages,
 }
 
 impl FunctionHost {
-    pub fn new(runtime: tokio::runtime::Handle, documents: Documents) -> FunctionHost {
-        FunctionHost { runtime, documents }
+    pub fn new(runtime: tokio::runtime::Handle, documents: Documents, messages: Messages) -> FunctionHost {
+        FunctionHost { runtime, documents, messages }
     }
 }
 
 impl Host for FunctionHost {
     fn call(&self, request: Value) -> Pin<Box<dyn Future<Output = Result<Value, HostError>> + Send>> {
-        let documents = self.documents.clone();
-        let task = self.runtime.spawn(async move { handle(&documents, request).await.map_err(host_error) });
+        let (documents, messages) = (self.documents.clone(), self.messages.clone());
+        let task = self.runtime.spawn(async move { handle(&documents, &messages, request).await.map_err(host_error) });
         Box::pin(async move {
             task.await.unwrap_or_else(|e| Err(HostError { code: "internal".into(), message: e.to_string() }))
         })
@@ -94,7 +96,7 @@ fn data(request: &Value) -> Result<Value, ApiError> {
     request.get("data").cloned().ok_or_else(|| invalid("`data` is required"))
 }
 
-async fn handle(documents: &Documents, request: Value) -> Result<Value, ApiError> {
+async fn handle(documents: &Documents, messages: &Messages, request: Value) -> Result<Value, ApiError> {
     let op = request["op"].as_str().unwrap_or_default();
     let one = |op: WriteOp| -> Result<Vec<WriteRequest>, ApiError> {
         Ok(vec![WriteRequest { path: doc_path(&request)?, op, precondition: precondition(&request)? }])
@@ -144,6 +146,14 @@ async fn handle(documents: &Documents, request: Value) -> Result<Value, ApiError
                     Ok(json!({ "aggregates": list.into_iter().collect::<serde_json::Map<_, _>>() }))
                 }
             }
+        }
+        "publish" => {
+            let topic = request["topic"].as_str().unwrap_or_default();
+            if !crate::triggers::valid_topic(topic) {
+                return Err(invalid("topic names are 1-128 letters, digits, '-', '_' or '.'"));
+            }
+            let id = messages.publish(topic, &request["data"]).await?;
+            Ok(json!({ "id": id }))
         }
         other => Err(invalid(format!("unknown ctx.db operation {other:?}"))),
     }

@@ -111,7 +111,7 @@ impl Functions {
             }
         }
         next.http = routes::http_routes(&next.modules);
-        self.triggers.replace(document_triggers(&next.modules));
+        self.triggers.replace(document_triggers(&next.modules), consumers(&next.modules));
         if let Ok(mut slot) = self.registry.write() {
             *slot = Arc::new(next);
         }
@@ -167,6 +167,19 @@ fn document_triggers(modules: &BTreeMap<String, LoadedModule>) -> Vec<crate::tri
         }
     }
     triggers
+}
+
+/// The queue consumers (`onMessage`) of the loaded modules.
+fn consumers(modules: &BTreeMap<String, LoadedModule>) -> Vec<crate::triggers::Consumer> {
+    modules
+        .iter()
+        .flat_map(|(name, loaded)| {
+            loaded.descriptors.iter().filter(|d| d.kind == "message").filter_map(move |d| {
+                let topic = d.spec.get("topic").and_then(Value::as_str)?;
+                Some(crate::triggers::Consumer { topic: topic.to_owned(), function: format!("{name}:{}", d.name) })
+            })
+        })
+        .collect()
 }
 
 /// `(file name, source)` of every `*.js` file in the folder, sorted.

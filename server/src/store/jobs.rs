@@ -68,6 +68,17 @@ pub(super) use record_jobs;
 const JOB_COLUMNS: &str = "id, function, payload, attempts, last_error, created_at";
 
 impl Store {
+    /// Inserts jobs on their own (messages published outside a document write).
+    pub async fn enqueue_jobs(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
+        let now = crate::clock::now_micros();
+        on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            record_jobs!(tx, jobs, now)?;
+            tx.commit().await?
+        });
+        Ok(())
+    }
+
     /// Leases up to `limit` due jobs until `lease_until`.
     pub async fn claim_jobs(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<JobRow>, StoreError> {
         let lock = match &*self.pools {

@@ -11,9 +11,11 @@ use crate::auth::{AuthError, Caller};
 use crate::clock::{format_time, now_micros};
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/v1/messages/{topic}", post(publish))
         .route("/v1/admin/functions/dead-letters", get(list_dead_letters))
         .route("/v1/admin/functions/dead-letters/{id}/replay", post(replay))
 }
@@ -24,6 +26,30 @@ fn require_admin(caller: &Caller) -> Result<(), ApiError> {
     } else {
         Err(AuthError::AdminRequired.into())
     }
+}
+
+/// Publishes the JSON body to a topic: the service key, or a user a rule on
+/// `match /topics/{topic}` allows to `create` (with the message as `request.resource.data`).
+async fn publish(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(topic): Path<String>,
+    ApiJson(data): ApiJson<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !super::valid_topic(&topic) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidArgument,
+            "topic names are 1-128 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    if caller != Caller::Service && !state.documents.may_create(&caller, &format!("topics/{topic}"), &data).await? {
+        return Err(ApiError::new(
+            ErrorCode::PermissionDenied,
+            format!("security rules do not allow publishing to {topic}"),
+        ));
+    }
+    let id = state.messages.publish(&topic, &data).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
 }
 
 async fn list_dead_letters(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {

@@ -73,19 +73,51 @@ impl DocTrigger {
     }
 }
 
-/// The document triggers in force, shared by documents (to enqueue) and
-/// functions (which replace them on reload); also wakes the worker.
+/// A queue consumer: `onMessage(topic)`.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub topic: String,
+    /// `module.js:export`.
+    pub function: String,
+}
+
+/// The document triggers and queue consumers in force, shared by documents
+/// and messages (to enqueue) and functions (which replace them on reload);
+/// also wakes the worker.
 #[derive(Clone, Default)]
 pub struct TriggerIndex {
     triggers: Arc<RwLock<Arc<Vec<DocTrigger>>>>,
+    consumers: Arc<RwLock<Arc<Vec<Consumer>>>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
 impl TriggerIndex {
-    pub fn replace(&self, triggers: Vec<DocTrigger>) {
+    pub fn replace(&self, triggers: Vec<DocTrigger>, consumers: Vec<Consumer>) {
         if let Ok(mut slot) = self.triggers.write() {
             *slot = Arc::new(triggers);
         }
+        if let Ok(mut slot) = self.consumers.write() {
+            *slot = Arc::new(consumers);
+        }
+    }
+
+    /// One job per consumer of `topic`, all with the same message id.
+    pub fn message_jobs(&self, topic: &str, data: &Value) -> (String, Vec<NewJob>) {
+        let id = uuid::Uuid::new_v4().to_string();
+        let event = json!({"id": id, "topic": topic, "data": data, "time": format_time(now_micros())}).to_string();
+        let consumers = self.consumers.read().map(|c| c.clone()).unwrap_or_default();
+        let jobs = consumers
+            .iter()
+            .filter(|c| c.topic == topic)
+            .enumerate()
+            .map(|(i, c)| NewJob {
+                // One job row per consumer; the event id the consumers see is shared.
+                id: if i == 0 { id.clone() } else { format!("{id}.{i}") },
+                function: c.function.clone(),
+                payload: event.clone(),
+            })
+            .collect();
+        (id, jobs)
     }
 
     fn current(&self) -> Arc<Vec<DocTrigger>> {
@@ -137,6 +169,34 @@ fn jobs_of_change(triggers: &[DocTrigger], change: &Committed, auth: &Value, now
         .collect()
 }
 
+/// Publishing messages to topics (`POST /v1/messages/{topic}`, `ctx.publish`).
+#[derive(Clone)]
+pub struct Messages {
+    store: Store,
+    index: TriggerIndex,
+}
+
+/// Topic names: 1 to 128 characters of letters, digits, `-`, `_` and `.`.
+pub fn valid_topic(topic: &str) -> bool {
+    !topic.is_empty() && topic.len() <= 128 && topic.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+impl Messages {
+    pub fn new(store: Store, index: TriggerIndex) -> Messages {
+        Messages { store, index }
+    }
+
+    /// Enqueues the message for every consumer of the topic; returns its id.
+    pub async fn publish(&self, topic: &str, data: &Value) -> Result<String, StoreError> {
+        let (id, jobs) = self.index.message_jobs(topic, data);
+        if !jobs.is_empty() {
+            self.store.enqueue_jobs(&jobs).await?;
+            self.index.wake();
+        }
+        Ok(id)
+    }
+}
+
 /// Runs due jobs.
 #[derive(Clone)]
 pub struct TriggerWorker {
@@ -179,12 +239,13 @@ impl TriggerWorker {
 
     async fn run(&self, job: JobRow) -> Result<(), StoreError> {
         let event: Value = serde_json::from_str(&job.payload).unwrap_or(Value::Null);
+        let event_id = event["id"].as_str().unwrap_or(&job.id).to_owned();
         let outcome = match job.function.split_once(':') {
             None => Err("malformed function name".to_owned()),
             Some((module, export)) => match self.functions.registry().modules.get(module) {
                 None => Err(format!("function module {module} is not loaded")),
                 Some(loaded) => {
-                    let context = json!({"auth": event["auth"], "eventId": job.id, "function": export});
+                    let context = json!({"auth": event["auth"], "eventId": event_id, "function": export});
                     let invocation = self.functions.invoke(loaded.module.clone(), export, event.clone(), context).await;
                     invocation.result.map(|_| ()).map_err(|e| e.to_string())
                 }
