@@ -18,6 +18,7 @@ use crate::documents::data::DataLimits;
 use crate::documents::schema::Schemas;
 use crate::documents::Documents;
 use crate::functions::host::FunctionHost;
+use crate::functions::signup::FunctionSignUpHooks;
 use crate::functions::{FunctionMetrics, Functions, FunctionsConfig};
 use crate::http::metrics::Metrics;
 use crate::rules::RulesService;
@@ -95,6 +96,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         Documents::new(store.clone(), DataLimits::default(), schemas, rules.clone(), rows_read, triggers.clone());
     let messages = Messages::new(store.clone(), triggers.clone());
     let functions = start_functions(&config, &metrics, &documents, &triggers, &messages).await?;
+    accounts.set_hooks(Arc::new(FunctionSignUpHooks::new(functions.clone(), store.clone(), triggers.clone())));
     let settings = &config.functions;
     TriggerWorker::new(
         store.clone(),

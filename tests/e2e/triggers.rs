@@ -63,7 +63,22 @@ async fn count(server: &Server, collection: &str) -> i64 {
     body["count"].as_i64().unwrap()
 }
 
+const SIGNUP: &str = r#"
+import { beforeSignUp, afterSignUp, HttpsError } from "nimbus:functions";
+
+export const companyOnly = beforeSignUp(async (user, ctx) => {
+  if (user.anonymous) return {};
+  if (!user.email.endsWith("@company.com")) throw new HttpsError("permission-denied", "company emails only");
+  return { claims: { staff: true } };
+});
+
+export const welcome = afterSignUp(async (event, ctx) => {
+  await ctx.db.doc(`profiles/${event.user.uid}`).set({ email: event.user.email, eventId: event.id });
+});
+"#;
+
 on_both_backends!(
+    auth_triggers_refuse_sign_ups_and_welcome_new_users,
     document_triggers_run_with_their_event,
     failing_triggers_retry_then_dead_letter_and_replay,
     a_crash_after_commit_still_runs_the_trigger,
@@ -150,4 +165,33 @@ async fn a_crash_after_commit_still_runs_the_trigger(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(count(&server, "effects").await, 1, "the trigger ran after the restart, once per event id");
+}
+
+async fn auth_triggers_refuse_sign_ups_and_welcome_new_users(backend: Backend) {
+    let server = Server::start_with(backend, Options::default().file("functions/signup.js", SIGNUP)).await;
+    let (status, body) = server
+        .call("POST", "/v1/auth/signup", None, Some(json!({"email": "x@gmail.com", "password": "correct horse"})))
+        .await;
+    assert_eq!(
+        (status, body),
+        (403, json!({"error": {"code": "permission-denied", "message": "company emails only"}}))
+    );
+    assert_eq!(server.admin("GET", "/v1/admin/users", None).await.1["users"], json!([]), "no account was created");
+    let (status, session) = server
+        .call("POST", "/v1/auth/signup", None, Some(json!({"email": "ann@company.com", "password": "correct horse"})))
+        .await;
+    assert_eq!(status, 201, "{session}");
+    assert_eq!(session["user"]["claims"], json!({"staff": true}));
+    let token = session["access_token"].as_str().unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["staff"], true, "the claims are in the first token");
+    let uid = session["user"]["id"].as_str().unwrap();
+    let profile = eventually(&server, &format!("/v1/docs/profiles/{uid}")).await;
+    assert_eq!(profile["data"]["email"], "ann@company.com");
+    let (status, _) = server.call("POST", "/v1/auth/token", None, Some(json!({"grant_type": "anonymous"}))).await;
+    assert_eq!(status, 200, "anonymous users pass the hook");
 }

@@ -60,6 +60,7 @@ pub struct Accounts {
     mailer: Arc<Mailer>,
     limits: Arc<RateLimits>,
     config: Arc<AuthConfig>,
+    hooks: Arc<std::sync::RwLock<Option<Arc<dyn super::SignUpHooks>>>>,
 }
 
 /// Lower-cased, shaped like `local@domain.tld`, no spaces or control characters.
@@ -92,6 +93,34 @@ impl Accounts {
             mailer: Arc::new(mailer),
             limits: Arc::new(limits),
             config: Arc::new(config),
+            hooks: Arc::new(std::sync::RwLock::new(None)),
+        }
+    }
+
+    /// Installs the functions that run around account creation.
+    pub fn set_hooks(&self, hooks: Arc<dyn super::SignUpHooks>) {
+        if let Ok(mut slot) = self.hooks.write() {
+            *slot = Some(hooks);
+        }
+    }
+
+    fn hooks(&self) -> Option<Arc<dyn super::SignUpHooks>> {
+        self.hooks.read().ok().and_then(|h| h.clone())
+    }
+
+    /// Runs `beforeSignUp` for a new user; returns the custom claims it sets.
+    async fn before_sign_up(&self, email: Option<&str>, anonymous: bool) -> Result<String, AuthError> {
+        let Some(hooks) = self.hooks() else { return Ok("{}".into()) };
+        match hooks.before(serde_json::json!({"email": email, "anonymous": anonymous})).await? {
+            Some(claims) => validate_claims(&claims),
+            None => Ok("{}".into()),
+        }
+    }
+
+    async fn after_sign_up(&self, user: &UserRow) {
+        if let Some(hooks) = self.hooks() {
+            let user = serde_json::json!({"uid": user.id, "email": user.email, "anonymous": user.anonymous});
+            hooks.after(user).await;
         }
     }
 
@@ -120,6 +149,7 @@ impl Accounts {
         if self.store.user_by_email(&email).await?.is_some() {
             return Err(AuthError::EmailTaken);
         }
+        let claims = self.before_sign_up(Some(&email), false).await?;
         let now = now_micros();
         let user = UserRow {
             id: random_id(20),
@@ -128,7 +158,7 @@ impl Accounts {
             email_verified: false,
             anonymous: false,
             display_name: None,
-            claims: "{}".into(),
+            claims,
             disabled: false,
             failed_signins: 0,
             last_failed_at: 0,
@@ -140,11 +170,13 @@ impl Accounts {
             other => other.into(),
         })?;
         self.send_verification_mail(&user).await?;
+        self.after_sign_up(&user).await;
         self.start_session(user).await
     }
 
     pub async fn sign_in_anonymously(&self, ip: IpAddr) -> Result<SignedIn, AuthError> {
         self.limits.check(Action::SignUp, ip)?;
+        let claims = self.before_sign_up(None, true).await?;
         let now = now_micros();
         let user = UserRow {
             id: random_id(20),
@@ -153,7 +185,7 @@ impl Accounts {
             email_verified: false,
             anonymous: true,
             display_name: None,
-            claims: "{}".into(),
+            claims,
             disabled: false,
             failed_signins: 0,
             last_failed_at: 0,
@@ -161,6 +193,7 @@ impl Accounts {
             updated_at: now,
         };
         self.store.insert_user(&user).await?;
+        self.after_sign_up(&user).await;
         self.start_session(user).await
     }
 

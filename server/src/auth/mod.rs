@@ -78,10 +78,25 @@ pub enum AuthError {
     UserNotFound,
     #[error("too many requests; retry in {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    /// A `beforeSignUp` function refused the account.
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
     Internal(String),
+}
+
+/// Functions that run around account creation (`beforeSignUp`, `afterSignUp`),
+/// provided by the functions part; auth only calls them.
+pub trait SignUpHooks: Send + Sync {
+    /// Before the account exists: `Err` refuses it, `Ok(Some(claims))` sets custom claims.
+    fn before(
+        &self,
+        user: serde_json::Value,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<serde_json::Value>, AuthError>> + Send>>;
+    /// After the account was created: runs asynchronously, at least once.
+    fn after(&self, user: serde_json::Value) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 }
 
 impl AuthError {
@@ -106,6 +121,7 @@ impl ApiFailure for AuthError {
             AuthError::EmailTaken => ErrorCode::AlreadyExists,
             AuthError::UserNotFound => ErrorCode::NotFound,
             AuthError::RateLimited { .. } => ErrorCode::ResourceExhausted,
+            AuthError::Refused { code, .. } => *code,
             AuthError::Store(e) => e.code(),
             AuthError::Internal(_) => ErrorCode::Internal,
         }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod host;
 pub mod routes;
+pub mod signup;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
