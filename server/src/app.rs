@@ -23,6 +23,7 @@ use crate::functions::{FunctionMetrics, Functions, FunctionsConfig};
 use crate::http::metrics::Metrics;
 use crate::rules::RulesService;
 use crate::store::{Store, StoreError};
+use crate::triggers::schedule::Schedules;
 use crate::triggers::{Messages, TriggerIndex, TriggerWorker};
 
 /// Shared state handed to every handler. Each field is one part's service.
@@ -130,6 +131,8 @@ async fn start_functions(
     triggers: &TriggerIndex,
     messages: &Messages,
 ) -> Result<Functions, StartError> {
+    let schedules = Schedules::default();
+    schedules.clone().spawn(documents.store().clone(), triggers.clone());
     let settings = &config.functions;
     let function_metrics = FunctionMetrics {
         invocations: metrics
@@ -153,6 +156,7 @@ async fn start_functions(
         function_metrics,
         Arc::new(FunctionHost::new(tokio::runtime::Handle::current(), documents.clone(), messages.clone())),
         triggers.clone(),
+        schedules.clone(),
     )
     .await;
     functions.watch();

@@ -77,7 +77,16 @@ export const welcome = afterSignUp(async (event, ctx) => {
 });
 "#;
 
+const TICKS: &str = r#"
+import { onSchedule } from "nimbus:functions";
+export const everySecond = onSchedule("* * * * * *", async (event, ctx) => {
+  await ctx.db.doc(`ticks/${event.id}`).set({ at: event.scheduledTime });
+});
+export const broken = onSchedule("whenever", async () => {});
+"#;
+
 on_both_backends!(
+    schedules_run_each_tick_once,
     auth_triggers_refuse_sign_ups_and_welcome_new_users,
     document_triggers_run_with_their_event,
     failing_triggers_retry_then_dead_letter_and_replay,
@@ -194,4 +203,19 @@ async fn auth_triggers_refuse_sign_ups_and_welcome_new_users(backend: Backend) {
     assert_eq!(profile["data"]["email"], "ann@company.com");
     let (status, _) = server.call("POST", "/v1/auth/token", None, Some(json!({"grant_type": "anonymous"}))).await;
     assert_eq!(status, 200, "anonymous users pass the hook");
+}
+
+async fn schedules_run_each_tick_once(backend: Backend) {
+    let server = Server::start_with(backend, Options::default().file("functions/ticks.js", TICKS)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (_, ticks) = server.admin("POST", "/v1/query", Some(json!({"collection": "ticks", "limit": 100}))).await;
+    let mut times: Vec<String> =
+        ticks["documents"].as_array().unwrap().iter().map(|d| d["data"]["at"].as_str().unwrap().to_owned()).collect();
+    assert!(times.len() >= 2, "a tick every second: {times:?}");
+    times.sort();
+    let unique = times.len();
+    times.dedup();
+    assert_eq!(times.len(), unique, "each tick ran once");
+    let (_, listing) = server.admin("GET", "/v1/admin/functions", None).await;
+    assert!(listing["errors"]["ticks.js"].as_str().unwrap().contains("invalid cron expression"), "{listing}");
 }

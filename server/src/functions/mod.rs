@@ -50,6 +50,7 @@ pub struct Registry {
 pub struct Functions {
     pool: Arc<Pool>,
     triggers: crate::triggers::TriggerIndex,
+    schedules: crate::triggers::schedule::Schedules,
     config: Arc<FunctionsConfig>,
     registry: Arc<RwLock<Arc<Registry>>>,
     metrics: Arc<FunctionMetrics>,
@@ -68,11 +69,13 @@ impl Functions {
         metrics: FunctionMetrics,
         host: Arc<dyn nimbus_js_runtime::Host>,
         triggers: crate::triggers::TriggerIndex,
+        schedules: crate::triggers::schedule::Schedules,
     ) -> Functions {
         let pool = Arc::new(Pool::new(config.workers, config.idle, host));
         let functions = Functions {
             pool,
             triggers,
+            schedules,
             config: Arc::new(config),
             registry: Arc::new(RwLock::new(Arc::new(Registry::default()))),
             metrics: Arc::new(metrics),
@@ -113,6 +116,7 @@ impl Functions {
         }
         next.http = routes::http_routes(&next.modules);
         self.triggers.replace(document_triggers(&next.modules), consumers(&next.modules));
+        self.schedules.replace(schedules(&next.modules, &mut next.errors));
         if let Ok(mut slot) = self.registry.write() {
             *slot = Arc::new(next);
         }
@@ -168,6 +172,27 @@ fn document_triggers(modules: &BTreeMap<String, LoadedModule>) -> Vec<crate::tri
         }
     }
     triggers
+}
+
+/// The schedules (`onSchedule`); an invalid cron expression is an error of its module.
+fn schedules(
+    modules: &BTreeMap<String, LoadedModule>,
+    errors: &mut BTreeMap<String, String>,
+) -> Vec<crate::triggers::schedule::Schedule> {
+    let mut out = Vec::new();
+    for (name, loaded) in modules {
+        for descriptor in loaded.descriptors.iter().filter(|d| d.kind == "schedule") {
+            let cron = descriptor.spec.get("cron").and_then(Value::as_str).unwrap_or_default();
+            match crate::triggers::schedule::Schedule::parse(cron, format!("{name}:{}", descriptor.name)) {
+                Ok(schedule) => out.push(schedule),
+                Err(problem) => {
+                    tracing::error!(module = %name, export = %descriptor.name, "onSchedule: {problem}");
+                    errors.insert(name.clone(), format!("{name}: {}: {problem}", descriptor.name));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The queue consumers (`onMessage`) of the loaded modules.

@@ -151,3 +151,18 @@ impl Store {
             .await?))
     }
 }
+
+impl Store {
+    /// Claims one tick of a schedule; `true` for the one instance that should run it.
+    pub async fn claim_tick(&self, function: &str, tick: i64) -> Result<bool, StoreError> {
+        let inserted = on_writer!(self, |pool| {
+            sqlx::query("INSERT INTO schedule_ticks (function, tick) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(function)
+                .bind(tick)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(inserted == 1)
+    }
+}

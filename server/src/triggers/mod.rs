@@ -6,6 +6,7 @@
 //! a job that keeps failing to the dead letters.
 
 pub mod api;
+pub mod schedule;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
