@@ -24,7 +24,7 @@ use crate::http::metrics::Metrics;
 use crate::rules::RulesService;
 use crate::store::{Store, StoreError};
 use crate::triggers::schedule::Schedules;
-use crate::triggers::{Messages, TriggerIndex, TriggerWorker};
+use crate::triggers::{Messages, QueueMetrics, TriggerIndex, TriggerWorker};
 
 /// Shared state handed to every handler. Each field is one part's service.
 #[derive(Clone)]
@@ -99,13 +99,23 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     let functions = start_functions(&config, &metrics, &documents, &triggers, &messages).await?;
     accounts.set_hooks(Arc::new(FunctionSignUpHooks::new(functions.clone(), store.clone(), triggers.clone())));
     let settings = &config.functions;
+    let metric = |e: prometheus::Error| StartError::Metrics(e.to_string());
+    let queue_metrics = QueueMetrics {
+        depth: metrics.gauge("nimbus_jobs_pending", "Trigger and message jobs waiting (not dead)").map_err(metric)?,
+        retries: metrics
+            .counter("nimbus_job_retries_total", "Failed job attempts that will be retried")
+            .map_err(metric)?,
+        dead_letters: metrics
+            .counter("nimbus_job_dead_letters_total", "Jobs moved to the dead letters")
+            .map_err(metric)?,
+    };
     TriggerWorker::new(
         store.clone(),
         functions.clone(),
         triggers.clone(),
-        settings.retry_attempts,
-        settings.retry_backoff,
+        (settings.retry_attempts, settings.retry_backoff),
         settings.timeout + std::time::Duration::from_secs(2),
+        queue_metrics,
     )
     .spawn();
     let state = AppState {
@@ -152,6 +162,8 @@ async fn start_functions(
             limits: nimbus_js_runtime::Limits { timeout: settings.timeout, heap_bytes: settings.heap_bytes },
             workers: settings.workers,
             idle: settings.idle,
+            concurrency: settings.concurrency,
+            env: settings.env.clone(),
         },
         function_metrics,
         Arc::new(FunctionHost::new(tokio::runtime::Handle::current(), documents.clone(), messages.clone())),

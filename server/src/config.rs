@@ -84,6 +84,10 @@ pub struct FunctionSettings {
     pub retry_attempts: u32,
     /// The first retry waits twice this, then the wait doubles.
     pub retry_backoff: Duration,
+    /// Most invocations of one function at once.
+    pub concurrency: usize,
+    /// `ctx.env` of every function (from `[functions.env]` in `nimbus.toml`).
+    pub env: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Auth settings (`NIMBUS_AUTH_*`, `NIMBUS_JWT_SECRET`, `NIMBUS_PUBLIC_URL`, `NIMBUS_SMTP_URL`).
@@ -205,6 +209,9 @@ struct FunctionsFileSettings {
     idle_secs: Option<u64>,
     retry_attempts: Option<u64>,
     retry_backoff_ms: Option<u64>,
+    concurrency: Option<u64>,
+    #[serde(default)]
+    env: std::collections::BTreeMap<String, String>,
 }
 
 /// One raw setting value and the name it was given under.
@@ -452,6 +459,8 @@ fn function_settings(layers: &Layers, f: &FunctionsFileSettings) -> Result<Funct
             "500",
             number(10u64),
         )?),
+        concurrency: layers.parse("functions_concurrency", &text(&f.concurrency), "16", number(1usize))?,
+        env: f.env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
     })
 }
 

@@ -39,7 +39,47 @@ async fn start(backend: Backend) -> Server {
     Server::start_with(backend, options).await
 }
 
-on_both_backends!(gateway_routes_and_checks_before_running, functions_reload_live_and_keep_the_last_good_version);
+on_both_backends!(
+    gateway_routes_and_checks_before_running,
+    functions_reload_live_and_keep_the_last_good_version,
+    concurrency_env_and_invocation_records,
+);
+
+const LIMITED: &str = r#"
+import { onHttp } from "nimbus:functions";
+export const busy = onHttp({ path: "/busy" }, () => {
+  const until = Date.now() + 300;
+  while (Date.now() < until) {}
+  console.warn("done");
+  return "ok";
+});
+export const env = onHttp({ path: "/env" }, (req, ctx) => ctx.env.GREETING);
+"#;
+
+async fn concurrency_env_and_invocation_records(backend: Backend) {
+    let options = Options::default()
+        .file("functions/limited.js", LIMITED)
+        .file("nimbus.toml", "[functions]\nconcurrency = 1\nworkers = 2\n[functions.env]\nGREETING = \"hey\"\n");
+    let server = std::sync::Arc::new(Server::start_with(backend, options).await);
+    assert_eq!(server.call("GET", "/fn/env", None, None).await.1, Value::String("hey".into()), "ctx.env");
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move { server.call("GET", "/fn/busy", None, None).await.0 })
+        })
+        .collect();
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_millis(580), "one at a time: {:?}", started.elapsed());
+    let (status, body) = server.admin("GET", "/v1/admin/functions/invocations?function=limited.js:busy", None).await;
+    assert_eq!(status, 200);
+    let records = body["invocations"].as_array().unwrap();
+    assert_eq!(records.len(), 2);
+    assert_eq!((records[0]["status"].as_str(), records[0]["logs"][0]["message"].as_str()), (Some("ok"), Some("done")));
+    assert!(records[0]["durationMs"].as_f64().unwrap() >= 290.0);
+}
 
 async fn gateway_routes_and_checks_before_running(backend: Backend) {
     let server = start(backend).await;

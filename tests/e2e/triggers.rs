@@ -157,6 +157,10 @@ async fn failing_triggers_retry_then_dead_letter_and_replay(backend: Backend) {
     let (_, dead) = server.admin("GET", "/v1/admin/functions/dead-letters", None).await;
     assert_eq!(dead["deadLetters"], json!([]));
     assert_eq!(server.admin("POST", &format!("/v1/admin/functions/dead-letters/{id}/replay"), None).await.0, 404);
+    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("nimbus_job_retries_total 2"), "{metrics}");
+    assert!(metrics.contains("nimbus_job_dead_letters_total 1"), "{metrics}");
+    assert!(metrics.contains("nimbus_jobs_pending"), "{metrics}");
 }
 
 async fn a_crash_after_commit_still_runs_the_trigger(backend: Backend) {

@@ -18,7 +18,10 @@ use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/fn/{*path}", any(gateway)).route("/v1/admin/functions", get(list_functions))
+    Router::new()
+        .route("/fn/{*path}", any(gateway))
+        .route("/v1/admin/functions", get(list_functions))
+        .route("/v1/admin/functions/invocations", get(list_invocations))
 }
 
 fn check_auth(mode: AuthMode, caller: &Caller) -> Result<(), ApiError> {
@@ -205,4 +208,22 @@ async fn list_functions(State(state): State<AppState>, caller: Caller) -> Result
     let modules: Vec<Value> =
         registry.modules.values().map(|m| json!({"module": m.module.name, "functions": m.descriptors})).collect();
     Ok(Json(json!({"modules": modules, "errors": registry.errors})))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvocationsParams {
+    function: Option<String>,
+}
+
+/// The latest invocations on this instance, with status, duration and console lines.
+async fn list_invocations(
+    State(state): State<AppState>,
+    caller: Caller,
+    crate::http::extract::ApiQuery(params): crate::http::extract::ApiQuery<InvocationsParams>,
+) -> Result<Json<Value>, ApiError> {
+    if !caller.is_admin() {
+        return Err(AuthError::AdminRequired.into());
+    }
+    Ok(Json(json!({ "invocations": state.functions.recent_invocations(params.function.as_deref()) })))
 }

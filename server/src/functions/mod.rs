@@ -27,7 +27,28 @@ pub struct FunctionsConfig {
     pub limits: Limits,
     pub workers: usize,
     pub idle: Duration,
+    /// Most invocations of one function running at once.
+    pub concurrency: usize,
+    /// `ctx.env`: values (secrets) from configuration.
+    pub env: serde_json::Map<String, Value>,
 }
+
+/// One finished invocation, as the admin API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InvocationRecord {
+    pub id: String,
+    pub function: String,
+    pub status: &'static str,
+    pub error: Option<String>,
+    pub duration_ms: f64,
+    pub cold: bool,
+    pub time: String,
+    pub logs: Vec<nimbus_js_runtime::LogLine>,
+}
+
+/// The latest invocations of this instance (newest last).
+const RECENT_INVOCATIONS: usize = 500;
 
 /// One loaded module and what it exports.
 #[derive(Clone)]
@@ -54,6 +75,8 @@ pub struct Functions {
     config: Arc<FunctionsConfig>,
     registry: Arc<RwLock<Arc<Registry>>>,
     metrics: Arc<FunctionMetrics>,
+    limiters: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+    recent: Arc<std::sync::Mutex<std::collections::VecDeque<InvocationRecord>>>,
 }
 
 /// Prometheus series of function invocations.
@@ -79,6 +102,8 @@ impl Functions {
             config: Arc::new(config),
             registry: Arc::new(RwLock::new(Arc::new(Registry::default()))),
             metrics: Arc::new(metrics),
+            limiters: Arc::default(),
+            recent: Arc::default(),
         };
         functions.reload().await;
         functions
@@ -139,7 +164,13 @@ impl Functions {
     }
 
     /// Calls `export` of `module` and records the invocation.
-    pub async fn invoke(&self, module: Arc<Module>, export: &str, input: Value, context: Value) -> Invocation {
+    pub async fn invoke(&self, module: Arc<Module>, export: &str, input: Value, mut context: Value) -> Invocation {
+        let function = format!("{}:{export}", module.name);
+        let limiter = self.limiter(&function);
+        let _permit = limiter.acquire().await;
+        if let Value::Object(map) = &mut context {
+            map.insert("env".into(), Value::Object(self.config.env.clone()));
+        }
         let invocation = self.pool.invoke(module.clone(), export, input, context, self.config.limits).await;
         let outcome = match &invocation.result {
             Ok(_) => "ok",
@@ -147,13 +178,46 @@ impl Functions {
             Err(_) => "error",
         };
         let start = if invocation.cold { "cold" } else { "warm" };
-        let function = format!("{}:{export}", module.name);
+        self.remember(&function, outcome, &invocation);
         self.metrics.invocations.with_label_values(&[&function, outcome, start]).inc();
         self.metrics.duration.with_label_values(&[&function]).observe(invocation.duration.as_secs_f64());
         for line in &invocation.logs {
             tracing::info!(function = %function, level = %line.level, "{}", line.message);
         }
         invocation
+    }
+
+    /// The semaphore bounding concurrent invocations of one function.
+    fn limiter(&self, function: &str) -> Arc<tokio::sync::Semaphore> {
+        let mut limiters = self.limiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        limiters
+            .entry(function.to_owned())
+            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.config.concurrency.max(1))))
+            .clone()
+    }
+
+    fn remember(&self, function: &str, status: &'static str, invocation: &Invocation) {
+        let record = InvocationRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            function: function.to_owned(),
+            status,
+            error: invocation.result.as_ref().err().map(|e| e.to_string()),
+            duration_ms: invocation.duration.as_secs_f64() * 1000.0,
+            cold: invocation.cold,
+            time: crate::clock::format_time(crate::clock::now_micros()),
+            logs: invocation.logs.clone(),
+        };
+        let mut recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if recent.len() == RECENT_INVOCATIONS {
+            recent.pop_front();
+        }
+        recent.push_back(record);
+    }
+
+    /// The latest invocations on this instance, newest first, optionally of one function.
+    pub fn recent_invocations(&self, function: Option<&str>) -> Vec<InvocationRecord> {
+        let recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        recent.iter().rev().filter(|r| function.is_none_or(|f| r.function == f)).cloned().collect()
     }
 }
 

@@ -43,6 +43,12 @@ impl Metrics {
         Ok(counter)
     }
 
+    pub fn gauge(&self, name: &str, help: &str) -> Result<prometheus::IntGauge, prometheus::Error> {
+        let gauge = prometheus::IntGauge::new(name, help)?;
+        self.registry.register(Box::new(gauge.clone()))?;
+        Ok(gauge)
+    }
+
     pub fn counter_vec(&self, name: &str, help: &str, labels: &[&str]) -> Result<IntCounterVec, prometheus::Error> {
         let counter = IntCounterVec::new(Opts::new(name, help), labels)?;
         self.registry.register(Box::new(counter.clone()))?;

@@ -198,6 +198,14 @@ impl Messages {
     }
 }
 
+/// Prometheus series of the job queue.
+#[derive(Clone)]
+pub struct QueueMetrics {
+    pub depth: prometheus::IntGauge,
+    pub retries: prometheus::IntCounter,
+    pub dead_letters: prometheus::IntCounter,
+}
+
 /// Runs due jobs.
 #[derive(Clone)]
 pub struct TriggerWorker {
@@ -207,18 +215,21 @@ pub struct TriggerWorker {
     max_attempts: i64,
     backoff: Duration,
     lease: Duration,
+    metrics: QueueMetrics,
 }
 
 impl TriggerWorker {
+    /// `retry`: the attempts before a job is dead, and the backoff base.
     pub fn new(
         store: Store,
         functions: Functions,
         index: TriggerIndex,
-        max_attempts: u32,
-        backoff: Duration,
+        retry: (u32, Duration),
         lease: Duration,
+        metrics: QueueMetrics,
     ) -> TriggerWorker {
-        TriggerWorker { store, functions, index, max_attempts: i64::from(max_attempts.max(1)), backoff, lease }
+        let (max_attempts, backoff) = retry;
+        TriggerWorker { store, functions, index, max_attempts: i64::from(max_attempts.max(1)), backoff, lease, metrics }
     }
 
     /// Claims the due jobs and runs them concurrently; returns how many ran.
@@ -260,8 +271,10 @@ impl TriggerWorker {
                 let delay = self.backoff.as_micros() as i64 * (1i64 << attempts.min(16));
                 let delay = delay.min(60_000_000);
                 if dead {
+                    self.metrics.dead_letters.inc();
                     tracing::warn!(job = %job.id, function = %job.function, "trigger job failed {attempts} times; moved to dead letters: {error}");
                 } else {
+                    self.metrics.retries.inc();
                     tracing::info!(job = %job.id, function = %job.function, "trigger job failed (attempt {attempts}); retrying: {error}");
                 }
                 self.store.fail_job(&job.id, &error, now_micros() + delay, dead).await
@@ -272,7 +285,14 @@ impl TriggerWorker {
     /// Runs jobs until the process ends: at once when woken, else every 200 ms.
     pub fn spawn(self) {
         tokio::spawn(async move {
+            let mut last_depth = std::time::Instant::now() - Duration::from_secs(60);
             loop {
+                if last_depth.elapsed() > Duration::from_secs(2) {
+                    last_depth = std::time::Instant::now();
+                    if let Ok(depth) = self.store.pending_jobs().await {
+                        self.metrics.depth.set(depth);
+                    }
+                }
                 match self.run_once().await {
                     Ok(n) if n > 0 => continue,
                     Ok(_) => {}
