@@ -141,6 +141,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/docs/{collection}/{id}", get(get_one))
         .route("/rooms/{collection}/{room}", get(latest_in_room))
         .route("/seed/{collection}/{count}", post(seed))
+        .route("/const", get(|| async { axum::Json(serde_json::json!({"ok": true})) }))
         .with_state(Pools { writer, readers });
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     println!("listening on {}", listener.local_addr()?);
