@@ -1,7 +1,7 @@
 // The pet store's server-side logic (see DESIGN.md: "Pet store (UI-driven)").
 // The web app reads products directly under the security rules; searching and
 // purchasing go through these HTTP functions.
-import { onHttp, HttpsError } from "nimbus:functions";
+import { onCreate, onHttp, HttpsError } from "nimbus:functions";
 
 // GET /fn/search?q=cat — products whose name contains q (case-insensitive).
 export const search = onHttp({ method: "GET", path: "/search" }, async (req, ctx) => {
@@ -52,3 +52,16 @@ export const purchase = onHttp(
     return { status: 201, body: { orderId, remaining: stock - quantity } };
   },
 );
+
+// Every new order gets a confirmation record (a durable trigger: it runs even if
+// the server stops right after the order was written).
+export const confirmOrder = onCreate("orders/{orderId}", async (event, ctx) => {
+  ctx.log("confirming", event.params.orderId);
+  await ctx.db.doc(`confirmations/${event.params.orderId}`).set({
+    orderId: event.params.orderId,
+    owner: event.after.owner,
+    productId: event.after.productId,
+    quantity: event.after.quantity,
+    confirmedAt: { $serverTimestamp: true },
+  });
+});

@@ -24,7 +24,9 @@ fn percentiles(mut samples: Vec<f64>) -> (f64, f64) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
-    let [cold_runs, warm_runs] = args.as_slice() else { return Err("usage: function-timer <cold runs> <warm runs>".into()) };
+    let [cold_runs, warm_runs] = args.as_slice() else {
+        return Err("usage: function-timer <cold runs> <warm runs>".into());
+    };
     let limits = Limits { timeout: Duration::from_secs(10), heap_bytes: 64 * 1024 * 1024 };
     let module = Arc::new(Module::new("hello.js", MODULE));
 
@@ -50,6 +52,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (cold_p50, cold_p99) = percentiles(cold);
     let (warm_p50, warm_p99) = percentiles(warm);
     println!("cold start (new runtime + module load + first call): p50 {cold_p50:.2} ms, p99 {cold_p99:.2} ms over {cold_runs}");
-    println!("warm call (in the runtime): p50 {:.1} µs, p99 {:.1} µs over {warm_runs}", warm_p50 * 1000.0, warm_p99 * 1000.0);
+    println!(
+        "warm call (in the runtime): p50 {:.1} µs, p99 {:.1} µs over {warm_runs}",
+        warm_p50 * 1000.0,
+        warm_p99 * 1000.0
+    );
     Ok(())
 }

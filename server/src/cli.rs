@@ -27,6 +27,18 @@ pub enum Command {
     /// Check or test security rules without a server.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Check function modules without a server.
+    #[command(subcommand)]
+    Functions(FunctionsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FunctionsCommand {
+    /// Load every *.js module in DIR (default ./functions) and list its functions; errors as file:line:col.
+    Check {
+        #[arg(default_value = "functions")]
+        dir: std::path::PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,6 +71,22 @@ pub fn run(cli: Cli) -> ExitCode {
                 println!("{}: rules are valid", dir.display());
                 ExitCode::SUCCESS
             }
+            Err(line) => {
+                eprintln!("error: {line}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Functions(FunctionsCommand::Check { dir }) => match tokio_runtime() {
+            Ok(runtime) => match runtime.block_on(crate::functions::check_dir(&dir)) {
+                Ok(lines) => {
+                    lines.iter().for_each(|line| println!("{line}"));
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => {
+                    errors.iter().for_each(|line| eprintln!("error: {line}"));
+                    ExitCode::FAILURE
+                }
+            },
             Err(line) => {
                 eprintln!("error: {line}");
                 ExitCode::FAILURE

@@ -82,6 +82,17 @@ async fn browse_search_and_purchase(backend: Backend) {
     assert_eq!(server.call("GET", &order_path, Some(&other), None).await.0, 403, "others cannot");
     let (_, product) = server.call("GET", "/v1/docs/products/cat-food", None, None).await;
     assert_eq!(product["data"]["stock"], 1);
+    let confirmation_path = format!("/v1/docs/confirmations/{}", bought["orderId"].as_str().unwrap());
+    let mut confirmation = json!(null);
+    for _ in 0..200 {
+        let (status, body) = server.admin("GET", &confirmation_path, None).await;
+        if status == 200 {
+            confirmation = body;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(confirmation["data"]["owner"].as_str(), Some(uid.as_str()), "the onCreate trigger confirmed the order");
 
     let (status, body) =
         server.call("POST", "/fn/purchase", Some(&token), Some(json!({"productId": "catnip", "quantity": 1}))).await;

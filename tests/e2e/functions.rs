@@ -31,11 +31,16 @@ export const crash = onHttp({ path: "/crash" }, () => { throw new Error("secret 
 
 export const spin = onHttp({ path: "/spin" }, () => { while (true) {} });
 
+export const hog = onHttp({ path: "/hog" }, () => { const all = []; while (true) all.push(new Array(100000).fill(1)); });
+
 export const go = onHttp({ path: "/go/:id" }, (req) => ({ status: 302, headers: { location: `https://example.com/${req.params.id}` } }));
 "#;
 
 async fn start(backend: Backend) -> Server {
-    let options = Options::default().file("functions/hello.js", HELLO).env("NIMBUS_FUNCTIONS_TIMEOUT_MS", "300");
+    let options = Options::default()
+        .file("functions/hello.js", HELLO)
+        .env("NIMBUS_FUNCTIONS_TIMEOUT_MS", "300")
+        .env("NIMBUS_FUNCTIONS_HEAP_MB", "16");
     Server::start_with(backend, options).await
 }
 
@@ -115,6 +120,9 @@ async fn gateway_routes_and_checks_before_running(backend: Backend) {
     let (status, body) = server.call("GET", "/fn/spin", None, None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (504, Some("deadline-exceeded")));
     assert_eq!(server.call("GET", "/fn/hello/again", None, None).await.0, 200, "a runaway function harms nothing else");
+    let (status, _) = server.call("GET", "/fn/hog", None, None).await;
+    assert!(status == 500 || status == 504, "a memory hog is stopped ({status})");
+    assert_eq!(server.call("GET", "/fn/hello/again", None, None).await.0, 200, "and harms nothing else");
     assert_eq!(server.call("GET", "/fn/nothing", None, None).await.0, 404);
     assert_eq!(server.call("DELETE", "/fn/hello/ann", None, None).await.0, 405);
 
@@ -165,4 +173,34 @@ async fn functions_reload_live_and_keep_the_last_good_version(backend: Backend) 
     let names: Vec<&str> =
         listing["modules"][0]["functions"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"hello") && names.contains(&"secure"), "{listing}");
+}
+
+#[test]
+fn functions_check_lists_the_demo_and_reports_errors() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = std::process::Command::new(crate::harness::nimbus_bin())
+        .args(["functions", "check", "functions"])
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("petstore.js: purchase (http)"));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.js"),
+        "import { onHttp } from \"nimbus:functions\";\nexport const x = onHttp({ path: \"/x\" }, () => 1;\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(crate::harness::nimbus_bin())
+        .arg("functions")
+        .arg("check")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("bad.js:2"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

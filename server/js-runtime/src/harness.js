@@ -60,7 +60,7 @@
   const db = { doc, collection, batch };
   globalThis.__nimbus_invoke = async (name, input, ctx) => {
     logs = [];
-    const context = { ...(ctx ?? {}), db, publish: (topic, data) => host({ op: "publish", topic, data }) };
+    const context = { ...(ctx ?? {}), db, publish: (topic, data) => host({ op: "publish", topic, data }), log: globalThis.console.log };
     try {
       const descriptor = globalThis.__nimbus_exports[name];
       const result = await descriptor.handler(input, context);

@@ -221,6 +221,26 @@ impl Functions {
     }
 }
 
+/// Loads every module of `dir` (for `nimbus functions check`): one line per
+/// function found, or every error as `file:line:col: message`.
+pub async fn check_dir(dir: &Path) -> Result<Vec<String>, Vec<String>> {
+    let pool = Pool::new(1, Duration::from_secs(60), Arc::new(nimbus_js_runtime::NoHost));
+    let (mut lines, mut errors) = (Vec::new(), Vec::new());
+    for (name, source) in read_sources(dir) {
+        match pool.describe(Arc::new(Module::new(name.clone(), source))).await {
+            Ok(descriptors) => {
+                lines.extend(descriptors.iter().map(|d| format!("{name}: {} ({}) {}", d.name, d.kind, d.spec)));
+            }
+            Err(error) => errors.push(format!("{}: {error}", dir.join(&name).display())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(lines)
+    } else {
+        Err(errors)
+    }
+}
+
 /// The document triggers (`onCreate`, …) of the loaded modules.
 fn document_triggers(modules: &BTreeMap<String, LoadedModule>) -> Vec<crate::triggers::DocTrigger> {
     let mut triggers = Vec::new();
