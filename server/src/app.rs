@@ -166,7 +166,12 @@ async fn start_functions(
             env: settings.env.clone(),
         },
         function_metrics,
-        Arc::new(FunctionHost::new(tokio::runtime::Handle::current(), documents.clone(), messages.clone())),
+        Arc::new(FunctionHost::new(
+            tokio::runtime::Handle::current(),
+            documents.clone(),
+            messages.clone(),
+            settings.fetch_allow.clone(),
+        )),
         triggers.clone(),
         schedules.clone(),
     )

@@ -88,6 +88,8 @@ pub struct FunctionSettings {
     pub concurrency: usize,
     /// `ctx.env` of every function (from `[functions.env]` in `nimbus.toml`).
     pub env: serde_json::Map<String, serde_json::Value>,
+    /// Hosts `fetch()` may reach (`api.example.com`, `*.example.com`).
+    pub fetch_allow: Vec<String>,
 }
 
 /// Auth settings (`NIMBUS_AUTH_*`, `NIMBUS_JWT_SECRET`, `NIMBUS_PUBLIC_URL`, `NIMBUS_SMTP_URL`).
@@ -212,6 +214,7 @@ struct FunctionsFileSettings {
     concurrency: Option<u64>,
     #[serde(default)]
     env: std::collections::BTreeMap<String, String>,
+    fetch_allow: Option<Vec<String>>,
 }
 
 /// One raw setting value and the name it was given under.
@@ -461,6 +464,10 @@ fn function_settings(layers: &Layers, f: &FunctionsFileSettings) -> Result<Funct
         )?),
         concurrency: layers.parse("functions_concurrency", &text(&f.concurrency), "16", number(1usize))?,
         env: f.env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
+        fetch_allow: layers
+            .get("functions_fetch_allow", &f.fetch_allow.as_ref().map(|list| list.join(",")))
+            .map(|raw| raw.value.split(',').map(|h| h.trim().to_owned()).filter(|h| !h.is_empty()).collect())
+            .unwrap_or_default(),
     })
 }
 

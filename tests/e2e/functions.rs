@@ -59,14 +59,29 @@ export const busy = onHttp({ path: "/busy" }, () => {
   return "ok";
 });
 export const env = onHttp({ path: "/env" }, (req, ctx) => ctx.env.GREETING);
+export const proxy = onHttp({ path: "/proxy" }, async (req) => {
+  const allowed = await fetch(`http://127.0.0.1:${req.query.port}/healthz`);
+  let denied = null;
+  try { await fetch("https://example.com/"); } catch (e) { denied = e.code; }
+  return { fetched: allowed.status, health: await allowed.json(), denied };
+});
 "#;
 
 async fn concurrency_env_and_invocation_records(backend: Backend) {
     let options = Options::default()
         .file("functions/limited.js", LIMITED)
-        .file("nimbus.toml", "[functions]\nconcurrency = 1\nworkers = 2\n[functions.env]\nGREETING = \"hey\"\n");
+        .file(
+            "nimbus.toml",
+            "[functions]\nconcurrency = 1\nworkers = 2\nfetch_allow = [\"127.0.0.1\"]\n[functions.env]\nGREETING = \"hey\"\n",
+        );
     let server = std::sync::Arc::new(Server::start_with(backend, options).await);
     assert_eq!(server.call("GET", "/fn/env", None, None).await.1, Value::String("hey".into()), "ctx.env");
+    let port = server.base.rsplit(':').next().unwrap().to_owned();
+    let (status, body) = server.call("GET", &format!("/fn/proxy?port={port}"), None, None).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"fetched": 200, "health": {"status": "ok"}, "denied": "permission-denied"}))
+    );
     let started = std::time::Instant::now();
     let calls: Vec<_> = (0..2)
         .map(|_| {

@@ -58,6 +58,17 @@
     return b;
   };
   const db = { doc, collection, batch };
+  // fetch() to the hosts allowed in configuration; the host makes the request.
+  globalThis.fetch = async (url, init = {}) => {
+    const reply = await host({
+      op: "fetch", url: String(url), method: init.method ?? "GET",
+      headers: init.headers ?? {}, body: init.body === undefined ? null : String(init.body),
+    });
+    return {
+      status: reply.status, ok: reply.status >= 200 && reply.status < 300, headers: reply.headers,
+      text: async () => reply.body, json: async () => JSON.parse(reply.body),
+    };
+  };
   globalThis.__nimbus_invoke = async (name, input, ctx) => {
     logs = [];
     const context = { ...(ctx ?? {}), db, publish: (topic, data) => host({ op: "publish", topic, data }), log: globalThis.console.log };

@@ -24,18 +24,91 @@ pub struct FunctionHost {
     runtime: tokio::runtime::Handle,
     documents: Documents,
     messages: Messages,
+    fetch: Fetcher,
 }
 
 impl FunctionHost {
-    pub fn new(runtime: tokio::runtime::Handle, documents: Documents, messages: Messages) -> FunctionHost {
-        FunctionHost { runtime, documents, messages }
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        documents: Documents,
+        messages: Messages,
+        allowed_hosts: Vec<String>,
+    ) -> FunctionHost {
+        FunctionHost { runtime, documents, messages, fetch: Fetcher::new(allowed_hosts) }
+    }
+}
+
+/// `fetch()` for functions: only to the hosts allowed in configuration
+/// (`api.example.com`, or `*.example.com` for its subdomains).
+#[derive(Clone)]
+struct Fetcher {
+    client: reqwest::Client,
+    allowed: std::sync::Arc<Vec<String>>,
+}
+
+/// Largest response body handed to a function.
+const MAX_FETCH_BYTES: usize = 10 * 1024 * 1024;
+
+impl Fetcher {
+    fn new(allowed: Vec<String>) -> Fetcher {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Fetcher { client, allowed: std::sync::Arc::new(allowed) }
+    }
+
+    fn allows(&self, host: &str) -> bool {
+        self.allowed.iter().any(|a| match a.strip_prefix("*.") {
+            Some(domain) => host.ends_with(&format!(".{domain}")),
+            None => a == host,
+        })
+    }
+
+    async fn fetch(&self, request: &Value) -> Result<Value, ApiError> {
+        let url = reqwest::Url::parse(request["url"].as_str().unwrap_or_default())
+            .map_err(|_| invalid("fetch() needs an absolute http(s) URL"))?;
+        let host = url.host_str().unwrap_or_default().to_owned();
+        if !matches!(url.scheme(), "http" | "https") || !self.allows(&host) {
+            return Err(ApiError::new(ErrorCode::PermissionDenied, format!("fetch() to {host:?} is not allowed")));
+        }
+        let method = reqwest::Method::from_bytes(request["method"].as_str().unwrap_or("GET").as_bytes())
+            .map_err(|_| invalid("fetch(): invalid method"))?;
+        let mut outgoing = self.client.request(method, url);
+        if let Some(headers) = request["headers"].as_object() {
+            for (name, value) in headers {
+                outgoing = outgoing.header(name.as_str(), value.as_str().unwrap_or_default());
+            }
+        }
+        if let Some(body) = request["body"].as_str() {
+            outgoing = outgoing.body(body.to_owned());
+        }
+        let unavailable = |e: reqwest::Error| ApiError::new(ErrorCode::Unavailable, format!("fetch() failed: {e}"));
+        let response = outgoing.send().await.map_err(unavailable)?;
+        let status = response.status().as_u16();
+        let headers: serde_json::Map<String, Value> = response
+            .headers()
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str().to_owned(), Value::String(v.to_str().ok()?.to_owned()))))
+            .collect();
+        let bytes = response.bytes().await.map_err(unavailable)?;
+        if bytes.len() > MAX_FETCH_BYTES {
+            return Err(ApiError::new(ErrorCode::ResourceExhausted, "fetch(): the response is larger than 10 MiB"));
+        }
+        Ok(json!({"status": status, "headers": headers, "body": String::from_utf8_lossy(&bytes)}))
     }
 }
 
 impl Host for FunctionHost {
     fn call(&self, request: Value) -> Pin<Box<dyn Future<Output = Result<Value, HostError>> + Send>> {
-        let (documents, messages) = (self.documents.clone(), self.messages.clone());
-        let task = self.runtime.spawn(async move { handle(&documents, &messages, request).await.map_err(host_error) });
+        let (documents, messages, fetch) = (self.documents.clone(), self.messages.clone(), self.fetch.clone());
+        let task = self.runtime.spawn(async move {
+            if request["op"] == "fetch" {
+                return fetch.fetch(&request).await.map_err(host_error);
+            }
+            handle(&documents, &messages, request).await.map_err(host_error)
+        });
         Box::pin(async move {
             task.await.unwrap_or_else(|e| Err(HostError { code: "internal".into(), message: e.to_string() }))
         })
