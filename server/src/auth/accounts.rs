@@ -150,21 +150,7 @@ impl Accounts {
             return Err(AuthError::EmailTaken);
         }
         let claims = self.before_sign_up(Some(&email), false).await?;
-        let now = now_micros();
-        let user = UserRow {
-            id: random_id(20),
-            email: Some(email),
-            password_hash: Some(self.passwords.hash(&password).await?),
-            email_verified: false,
-            anonymous: false,
-            display_name: None,
-            claims,
-            disabled: false,
-            failed_signins: 0,
-            last_failed_at: 0,
-            created_at: now,
-            updated_at: now,
-        };
+        let user = new_user(Some(email), Some(self.passwords.hash(&password).await?), claims);
         self.store.insert_user(&user).await.map_err(|e| match e {
             StoreError::AlreadyExists => AuthError::EmailTaken,
             other => other.into(),
@@ -177,21 +163,7 @@ impl Accounts {
     pub async fn sign_in_anonymously(&self, ip: IpAddr) -> Result<SignedIn, AuthError> {
         self.limits.check(Action::SignUp, ip)?;
         let claims = self.before_sign_up(None, true).await?;
-        let now = now_micros();
-        let user = UserRow {
-            id: random_id(20),
-            email: None,
-            password_hash: None,
-            email_verified: false,
-            anonymous: true,
-            display_name: None,
-            claims,
-            disabled: false,
-            failed_signins: 0,
-            last_failed_at: 0,
-            created_at: now,
-            updated_at: now,
-        };
+        let user = new_user(None, None, claims);
         self.store.insert_user(&user).await?;
         self.after_sign_up(&user).await;
         self.start_session(user).await
@@ -452,6 +424,25 @@ impl Accounts {
     pub async fn revoke_sessions(&self, id: &str) -> Result<(), AuthError> {
         self.user(id).await?;
         Ok(self.store.revoke_user_sessions(id, now_micros()).await?)
+    }
+}
+
+/// A new account; without an email it is anonymous.
+fn new_user(email: Option<String>, password_hash: Option<String>, claims: String) -> UserRow {
+    let now = now_micros();
+    UserRow {
+        id: random_id(20),
+        anonymous: email.is_none(),
+        email,
+        password_hash,
+        email_verified: false,
+        display_name: None,
+        claims,
+        disabled: false,
+        failed_signins: 0,
+        last_failed_at: 0,
+        created_at: now,
+        updated_at: now,
     }
 }
 

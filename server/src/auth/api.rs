@@ -98,14 +98,6 @@ fn signed_in_user(caller: &Caller) -> Result<&AccessClaims, AuthError> {
     }
 }
 
-fn require_admin(caller: &Caller) -> Result<(), AuthError> {
-    if caller.is_admin() {
-        Ok(())
-    } else {
-        Err(AuthError::AdminRequired)
-    }
-}
-
 async fn jwks(State(state): State<AppState>) -> Json<Value> {
     Json(state.accounts.tokens().jwks())
 }
@@ -283,7 +275,7 @@ async fn admin_list_users(
     caller: Caller,
     ApiQuery(params): ApiQuery<ListUsersParams>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     let limit = params.limit.unwrap_or(50);
     let users =
         state.accounts.list_users(params.page_token.as_deref().unwrap_or(""), limit, params.search.as_deref()).await?;
@@ -296,7 +288,7 @@ async fn admin_get_user(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     Ok(Json(admin_user_json(&state.accounts.user(&id).await?)))
 }
 
@@ -314,7 +306,7 @@ async fn admin_change_user(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AdminChangeBody>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     let change = AdminChange { claims: body.claims, disabled: body.disabled, email_verified: body.email_verified };
     Ok(Json(admin_user_json(&state.accounts.admin_change(&id, change).await?)))
 }
@@ -324,7 +316,7 @@ async fn admin_delete_user(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     state.accounts.delete_user(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -334,13 +326,13 @@ async fn admin_revoke(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     state.accounts.revoke_sessions(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn admin_rotate_keys(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     let kid = state.accounts.tokens().rotate().await?;
     Ok(Json(json!({ "kid": kid })))
 }

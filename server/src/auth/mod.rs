@@ -40,6 +40,15 @@ impl Caller {
         }
     }
 
+    /// `Ok` for admins (see `is_admin`), else `AuthError::AdminRequired`.
+    pub fn require_admin(&self) -> Result<(), AuthError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(AuthError::AdminRequired)
+        }
+    }
+
     /// The service key, or a user whose token carries the `admin` claim.
     pub fn is_admin(&self) -> bool {
         match self {

@@ -181,6 +181,18 @@ fn doc_path(path: &str) -> Result<DocPath, ApiError> {
     Ok(DocPath::parse(path).map_err(DocumentError::from)?)
 }
 
+/// A write of the document at `path` with the request's precondition headers.
+async fn write_at(
+    state: &AppState,
+    caller: &Caller,
+    path: &str,
+    headers: &HeaderMap,
+    op: WriteOp,
+) -> Result<Response, ApiError> {
+    let request = WriteRequest { path: doc_path(path)?, op, precondition: precondition(headers)? };
+    write_one(state, caller, request).await
+}
+
 async fn put_document(
     State(state): State<AppState>,
     caller: Caller,
@@ -188,9 +200,7 @@ async fn put_document(
     headers: HeaderMap,
     ApiJson(data): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    let request =
-        WriteRequest { path: doc_path(&path)?, op: WriteOp::Set(data), precondition: precondition(&headers)? };
-    write_one(&state, &caller, request).await
+    write_at(&state, &caller, &path, &headers, WriteOp::Set(data)).await
 }
 
 async fn patch_document(
@@ -200,9 +210,7 @@ async fn patch_document(
     headers: HeaderMap,
     ApiJson(data): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    let request =
-        WriteRequest { path: doc_path(&path)?, op: WriteOp::Update(data), precondition: precondition(&headers)? };
-    write_one(&state, &caller, request).await
+    write_at(&state, &caller, &path, &headers, WriteOp::Update(data)).await
 }
 
 async fn delete_document(
@@ -211,8 +219,7 @@ async fn delete_document(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let request = WriteRequest { path: doc_path(&path)?, op: WriteOp::Delete, precondition: precondition(&headers)? };
-    write_one(&state, &caller, request).await
+    write_at(&state, &caller, &path, &headers, WriteOp::Delete).await
 }
 
 async fn create_in_collection(

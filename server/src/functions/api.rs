@@ -201,9 +201,7 @@ fn js_error(error: JsError) -> ApiError {
 }
 
 async fn list_functions(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    if !caller.is_admin() {
-        return Err(AuthError::AdminRequired.into());
-    }
+    caller.require_admin()?;
     let registry = state.functions.registry();
     let modules: Vec<Value> =
         registry.modules.values().map(|m| json!({"module": m.module.name, "functions": m.descriptors})).collect();
@@ -222,8 +220,6 @@ async fn list_invocations(
     caller: Caller,
     crate::http::extract::ApiQuery(params): crate::http::extract::ApiQuery<InvocationsParams>,
 ) -> Result<Json<Value>, ApiError> {
-    if !caller.is_admin() {
-        return Err(AuthError::AdminRequired.into());
-    }
+    caller.require_admin()?;
     Ok(Json(json!({ "invocations": state.functions.recent_invocations(params.function.as_deref()) })))
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::cases::{self, Case};
 use super::{compile, RulesError, RulesFile};
 use crate::app::AppState;
-use crate::auth::{AuthError, Caller};
+use crate::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 
@@ -23,16 +23,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/rules:test", post(test_rules))
 }
 
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.is_admin() {
-        Ok(())
-    } else {
-        Err(AuthError::AdminRequired.into())
-    }
-}
-
 async fn read_rules(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     Ok(Json(json!({ "files": state.rules.files() })))
 }
 
@@ -47,7 +39,7 @@ async fn replace_rules(
     caller: Caller,
     ApiJson(body): ApiJson<FilesBody>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     state.rules.replace(body.files).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -65,7 +57,7 @@ async fn test_rules(
     caller: Caller,
     ApiJson(body): ApiJson<TestBody>,
 ) -> Result<Json<Value>, ApiError> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     let rules = match body.files {
         Some(files) => std::sync::Arc::new(compile(std::path::Path::new("rules"), &files)?),
         None => state.rules.current(),

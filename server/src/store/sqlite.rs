@@ -167,26 +167,53 @@ async fn run_writer(writer: SqlitePool, mut receiver: mpsc::Receiver<(Commit, Re
 /// when any commit of the group is rejected (rare), the transaction is rolled
 /// back and the group runs again with one savepoint per commit, so a rejected
 /// commit leaves the others intact. Mutations are pure, so re-running is safe.
-async fn commit_group(
+async fn commit_group(writer: &SqlitePool, group: &[(Commit, Reply)]) -> Result<CommitResults, StoreError> {
+    match run_group(writer, group, Savepoints::No).await? {
+        Some(results) => Ok(results),
+        None => Ok(run_group(writer, group, Savepoints::Yes).await?.unwrap_or_default()),
+    }
+}
+
+type CommitResults = Vec<Result<Vec<Committed>, CommitError>>;
+
+#[derive(PartialEq)]
+enum Savepoints {
+    No,
+    Yes,
+}
+
+/// One attempt at a group; `None` when, without savepoints, a commit was rejected.
+async fn run_group(
     writer: &SqlitePool,
     group: &[(Commit, Reply)],
-) -> Result<Vec<Result<Vec<Committed>, CommitError>>, StoreError> {
+    savepoints: Savepoints,
+) -> Result<Option<CommitResults>, StoreError> {
     let now = now_micros();
     let mut tx = writer.begin().await?;
     let mut results = Vec::with_capacity(group.len());
     for (commit, _) in group {
-        match apply_writes!(tx, &WRITE_SQL, commit.writes, now) {
-            Ok(committed) => results.push(Ok(committed)),
-            Err(_) => {
-                tx.rollback().await?;
-                return commit_group_with_savepoints(writer, group).await;
+        let result = if savepoints == Savepoints::Yes {
+            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+            let result = apply_writes!(savepoint, &WRITE_SQL, commit.writes, now);
+            match result {
+                Ok(_) => savepoint.commit().await?,
+                Err(_) => savepoint.rollback().await?,
             }
-        }
+            result
+        } else {
+            let result = apply_writes!(tx, &WRITE_SQL, commit.writes, now);
+            if result.is_err() {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            result
+        };
+        results.push(result);
     }
     record_changes!(tx, &WRITE_SQL, committed_writes(&results), now)?;
     record_jobs!(tx, &group_jobs(group, &results, now), now)?;
     tx.commit().await?;
-    Ok(results)
+    Ok(Some(results))
 }
 
 /// The trigger jobs of every successful commit of the group.
@@ -201,26 +228,4 @@ fn group_jobs(group: &[(Commit, Reply)], results: &[Result<Vec<Committed>, Commi
 
 fn committed_writes(results: &[Result<Vec<Committed>, CommitError>]) -> impl Iterator<Item = &Committed> {
     results.iter().filter_map(|r| r.as_ref().ok()).flatten()
-}
-
-async fn commit_group_with_savepoints(
-    writer: &SqlitePool,
-    group: &[(Commit, Reply)],
-) -> Result<Vec<Result<Vec<Committed>, CommitError>>, StoreError> {
-    let now = now_micros();
-    let mut tx = writer.begin().await?;
-    let mut results = Vec::with_capacity(group.len());
-    for (commit, _) in group {
-        let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-        let result = apply_writes!(savepoint, &WRITE_SQL, commit.writes, now);
-        match result {
-            Ok(_) => savepoint.commit().await?,
-            Err(_) => savepoint.rollback().await?,
-        }
-        results.push(result);
-    }
-    record_changes!(tx, &WRITE_SQL, committed_writes(&results), now)?;
-    record_jobs!(tx, &group_jobs(group, &results, now), now)?;
-    tx.commit().await?;
-    Ok(results)
 }

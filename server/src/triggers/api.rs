@@ -7,7 +7,7 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 use crate::app::AppState;
-use crate::auth::{AuthError, Caller};
+use crate::auth::Caller;
 use crate::clock::{format_time, now_micros};
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
@@ -18,14 +18,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/messages/{topic}", post(publish))
         .route("/v1/admin/functions/dead-letters", get(list_dead_letters))
         .route("/v1/admin/functions/dead-letters/{id}/replay", post(replay))
-}
-
-fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.is_admin() {
-        Ok(())
-    } else {
-        Err(AuthError::AdminRequired.into())
-    }
 }
 
 /// Publishes the JSON body to a topic: the service key, or a user a rule on
@@ -53,7 +45,7 @@ async fn publish(
 }
 
 async fn list_dead_letters(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     let jobs = state.store.dead_jobs(1000).await?;
     let items: Vec<Value> = jobs
         .iter()
@@ -72,7 +64,7 @@ async fn list_dead_letters(State(state): State<AppState>, caller: Caller) -> Res
 }
 
 async fn replay(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    require_admin(&caller)?;
+    caller.require_admin()?;
     if state.store.replay_job(&id, now_micros()).await? {
         state.triggers.wake();
         Ok(StatusCode::NO_CONTENT)
