@@ -255,8 +255,13 @@ async fn lists_show_only_what_the_caller_may_read(backend: Backend) {
         10,
         "the owner condition is pushed into SQL: only visible rows are read"
     );
-    let (status, _) = server.call("POST", "/v1/query", a, Some(json!({"collection": "notes", "count": true}))).await;
-    assert_eq!(status, 403, "counts need the service key for now");
+    let (status, counted) =
+        server.call("POST", "/v1/query", a, Some(json!({"collection": "notes", "count": true}))).await;
+    assert_eq!((status, counted), (200, json!({"count": 10})), "counts see only readable documents");
+    let sums =
+        json!({"collection": "notes", "aggregate": {"total": ["sum", "n"], "top": ["max", "n"], "all": ["count"]}});
+    let (_, summed) = server.call("POST", "/v1/query", a, Some(sums)).await;
+    assert_eq!(summed["aggregates"], json!({"total": 135.0, "top": 27.0, "all": 10}));
 }
 
 async fn admin_claim_grants_writes(backend: Backend) {

@@ -126,6 +126,36 @@ pub struct Documents {
 const WRITE_ATTEMPTS: usize = 3;
 /// Most documents a rules-filtered query examines to fill one page.
 const MAX_SCANNED_PER_QUERY: usize = 5000;
+/// Most documents checked against the rules for one count or aggregate.
+const MAX_COUNTED_UNDER_RULES: usize = 100_000;
+
+/// Documents a scan kept, and the cursor after the last one read when more remain.
+struct Scan {
+    visible: Vec<StoredDoc>,
+    next: Option<crate::store::query::Cursor>,
+}
+
+/// One aggregate over the numeric values of a field (`None` = count), as SQL computes it.
+fn aggregate_in_memory(aggregate: Option<&crate::store::query::Aggregate>, documents: &[Value]) -> Value {
+    use crate::store::query::AggregateFn;
+    let Some(aggregate) = aggregate else { return Value::from(documents.len()) };
+    let numbers: Vec<f64> = documents
+        .iter()
+        .filter_map(|d| aggregate.field.lookup(d))
+        .filter(|v| v.is_number())
+        .filter_map(Value::as_f64)
+        .collect();
+    if numbers.is_empty() {
+        return Value::Null;
+    }
+    let result = match aggregate.function {
+        AggregateFn::Sum => numbers.iter().sum(),
+        AggregateFn::Avg => numbers.iter().sum::<f64>() / numbers.len() as f64,
+        AggregateFn::Min => numbers.iter().copied().fold(f64::INFINITY, f64::min),
+        AggregateFn::Max => numbers.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    };
+    Value::from(result)
+}
 
 fn denied(what: &str) -> DocumentError {
     DocumentError::PermissionDenied(format!("security rules do not allow {what}"))
@@ -308,9 +338,7 @@ impl Documents {
     pub async fn query(&self, caller: &Caller, parsed: ParsedQuery) -> Result<QueryResult, DocumentError> {
         let ParsedQuery { collection, query, wanted } = parsed;
         if *caller != Caller::Service && !matches!(wanted, Wanted::Documents) {
-            return Err(DocumentError::PermissionDenied(
-                "counts and aggregates need the service key until rules can be pushed into them".into(),
-            ));
+            return self.filtered_aggregate(caller, collection, query, wanted).await;
         }
         match wanted {
             Wanted::Count => Ok(QueryResult::Count(self.store.count_documents(&query).await?)),
@@ -348,30 +376,82 @@ impl Documents {
         &self,
         caller: &Caller,
         collection: CollectionPath,
-        mut query: crate::store::query::Query,
+        query: crate::store::query::Query,
     ) -> Result<QueryResult, DocumentError> {
+        let query = self.with_pushed_rules(caller, &collection, query)?;
+        let scan =
+            self.scan_visible(caller, &collection, query.clone(), query.limit as usize, MAX_SCANNED_PER_QUERY).await?;
+        let next_cursor = scan.next.map(|cursor| query::encode_cursor(collection.as_str(), &query.order, &cursor));
+        Ok(QueryResult::Documents { collection, documents: scan.visible, next_cursor })
+    }
+
+    /// Counts and aggregates over the documents the caller may `list`.
+    async fn filtered_aggregate(
+        &self,
+        caller: &Caller,
+        collection: CollectionPath,
+        query: crate::store::query::Query,
+        wanted: Wanted,
+    ) -> Result<QueryResult, DocumentError> {
+        let mut query = self.with_pushed_rules(caller, &collection, query)?;
+        query.limit = 1000;
+        let scan = self.scan_visible(caller, &collection, query, usize::MAX, MAX_COUNTED_UNDER_RULES).await?;
+        if scan.next.is_some() {
+            return Err(DocumentError::InvalidArgument(format!(
+                "more than {MAX_COUNTED_UNDER_RULES} documents to check against the rules; narrow the query"
+            )));
+        }
+        let values: Vec<Value> = scan.visible.iter().map(parse_data).collect::<Result<_, _>>()?;
+        Ok(match wanted {
+            Wanted::Count => QueryResult::Count(values.len() as i64),
+            Wanted::Aggregates(list) => QueryResult::Aggregates(
+                list.into_iter()
+                    .map(|(name, aggregate)| (name, aggregate_in_memory(aggregate.as_ref(), &values)))
+                    .collect(),
+            ),
+            Wanted::Documents => QueryResult::Count(values.len() as i64),
+        })
+    }
+
+    /// Refuses a collection no `allow list` applies to, and adds the rules'
+    /// pushed-down conditions to the query (every row read is still checked).
+    fn with_pushed_rules(
+        &self,
+        caller: &Caller,
+        collection: &CollectionPath,
+        mut query: crate::store::query::Query,
+    ) -> Result<crate::store::query::Query, DocumentError> {
         let rules = self.rules.current();
         if !rules.covers(Method::List, collection.as_str()) {
             return Err(denied(&format!("listing {collection}")));
         }
-        // Rule conditions on the data go into the query; every row read is still checked.
         let auth = access::rules_auth(caller);
-        let pushed = access::pushed_filter(&rules.list_condition(collection.as_str(), auth.as_ref(), now_micros()));
-        if let Some(pushed) = pushed {
+        if let Some(pushed) =
+            access::pushed_filter(&rules.list_condition(collection.as_str(), auth.as_ref(), now_micros()))
+        {
             query.filter = Some(match query.filter.take() {
                 Some(own) => crate::store::query::Filter::And(vec![own, pushed]),
                 None => pushed,
             });
         }
-        let limit = query.limit as usize;
+        Ok(query)
+    }
+
+    /// Reads pages in query order, keeping the documents the caller may `list`,
+    /// until `want` are kept or `budget` rows were read.
+    async fn scan_visible(
+        &self,
+        caller: &Caller,
+        collection: &CollectionPath,
+        mut query: crate::store::query::Query,
+        want: usize,
+        budget: usize,
+    ) -> Result<Scan, DocumentError> {
         let mut visible: Vec<StoredDoc> = Vec::new();
         let mut fetched = Fetched::default();
         let mut scanned = 0;
-        let mut next = None;
         loop {
             let page = self.store.query_documents(&query).await?;
-            let page_has_more = page.next.is_some();
-            let mut cut_short = None;
             self.rows_read.inc_by(page.documents.len() as u64);
             for stored in page.documents {
                 scanned += 1;
@@ -380,27 +460,20 @@ impl Documents {
                 let check = access::Check { method: Method::List, path: &path, existing: Some(&data), incoming: None };
                 if self.allowed(caller, &mut fetched, &check).await? {
                     visible.push(stored);
-                    if visible.len() == limit {
-                        cut_short = visible.last().cloned();
-                        break;
+                    if visible.len() == want {
+                        let next = visible
+                            .last()
+                            .map(|last| crate::store::documents::cursor_after(last, &query))
+                            .transpose()?;
+                        return Ok(Scan { visible, next });
                     }
                 }
             }
-            if let Some(last) = cut_short {
-                next = Some(crate::store::documents::cursor_after(&last, &query)?);
-                break;
-            }
             match page.next {
-                Some(cursor) if page_has_more && scanned < MAX_SCANNED_PER_QUERY => query.start_after = Some(cursor),
-                Some(cursor) => {
-                    next = Some(cursor);
-                    break;
-                }
-                None => break,
+                Some(cursor) if scanned < budget => query.start_after = Some(cursor),
+                next => return Ok(Scan { visible, next }),
             }
         }
-        let next_cursor = next.map(|cursor| query::encode_cursor(collection.as_str(), &query.order, &cursor));
-        Ok(QueryResult::Documents { collection, documents: visible, next_cursor })
     }
 
     /// Plain listing of a collection in id order.
