@@ -97,7 +97,16 @@ pub fn eval(expr: &Expr, scope: &Scope, env: &Env) -> Eval {
             "resource" => Ok(env.resource.clone()),
             _ => scope.vars.get(name).cloned().map_or_else(|| error(format!("unknown name `{name}`")), Ok),
         },
-        ExprKind::Member(target, name) => member(eval(target, scope, env)?, name),
+        ExprKind::Member(target, name) => match borrowed(target, scope, env) {
+            // `request.auth.uid`, `resource.data.owner`: walk the stored maps and
+            // copy only the leaf, instead of copying `request` or `resource` whole.
+            Some(Ok(value)) => match value {
+                Value::Map(map) => map.get(name).cloned().map_or_else(|| error(format!("no field `{name}`")), Ok),
+                other => member(other.clone(), name),
+            },
+            Some(Err(e)) => Err(e),
+            None => member(eval(target, scope, env)?, name),
+        },
         ExprKind::Index(target, index) => {
             let target = eval(target, scope, env)?;
             let index = eval(index, scope, env)?;
@@ -135,6 +144,10 @@ pub fn eval(expr: &Expr, scope: &Scope, env: &Env) -> Eval {
         ExprKind::Binary(BinaryOp::And, left, right) => {
             logical(eval(left, scope, env), || eval(right, scope, env), false)
         }
+        ExprKind::Binary(op @ (BinaryOp::Eq | BinaryOp::Ne), left, right) => {
+            let equal = eval_cow(left, scope, env)?.equals(eval_cow(right, scope, env)?.as_ref());
+            Ok(Value::Bool(equal == (*op == BinaryOp::Eq)))
+        }
         ExprKind::Binary(op, left, right) => binary(*op, eval(left, scope, env)?, eval(right, scope, env)?),
         ExprKind::Ternary(condition, then, otherwise) => {
             if as_bool(eval(condition, scope, env))? {
@@ -143,12 +156,38 @@ pub fn eval(expr: &Expr, scope: &Scope, env: &Env) -> Eval {
                 eval(otherwise, scope, env)
             }
         }
-        ExprKind::Is(inner, type_name) => Ok(Value::Bool(eval(inner, scope, env)?.is(*type_name))),
+        ExprKind::Is(inner, type_name) => Ok(Value::Bool(eval_cow(inner, scope, env)?.is(*type_name))),
     }
 }
 
 fn is_namespace(target: &Expr) -> bool {
     matches!(&target.kind, ExprKind::Ident(n) if n == "duration" || n == "timestamp")
+}
+
+/// `expr`'s value, borrowed when it is a variable or a member chain on one.
+fn eval_cow<'v>(expr: &Expr, scope: &'v Scope, env: &'v Env) -> Result<std::borrow::Cow<'v, Value>, EvalError> {
+    match borrowed(expr, scope, env) {
+        Some(value) => value.map(std::borrow::Cow::Borrowed),
+        None => eval(expr, scope, env).map(std::borrow::Cow::Owned),
+    }
+}
+
+/// The value of a variable or of a member chain on one, by reference;
+/// `None` when the expression is something else (then it is evaluated).
+fn borrowed<'v>(expr: &Expr, scope: &'v Scope, env: &'v Env) -> Option<Result<&'v Value, EvalError>> {
+    match &expr.kind {
+        ExprKind::Ident(name) => Some(match name.as_str() {
+            "request" => Ok(&env.request),
+            "resource" => Ok(&env.resource),
+            _ => scope.vars.get(name).ok_or_else(|| EvalError::Error(format!("unknown name `{name}`"))),
+        }),
+        ExprKind::Member(target, name) => Some(borrowed(target, scope, env)?.and_then(|value| match value {
+            Value::Map(map) => map.get(name).ok_or_else(|| EvalError::Error(format!("no field `{name}`"))),
+            Value::Null => Err(EvalError::Error(format!("`{name}` of null"))),
+            other => Err(EvalError::Error(format!("a {} has no field `{name}`", other.type_name()))),
+        })),
+        _ => None,
+    }
 }
 
 /// `||` (`short = true`) and `&&` (`short = false`) with errors as values:
