@@ -230,7 +230,8 @@ async fn create_in_collection(
 ) -> Result<Response, ApiError> {
     let collection = CollectionPath::parse(&path).map_err(DocumentError::from)?;
     let path = collection.doc(&crate::ids::random_id(20)).map_err(DocumentError::from)?;
-    write_one(&state, &caller, WriteRequest { path, op: WriteOp::Create(data), precondition: Precondition::None }).await
+    write_one(&state, &caller, WriteRequest { path, op: WriteOp::CreateNew(data), precondition: Precondition::None })
+        .await
 }
 
 #[derive(Debug, Deserialize)]

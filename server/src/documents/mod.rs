@@ -71,6 +71,8 @@ impl ApiFailure for DocumentError {
 pub enum WriteOp {
     /// Create; fails with `already-exists` when the document exists.
     Create(Value),
+    /// Create at an id the server has just generated (`POST` on a collection).
+    CreateNew(Value),
     /// Create or replace.
     Set(Value),
     /// Merge into an existing document; fails with `not-found` when missing.
@@ -225,7 +227,9 @@ impl Documents {
                     request.path
                 )));
             }
-            if let WriteOp::Create(data) | WriteOp::Set(data) | WriteOp::Update(data) = &request.op {
+            if let WriteOp::Create(data) | WriteOp::CreateNew(data) | WriteOp::Set(data) | WriteOp::Update(data) =
+                &request.op
+            {
                 let mode = if matches!(request.op, WriteOp::Update(_)) { Mode::Merge } else { Mode::Replace };
                 data::validate(data, mode, self.limits).map_err(|e| batch_error(&requests, i, e))?;
             }
@@ -319,8 +323,10 @@ impl Documents {
         let schemas = self.schemas.clone();
         let key = key(&request.path);
         let collection = key.collection.clone();
+        let fresh = matches!(request.op, WriteOp::CreateNew(_));
         Write {
             key,
+            fresh,
             mutation: Box::new(move |current, now| {
                 if seen.is_some_and(|version| version != current.map(|c| c.version)) {
                     return Err(Rejection::Changed);
@@ -540,9 +546,11 @@ fn decide(
     let now_text = format_time(now);
     let data = match (op, current) {
         (WriteOp::Delete, _) => return Ok(Outcome::Delete),
-        (WriteOp::Create(_), Some(_)) => return Err(Rejection::AlreadyExists),
+        (WriteOp::Create(_) | WriteOp::CreateNew(_), Some(_)) => return Err(Rejection::AlreadyExists),
         (WriteOp::Update(_), None) => return Err(Rejection::NotFound),
-        (WriteOp::Create(data) | WriteOp::Set(data), _) => data::resolve(None, data, Mode::Replace, &now_text),
+        (WriteOp::Create(data) | WriteOp::CreateNew(data) | WriteOp::Set(data), _) => {
+            data::resolve(None, data, Mode::Replace, &now_text)
+        }
         (WriteOp::Update(data), Some(doc)) => {
             let current: Value = serde_json::from_str(&doc.data)
                 .map_err(|_| Rejection::Invalid("the stored document is not valid JSON".into()))?;

@@ -191,7 +191,8 @@ async fn handle(documents: &Documents, messages: &Messages, request: Value) -> R
             let collection = request["collection"].as_str().ok_or_else(|| invalid("`collection` is required"))?;
             let collection = CollectionPath::parse(collection).map_err(crate::documents::DocumentError::from)?;
             let path = collection.doc(&crate::ids::random_id(20)).map_err(crate::documents::DocumentError::from)?;
-            let request = WriteRequest { path, op: WriteOp::Create(data(&request)?), precondition: Precondition::None };
+            let request =
+                WriteRequest { path, op: WriteOp::CreateNew(data(&request)?), precondition: Precondition::None };
             first(write(documents, vec![request]).await?)
         }
         "batch" => {
