@@ -26,9 +26,20 @@ use crate::store::{Store, StoreError};
 use crate::triggers::schedule::Schedules;
 use crate::triggers::{Messages, QueueMetrics, TriggerIndex, TriggerWorker};
 
-/// Shared state handed to every handler. Each field is one part's service.
+/// Shared state handed to every handler: one reference-counted pointer, so
+/// the clone axum makes per request and layer is a single atomic increment.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The parts' services. Each field is one part's service.
+pub struct Services {
     pub config: Arc<Config>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
@@ -118,7 +129,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         queue_metrics,
     )
     .spawn();
-    let state = AppState {
+    let state = AppState(Arc::new(Services {
         config: Arc::new(config),
         store,
         metrics: Arc::new(metrics),
@@ -129,7 +140,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         functions,
         triggers,
         messages,
-    };
+    }));
     let router = crate::http::router(state.clone());
     Ok(App { listener, router, state, new_service_key })
 }
