@@ -40,25 +40,25 @@ impl ErrorCode {
         }
     }
 
+    /// Every code, for parsing wire names.
+    const ALL: [ErrorCode; 12] = [
+        ErrorCode::InvalidArgument,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
+        ErrorCode::NotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::FailedPrecondition,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::ResourceExhausted,
+        ErrorCode::DeadlineExceeded,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+
     /// The code with this wire name, if any.
     pub fn parse(name: &str) -> Option<ErrorCode> {
-        use ErrorCode::*;
-        [
-            InvalidArgument,
-            Unauthenticated,
-            PermissionDenied,
-            NotFound,
-            AlreadyExists,
-            FailedPrecondition,
-            PayloadTooLarge,
-            MethodNotAllowed,
-            ResourceExhausted,
-            DeadlineExceeded,
-            Unavailable,
-            Internal,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == name)
+        Self::ALL.into_iter().find(|c| c.as_str() == name)
     }
 
     /// The one code → HTTP status table.

@@ -216,8 +216,12 @@ macro_rules! apply_writes {
                             .map_err($crate::store::StoreError::from)?;
                         (Some($crate::store::documents::ChangeKind::Delete), None)
                     }
-                    ($crate::store::documents::Outcome::Put(data), None) => {
-                        sqlx::query(sql.insert)
+                    ($crate::store::documents::Outcome::Put(data), old) => {
+                        let (statement, kind) = match old {
+                            None => (sql.insert, $crate::store::documents::ChangeKind::Create),
+                            Some(_) => (sql.update, $crate::store::documents::ChangeKind::Update),
+                        };
+                        sqlx::query(statement)
                             .bind(&write.key.collection)
                             .bind(&write.key.id)
                             .bind(&data)
@@ -228,29 +232,11 @@ macro_rules! apply_writes {
                         let doc = $crate::store::documents::StoredDoc {
                             id: write.key.id.clone(),
                             data,
-                            version: 1,
-                            create_time: $now,
+                            version: old.map_or(1, |o| o.version + 1),
+                            create_time: old.map_or($now, |o| o.create_time),
                             update_time: $now,
                         };
-                        (Some($crate::store::documents::ChangeKind::Create), Some(doc))
-                    }
-                    ($crate::store::documents::Outcome::Put(data), Some(old)) => {
-                        sqlx::query(sql.update)
-                            .bind(&write.key.collection)
-                            .bind(&write.key.id)
-                            .bind(&data)
-                            .bind($now)
-                            .execute(&mut *$conn)
-                            .await
-                            .map_err($crate::store::StoreError::from)?;
-                        let doc = $crate::store::documents::StoredDoc {
-                            id: write.key.id.clone(),
-                            data,
-                            version: old.version + 1,
-                            create_time: old.create_time,
-                            update_time: $now,
-                        };
-                        (Some($crate::store::documents::ChangeKind::Update), Some(doc))
+                        (Some(kind), Some(doc))
                     }
                 };
                 let version =
