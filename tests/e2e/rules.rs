@@ -36,6 +36,9 @@ service cloud.firestore {
     match /shared/{path=**} {
       allow read: if signedIn();
     }
+    match /big/{id} {
+      allow read: if resource.data.n >= 9007199254740993;
+    }
   }
 }
 "#;
@@ -58,6 +61,7 @@ fn ids(body: &Value) -> Vec<String> {
 on_both_backends!(
     owners_read_and_write_their_own_documents,
     lists_show_only_what_the_caller_may_read,
+    list_conditions_sql_cannot_decide_exactly_are_checked_per_row,
     admin_claim_grants_writes,
     get_and_exists_read_other_documents,
     a_batch_with_one_denied_write_is_refused_whole,
@@ -262,6 +266,25 @@ async fn lists_show_only_what_the_caller_may_read(backend: Backend) {
         json!({"collection": "notes", "aggregate": {"total": ["sum", "n"], "top": ["max", "n"], "all": ["count"]}});
     let (_, summed) = server.call("POST", "/v1/query", a, Some(sums)).await;
     assert_eq!(summed["aggregates"], json!({"total": 135.0, "top": 27.0, "all": 10}));
+}
+
+/// SQL compares numbers as doubles, so 2^53 passes `>= 2^53 + 1` there; the
+/// rules compare integers exactly, and the per-row check must drop it.
+async fn list_conditions_sql_cannot_decide_exactly_are_checked_per_row(backend: Backend) {
+    let server = start(backend).await;
+    let (_, token) = user(&server, "alice@example.com").await;
+    let writes = json!([
+        {"op": "set", "path": "big/a", "data": {"n": 9007199254740992_i64}},
+        {"op": "set", "path": "big/b", "data": {"n": 9007199254740994_i64}},
+        {"op": "set", "path": "big/c", "data": {"n": "9007199254740999"}},
+    ]);
+    assert_eq!(server.admin("POST", "/v1/batch", Some(json!({ "writes": writes }))).await.0, 200);
+    let t = Some(token.as_str());
+    let (status, listed) = server.call("GET", "/v1/docs/big", t, None).await;
+    assert_eq!((status, ids(&listed)), (200, vec!["b".to_owned()]), "{listed}");
+    let (_, counted) = server.call("POST", "/v1/query", t, Some(json!({"collection": "big", "count": true}))).await;
+    assert_eq!(counted, json!({"count": 1}));
+    assert_eq!(server.call("GET", "/v1/docs/big/a", t, None).await.0, 403);
 }
 
 async fn admin_claim_grants_writes(backend: Backend) {

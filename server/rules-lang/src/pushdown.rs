@@ -1,9 +1,11 @@
 //! Rules as query filters: the `allow list` conditions of a collection,
 //! partially evaluated for one caller, leave a condition on `resource.data`
-//! that a host can push into its query (`WHERE`). The result is a *necessary*
-//! condition — whatever cannot be expressed becomes "anything" — so the host
-//! still evaluates every row it reads; pushing down only saves reading rows
-//! the caller could never see.
+//! that a host can push into its query (`WHERE`). Whatever cannot be
+//! expressed becomes `Unknown`, so the result is always a *necessary*
+//! condition: pushing it down only saves reading rows the caller could never
+//! see. When no `Unknown` is left (`Condition::is_exact`), the condition is
+//! also sufficient — under the comparison semantics documented on
+//! `Condition` — and a host whose filter implements them needs no per-row check.
 
 use std::collections::HashMap;
 
@@ -21,13 +23,20 @@ pub enum CompareOp {
     Ge,
 }
 
-/// A condition on a document's data.
+/// A condition on a document's data, with the rules language's semantics:
+/// a comparison with a missing field (or through a non-map) is false; `==`
+/// and `!=` compare any present value (`!=` is true for other types; ints and
+/// floats compare numerically); `<`, `<=`, `>`, `>=` are false unless both
+/// sides are numbers, both strings (byte order) or both timestamps.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
-    /// Every document may pass (nothing to push down).
+    /// Every document passes.
     Anything,
     /// No document passes.
     Nothing,
+    /// Depends on the row in a way no filter expresses: every row passes the
+    /// filter and must be checked one by one.
+    Unknown,
     /// `data.<field> <op> <value>` with a scalar value.
     Compare {
         field: Vec<String>,
@@ -43,10 +52,22 @@ pub enum Condition {
     Or(Vec<Condition>),
 }
 
+impl Condition {
+    /// Whether the condition decides every row by itself (no `Unknown` part).
+    pub fn is_exact(&self) -> bool {
+        match self {
+            Condition::Unknown => false,
+            Condition::And(parts) | Condition::Or(parts) => parts.iter().all(Condition::is_exact),
+            Condition::Anything | Condition::Nothing | Condition::Compare { .. } | Condition::In { .. } => true,
+        }
+    }
+}
+
 fn and(a: Condition, b: Condition) -> Condition {
     match (a, b) {
         (Condition::Nothing, _) | (_, Condition::Nothing) => Condition::Nothing,
         (Condition::Anything, x) | (x, Condition::Anything) => x,
+        (Condition::Unknown, Condition::Unknown) => Condition::Unknown,
         (Condition::And(mut xs), Condition::And(ys)) => {
             xs.extend(ys);
             Condition::And(xs)
@@ -63,6 +84,7 @@ fn or(a: Condition, b: Condition) -> Condition {
     match (a, b) {
         (Condition::Anything, _) | (_, Condition::Anything) => Condition::Anything,
         (Condition::Nothing, x) | (x, Condition::Nothing) => x,
+        (Condition::Unknown, Condition::Unknown) => Condition::Unknown,
         (Condition::Or(mut xs), y) => {
             xs.push(y);
             Condition::Or(xs)
@@ -103,7 +125,7 @@ pub(crate) fn list_condition<'r>(
                 *last = id.as_str();
             }
             if crate::bind(pattern, &path, version).is_some() {
-                return Condition::Anything;
+                return Condition::Unknown;
             }
         }
         let Some(mut vars) = crate::bind(pattern, &segments, version) else { continue };
@@ -226,14 +248,14 @@ fn substitute(expr: &Expr, substitutions: &HashMap<String, Expr>) -> Expr {
 }
 
 /// The value of a part that does not depend on the row: true → anything, otherwise nothing
-/// (an error never grants); a part that depends on the row → anything (kept for per-row checks).
+/// (an error never grants); a part that depends on the row → unknown (left for per-row checks).
 fn concrete(expr: &Expr, scope: &Scope, env: &Env, row: &[String]) -> Condition {
     if mentions_row(expr, row) {
-        return Condition::Anything;
+        return Condition::Unknown;
     }
     match eval(expr, scope, env) {
         Ok(Value::Bool(true)) => Condition::Anything,
-        Err(EvalError::NeedDocument(_)) => Condition::Anything,
+        Err(EvalError::NeedDocument(_)) => Condition::Unknown,
         _ => Condition::Nothing,
     }
 }
@@ -255,9 +277,15 @@ fn comparison(op: BinaryOp, left: &Expr, right: &Expr, scope: &Scope, env: &Env,
         if mentions_row(right, row) {
             return None;
         }
-        let Ok(Value::List(items)) = eval(right, scope, env) else { return Some(Condition::Nothing) };
-        let values = items.iter().map(scalar).collect::<Option<Vec<_>>>()?;
-        return Some(Condition::In { field, values });
+        return Some(match eval(right, scope, env) {
+            Ok(Value::List(items)) => match items.iter().map(scalar).collect::<Option<Vec<_>>>() {
+                Some(values) => Condition::In { field, values },
+                None => Condition::Unknown,
+            },
+            // `in` a map tests its keys; leave that to the per-row check.
+            Ok(_) | Err(EvalError::NeedDocument(_)) => Condition::Unknown,
+            Err(EvalError::Error(_)) => Condition::Nothing,
+        });
     }
     let (field, other, flipped) = match (data_field(left), data_field(right)) {
         (Some(field), None) => (field, right, false),
@@ -269,8 +297,8 @@ fn comparison(op: BinaryOp, left: &Expr, right: &Expr, scope: &Scope, env: &Env,
     }
     let op = op_of(op, flipped)?;
     match eval(other, scope, env) {
-        Ok(value) => Some(scalar(&value).map_or(Condition::Anything, |value| Condition::Compare { field, op, value })),
-        Err(EvalError::NeedDocument(_)) => Some(Condition::Anything),
+        Ok(value) => Some(scalar(&value).map_or(Condition::Unknown, |value| Condition::Compare { field, op, value })),
+        Err(EvalError::NeedDocument(_)) => Some(Condition::Unknown),
         // Comparing with an error is an error: it never grants.
         Err(EvalError::Error(_)) => Some(Condition::Nothing),
     }

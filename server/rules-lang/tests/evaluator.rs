@@ -450,13 +450,27 @@ fn list_conditions_push_owner_checks_down() {
     .unwrap();
     let alice = alice();
     let field = |f: &str| f.split('.').map(str::to_owned).collect::<Vec<_>>();
+    let tasks = rules.list_condition("tasks", Some(&alice), 0);
     assert_eq!(
-        rules.list_condition("tasks", Some(&alice), 0),
-        Condition::Compare { field: field("owner"), op: CompareOp::Eq, value: json!("alice") },
+        tasks,
+        Condition::And(vec![
+            Condition::Compare { field: field("owner"), op: CompareOp::Eq, value: json!("alice") },
+            Condition::Unknown
+        ]),
         "the row-dependent rest (tags.size()) is left for per-row checks"
     );
+    assert!(!tasks.is_exact());
     assert_eq!(rules.list_condition("open", None, 0), Condition::Anything);
-    assert_eq!(rules.list_condition("mixed", None, 0), Condition::Anything, "a condition on the id cannot be pushed");
+    let mixed = rules.list_condition("mixed", None, 0);
+    assert_eq!(
+        mixed,
+        Condition::Or(vec![
+            Condition::Compare { field: field("n"), op: CompareOp::Gt, value: json!(1) },
+            Condition::Unknown
+        ]),
+        "a condition on the id cannot be pushed"
+    );
+    assert!(!mixed.is_exact());
     assert_eq!(rules.list_condition("admin", Some(&alice), 0), Condition::Nothing, "decided without reading rows");
     assert_eq!(rules.list_condition("elsewhere", Some(&alice), 0), Condition::Nothing);
     let notes = rules.list_condition("notes", None, 0);
@@ -465,4 +479,31 @@ fn list_conditions_push_owner_checks_down() {
         Condition::Compare { field: field("public"), op: CompareOp::Eq, value: json!(true) },
         "signed out: only public notes"
     );
+    assert!(notes.is_exact(), "nothing is left for per-row checks");
+    assert!(rules.list_condition("notes", Some(&alice), 0).is_exact());
+}
+
+#[test]
+fn list_conditions_leave_what_they_cannot_express_for_per_row_checks() {
+    use nimbus_rules_lang::pushdown::Condition;
+    let rules = Rules::compile(&[(
+        "u.rules",
+        r#"
+        rules_version = '2';
+        service cloud.firestore {
+          match /databases/{database}/documents {
+            match /groups/{id} { allow list: if resource.data.group in request.auth.token; }
+            match /fetched/{id} { allow list: if get(/databases/$(database)/documents/config/c).data.open == true; }
+            match /single/only { allow list: if true; }
+            match /stamps/{id} { allow list: if resource.data.at < request.time; }
+          }
+        }"#,
+    )])
+    .unwrap();
+    let alice = alice();
+    for collection in ["groups", "fetched", "single", "stamps"] {
+        let condition = rules.list_condition(collection, Some(&alice), 0);
+        assert!(!condition.is_exact(), "{collection}: {condition:?}");
+        assert_ne!(condition, Condition::Nothing, "{collection}: a necessary condition never drops visible rows");
+    }
 }

@@ -83,21 +83,28 @@ pub async fn allowed(
     }
 }
 
-/// The store filter for a pushed-down rules condition; `None` = no filter.
-/// Fields that cannot be written in SQL stay unfiltered (checked per row).
-pub fn pushed_filter(condition: &Condition) -> Option<Filter> {
-    let field = |segments: &[String]| FieldPath::parse(&segments.join("."));
-    let scalar = |value: &Value| match value {
-        Value::Null => Some(Scalar::Null),
-        Value::Bool(b) => Some(Scalar::Bool(*b)),
-        Value::Number(n) => n.as_f64().map(Scalar::Number),
-        Value::String(s) => Some(Scalar::String(s.clone())),
-        _ => None,
-    };
+/// A pushed-down rules condition as a store filter.
+pub struct Pushed {
+    /// `None` = no filter.
+    pub filter: Option<Filter>,
+    /// The filter decides every row exactly as the rules would, so rows read
+    /// through it need no per-row check.
+    pub exact: bool,
+}
+
+/// The store filter for a pushed-down rules condition. Parts the store cannot
+/// write in SQL stay unfiltered (checked per row). A comparison counts as
+/// exact only where the store's semantics equal the rules' for every stored
+/// value: `==`/`!=`/`in` with null, bools and strings. Numbers are compared
+/// as doubles in SQL (ints above 2^53 would differ) and string ranges follow
+/// the database collation, so those are still checked per row.
+pub fn pushed_filter(condition: &Condition) -> Pushed {
     match condition {
-        Condition::Anything => None,
-        Condition::Nothing => Some(Filter::Or(Vec::new())),
-        Condition::Compare { field: f, op, value } => {
+        Condition::Anything => Pushed { filter: None, exact: true },
+        Condition::Unknown => Pushed { filter: None, exact: false },
+        Condition::Nothing => Pushed { filter: Some(Filter::Or(Vec::new())), exact: true },
+        Condition::Compare { field, op, value } => {
+            let exact_op = matches!(op, CompareOp::Eq | CompareOp::Ne);
             let op = match op {
                 CompareOp::Eq => StoreOp::Eq,
                 CompareOp::Ne => StoreOp::Ne,
@@ -106,16 +113,58 @@ pub fn pushed_filter(condition: &Condition) -> Option<Filter> {
                 CompareOp::Gt => StoreOp::Gt,
                 CompareOp::Ge => StoreOp::Ge,
             };
-            Some(Filter::Compare { field: field(f)?, op, value: scalar(value)? })
+            match (field_path(field), scalar(value)) {
+                (Some(field), Some(scalar)) => Pushed {
+                    exact: exact_op && exact_scalar(&scalar),
+                    filter: Some(Filter::Compare { field, op, value: scalar }),
+                },
+                _ => Pushed { filter: None, exact: false },
+            }
         }
-        Condition::In { field: f, values } => {
-            let values = values.iter().map(scalar).collect::<Option<Vec<_>>>()?;
-            Some(Filter::In { field: field(f)?, values, negated: false })
+        Condition::In { field, values } => {
+            match (field_path(field), values.iter().map(scalar).collect::<Option<Vec<_>>>()) {
+                (Some(field), Some(values)) => Pushed {
+                    exact: values.iter().all(exact_scalar),
+                    filter: Some(Filter::In { field, values, negated: false }),
+                },
+                _ => Pushed { filter: None, exact: false },
+            }
         }
         Condition::And(parts) => {
-            let pushed: Vec<Filter> = parts.iter().filter_map(pushed_filter).collect();
-            (!pushed.is_empty()).then_some(Filter::And(pushed))
+            let pushed: Vec<Pushed> = parts.iter().map(pushed_filter).collect();
+            let exact = pushed.iter().all(|p| p.exact);
+            let filters: Vec<Filter> = pushed.into_iter().filter_map(|p| p.filter).collect();
+            Pushed { filter: (!filters.is_empty()).then_some(Filter::And(filters)), exact }
         }
-        Condition::Or(parts) => parts.iter().map(pushed_filter).collect::<Option<Vec<_>>>().map(Filter::Or),
+        Condition::Or(parts) => {
+            let pushed: Vec<Pushed> = parts.iter().map(pushed_filter).collect();
+            let exact = pushed.iter().all(|p| p.exact);
+            // One unfiltered alternative lets every row through.
+            let filter = pushed.into_iter().map(|p| p.filter).collect::<Option<Vec<_>>>().map(Filter::Or);
+            Pushed { filter, exact }
+        }
     }
+}
+
+/// A rules field (`["dims", "w"]`) as a store field path; `None` when a
+/// segment is not a plain name (`resource.data['a.b']`).
+fn field_path(segments: &[String]) -> Option<FieldPath> {
+    if segments.iter().any(|s| FieldPath::parse(s).is_none_or(|f| f.segments().len() != 1)) {
+        return None;
+    }
+    FieldPath::parse(&segments.join("."))
+}
+
+fn scalar(value: &Value) -> Option<Scalar> {
+    match value {
+        Value::Null => Some(Scalar::Null),
+        Value::Bool(b) => Some(Scalar::Bool(*b)),
+        Value::Number(n) => n.as_f64().map(Scalar::Number),
+        Value::String(s) => Some(Scalar::String(s.clone())),
+        _ => None,
+    }
+}
+
+fn exact_scalar(value: &Scalar) -> bool {
+    !matches!(value, Scalar::Number(_))
 }

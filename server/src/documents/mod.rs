@@ -131,6 +131,13 @@ const MAX_SCANNED_PER_QUERY: usize = 5000;
 /// Most documents checked against the rules for one count or aggregate.
 const MAX_COUNTED_UNDER_RULES: usize = 100_000;
 
+/// A query with the rules' list conditions added.
+struct RuledQuery {
+    query: crate::store::query::Query,
+    /// The added filter is the whole decision: rows read need no per-row check.
+    exact: bool,
+}
+
 /// Documents a scan kept, and the cursor after the last one read when more remain.
 struct Scan {
     visible: Vec<StoredDoc>,
@@ -343,9 +350,19 @@ impl Documents {
 
     pub async fn query(&self, caller: &Caller, parsed: ParsedQuery) -> Result<QueryResult, DocumentError> {
         let ParsedQuery { collection, query, wanted } = parsed;
-        if *caller != Caller::Service && !matches!(wanted, Wanted::Documents) {
-            return self.filtered_aggregate(caller, collection, query, wanted).await;
-        }
+        let query = match caller {
+            Caller::Service => query,
+            _ => {
+                let ruled = self.with_pushed_rules(caller, &collection, query)?;
+                if !ruled.exact {
+                    return match wanted {
+                        Wanted::Documents => self.filtered_query(caller, collection, ruled.query).await,
+                        _ => self.filtered_aggregate(caller, collection, ruled.query, wanted).await,
+                    };
+                }
+                ruled.query
+            }
+        };
         match wanted {
             Wanted::Count => Ok(QueryResult::Count(self.store.count_documents(&query).await?)),
             Wanted::Aggregates(list) => {
@@ -365,13 +382,15 @@ impl Documents {
                     .collect();
                 Ok(QueryResult::Aggregates(results))
             }
-            Wanted::Documents if *caller == Caller::Service => {
+            Wanted::Documents => {
                 let page = self.store.query_documents(&query).await?;
+                if *caller != Caller::Service {
+                    self.rows_read.inc_by(page.documents.len() as u64);
+                }
                 let next_cursor =
                     page.next.map(|cursor| query::encode_cursor(collection.as_str(), &query.order, &cursor));
                 Ok(QueryResult::Documents { collection, documents: page.documents, next_cursor })
             }
-            Wanted::Documents => self.filtered_query(caller, collection, query).await,
         }
     }
 
@@ -384,7 +403,6 @@ impl Documents {
         collection: CollectionPath,
         query: crate::store::query::Query,
     ) -> Result<QueryResult, DocumentError> {
-        let query = self.with_pushed_rules(caller, &collection, query)?;
         let scan =
             self.scan_visible(caller, &collection, query.clone(), query.limit as usize, MAX_SCANNED_PER_QUERY).await?;
         let next_cursor = scan.next.map(|cursor| query::encode_cursor(collection.as_str(), &query.order, &cursor));
@@ -399,7 +417,7 @@ impl Documents {
         query: crate::store::query::Query,
         wanted: Wanted,
     ) -> Result<QueryResult, DocumentError> {
-        let mut query = self.with_pushed_rules(caller, &collection, query)?;
+        let mut query = query;
         query.limit = 1000;
         let scan = self.scan_visible(caller, &collection, query, usize::MAX, MAX_COUNTED_UNDER_RULES).await?;
         if scan.next.is_some() {
@@ -420,27 +438,26 @@ impl Documents {
     }
 
     /// Refuses a collection no `allow list` applies to, and adds the rules'
-    /// pushed-down conditions to the query (every row read is still checked).
+    /// pushed-down conditions to the query.
     fn with_pushed_rules(
         &self,
         caller: &Caller,
         collection: &CollectionPath,
         mut query: crate::store::query::Query,
-    ) -> Result<crate::store::query::Query, DocumentError> {
+    ) -> Result<RuledQuery, DocumentError> {
         let rules = self.rules.current();
         if !rules.covers(Method::List, collection.as_str()) {
             return Err(denied(&format!("listing {collection}")));
         }
         let auth = access::rules_auth(caller);
-        if let Some(pushed) =
-            access::pushed_filter(&rules.list_condition(collection.as_str(), auth.as_ref(), now_micros()))
-        {
+        let pushed = access::pushed_filter(&rules.list_condition(collection.as_str(), auth.as_ref(), now_micros()));
+        if let Some(filter) = pushed.filter {
             query.filter = Some(match query.filter.take() {
-                Some(own) => crate::store::query::Filter::And(vec![own, pushed]),
-                None => pushed,
+                Some(own) => crate::store::query::Filter::And(vec![own, filter]),
+                None => filter,
             });
         }
-        Ok(query)
+        Ok(RuledQuery { query, exact: pushed.exact })
     }
 
     /// Reads pages in query order, keeping the documents the caller may `list`,
