@@ -4,11 +4,12 @@
 //! supplied stops evaluation with `NeedDocument`, so the host can fetch it and
 //! evaluate again (expressions are pure, so the retry is deterministic).
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::collections::{BTreeMap, HashMap};
 
 use crate::ast::{BinaryOp, Expr, ExprKind, Function, PathPart, UnaryOp};
 use crate::value::Value;
+use crate::{Auth, Request};
 
 /// Most nested function calls in one evaluation.
 const MAX_CALL_DEPTH: usize = 20;
@@ -33,17 +34,71 @@ pub trait Lookup {
     fn document(&self, path: &str) -> Option<Option<&serde_json::Value>>;
 }
 
-/// What an expression can see: the request, the resource, the documents at hand.
+/// What an expression can see: the request, the resource, the documents at
+/// hand. Parts of `request` and `resource` are converted to rule values the
+/// first time an expression reads them, so a condition that never looks at
+/// the document does not pay for converting it.
 pub struct Env<'a> {
-    pub request: Value,
-    pub resource: Value,
+    request: &'a Request<'a>,
     pub lookup: &'a dyn Lookup,
     depth: Cell<usize>,
+    method: OnceCell<Value>,
+    path: OnceCell<Value>,
+    time: OnceCell<Value>,
+    incoming: OnceCell<Value>,
+    existing: OnceCell<Value>,
+    whole_request: OnceCell<Value>,
 }
 
+static NULL: Value = Value::Null;
+
 impl<'a> Env<'a> {
-    pub fn new(request: Value, resource: Value, lookup: &'a dyn Lookup) -> Env<'a> {
-        Env { request, resource, lookup, depth: Cell::new(0) }
+    pub fn new(request: &'a Request<'a>, lookup: &'a dyn Lookup) -> Env<'a> {
+        Env {
+            request,
+            lookup,
+            depth: Cell::new(0),
+            method: OnceCell::new(),
+            path: OnceCell::new(),
+            time: OnceCell::new(),
+            incoming: OnceCell::new(),
+            existing: OnceCell::new(),
+            whole_request: OnceCell::new(),
+        }
+    }
+
+    /// `request.<name>`.
+    fn request_member(&self, name: &str) -> Option<&Value> {
+        let request = self.request;
+        Some(match name {
+            "auth" => request.auth.map_or(&NULL, Auth::value),
+            "method" => self.method.get_or_init(|| Value::Str(request.method.name().to_owned())),
+            "path" => self.path.get_or_init(|| Value::Path(request.path.split('/').map(str::to_owned).collect())),
+            "time" => self.time.get_or_init(|| Value::Timestamp(request.time_micros)),
+            "resource" => self
+                .incoming
+                .get_or_init(|| request.incoming.map_or(Value::Null, |data| resource_value(request.path, data))),
+            _ => return None,
+        })
+    }
+
+    /// `request` as one map (only when an expression uses it whole).
+    fn request(&self) -> &Value {
+        self.whole_request.get_or_init(|| {
+            let names = ["auth", "method", "path", "time", "resource"];
+            Value::Map(
+                names
+                    .into_iter()
+                    .filter_map(|name| Some((name.to_owned(), self.request_member(name)?.clone())))
+                    .collect(),
+            )
+        })
+    }
+
+    /// `resource`: the stored document, or null.
+    fn resource(&self) -> &Value {
+        let request = self.request;
+        self.existing.get_or_init(|| request.existing.map_or(Value::Null, |data| resource_value(request.path, data)))
     }
 }
 
@@ -93,8 +148,8 @@ pub fn eval(expr: &Expr, scope: &Scope, env: &Env) -> Eval {
             Ok(Value::Path(segments))
         }
         ExprKind::Ident(name) => match name.as_str() {
-            "request" => Ok(env.request.clone()),
-            "resource" => Ok(env.resource.clone()),
+            "request" => Ok(env.request().clone()),
+            "resource" => Ok(env.resource().clone()),
             _ => scope.vars.get(name).cloned().map_or_else(|| error(format!("unknown name `{name}`")), Ok),
         },
         ExprKind::Member(target, name) => match borrowed(target, scope, env) {
@@ -177,10 +232,13 @@ fn eval_cow<'v>(expr: &Expr, scope: &'v Scope, env: &'v Env) -> Result<std::borr
 fn borrowed<'v>(expr: &Expr, scope: &'v Scope, env: &'v Env) -> Option<Result<&'v Value, EvalError>> {
     match &expr.kind {
         ExprKind::Ident(name) => Some(match name.as_str() {
-            "request" => Ok(&env.request),
-            "resource" => Ok(&env.resource),
+            "request" => Ok(env.request()),
+            "resource" => Ok(env.resource()),
             _ => scope.vars.get(name).ok_or_else(|| EvalError::Error(format!("unknown name `{name}`"))),
         }),
+        ExprKind::Member(target, name) if matches!(&target.kind, ExprKind::Ident(r) if r == "request") => {
+            Some(env.request_member(name).ok_or_else(|| EvalError::Error(format!("no field `{name}`"))))
+        }
         ExprKind::Member(target, name) => Some(borrowed(target, scope, env)?.and_then(|value| match value {
             Value::Map(map) => map.get(name).ok_or_else(|| EvalError::Error(format!("no field `{name}`"))),
             Value::Null => Err(EvalError::Error(format!("`{name}` of null"))),

@@ -53,12 +53,25 @@ pub struct Rules {
     rules: Vec<Rule>,
 }
 
-/// The signed-in caller as rules see it (`request.auth`).
+/// The signed-in caller as rules see it (`request.auth`: `uid` and all token
+/// claims as `token`), converted once; a host can keep it with the token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Auth {
-    pub uid: String,
-    /// All token claims (`request.auth.token`).
-    pub token: serde_json::Value,
+    value: Value,
+}
+
+impl Auth {
+    pub fn new(uid: &str, token: &serde_json::Value) -> Auth {
+        let mut map = BTreeMap::new();
+        map.insert("uid".to_owned(), Value::Str(uid.to_owned()));
+        map.insert("token".to_owned(), Value::from_json(token));
+        Auth { value: Value::Map(map) }
+    }
+
+    /// `{uid, token}` as a rule value.
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
 }
 
 /// A request to decide.
@@ -103,9 +116,7 @@ impl Rules {
     /// Allow when any `allow` for the method on a matching pattern is true.
     pub fn decide(&self, request: &Request, lookup: &dyn Lookup) -> Decision {
         let segments: Vec<&str> = request.path.split('/').collect();
-        let request_value = request_value(request);
-        let resource_value = request.existing.map_or(Value::Null, |data| eval::resource_value(request.path, data));
-        let env = Env::new(request_value, resource_value, lookup);
+        let env = Env::new(request, lookup);
         let mut needed = None;
         for rule in &self.rules {
             let Some(mut vars) = bind(&rule.pattern, &segments, rule.version) else { continue };
@@ -132,14 +143,13 @@ impl Rules {
     pub fn list_condition(&self, collection: &str, auth: Option<&Auth>, time_micros: i64) -> pushdown::Condition {
         let request =
             Request { method: Method::List, path: collection, auth, time_micros, existing: None, incoming: None };
-        let request = request_value(&request);
         let rules = self.rules.iter().map(|rule| {
             let conditions: Vec<&ast::Expr> =
                 rule.allows.iter().filter(|a| a.methods.contains(&Method::List)).map(|a| &a.condition).collect();
             let functions: Vec<&[Function]> = rule.functions.iter().map(|f| f.as_slice()).collect();
             (rule.pattern.as_slice(), rule.version, conditions, functions, rule.fixed.as_slice())
         });
-        pushdown::list_condition(rules, collection, request)
+        pushdown::list_condition(rules, collection, &request)
     }
 
     /// Whether any `allow` for `method` applies to some document directly in
@@ -219,28 +229,4 @@ fn bind(pattern: &[Segment], path: &[&str], version: u8) -> Option<HashMap<Strin
         }
     }
     (pattern.len() == path.len()).then_some(vars)
-}
-
-fn request_value(request: &Request) -> Value {
-    let mut map = BTreeMap::new();
-    map.insert(
-        "auth".to_owned(),
-        match request.auth {
-            None => Value::Null,
-            Some(auth) => {
-                let mut a = BTreeMap::new();
-                a.insert("uid".to_owned(), Value::Str(auth.uid.clone()));
-                a.insert("token".to_owned(), Value::from_json(&auth.token));
-                Value::Map(a)
-            }
-        },
-    );
-    map.insert("method".to_owned(), Value::Str(request.method.name().to_owned()));
-    map.insert("path".to_owned(), Value::Path(request.path.split('/').map(str::to_owned).collect()));
-    map.insert("time".to_owned(), Value::Timestamp(request.time_micros));
-    map.insert(
-        "resource".to_owned(),
-        request.incoming.map_or(Value::Null, |data| eval::resource_value(request.path, data)),
-    );
-    Value::Map(map)
 }

@@ -107,10 +107,10 @@ impl Lookup for NoDocuments {
 pub(crate) fn list_condition<'r>(
     rules: impl Iterator<Item = (&'r [Segment], u8, Vec<&'r Expr>, Vec<&'r [Function]>, &'r [(String, String)])>,
     collection: &str,
-    request: Value,
+    request: &crate::Request,
 ) -> Condition {
     let lookup = NoDocuments;
-    let env = Env::new(request, Value::Null, &lookup);
+    let env = Env::new(request, &lookup);
     let mut segments: Vec<&str> = collection.split('/').collect();
     segments.push("\u{0}");
     let mut result = Condition::Nothing;

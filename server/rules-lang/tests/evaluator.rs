@@ -13,10 +13,10 @@ impl Lookup for Docs {
 }
 
 fn alice() -> Auth {
-    Auth {
-        uid: "alice".into(),
-        token: json!({"sub": "alice", "admin": false, "email": "alice@example.com", "email_verified": true, "groups": ["a", "b"]}),
-    }
+    Auth::new(
+        "alice",
+        &json!({"sub": "alice", "admin": false, "email": "alice@example.com", "email_verified": true, "groups": ["a", "b"]}),
+    )
 }
 
 /// Decides `method path` against rules text, with alice signed in unless `auth` is false.
@@ -341,7 +341,7 @@ fn get_and_exists_ask_for_documents() {
 #[test]
 fn admin_claims_and_version_one_wildcards() {
     let rules = "service cloud.firestore { match /databases/{db}/documents { match /admin/{rest=**} { allow read: if request.auth.token.admin == true; } } }";
-    let admin = Auth { uid: "root".into(), token: json!({"admin": true}) };
+    let admin = Auth::new("root", &json!({"admin": true}));
     let compiled = Rules::compile(&[("v1.rules", rules)]).unwrap();
     let request = |path| Request {
         method: Method::Get,

@@ -5,7 +5,7 @@
 //! a cache so the hot path costs a hash-map lookup, never a database read.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -53,6 +53,40 @@ pub struct AccessClaims {
     /// Custom claims, at the top level of the token.
     #[serde(flatten)]
     pub custom: Map<String, Value>,
+    /// The claims as security rules see them (`request.auth`), converted on
+    /// first use. Verified claims are cached per token, so a token's claims
+    /// are converted once, not on every request.
+    #[serde(skip)]
+    pub rules_view: RulesView,
+}
+
+/// A derived value cached with the claims; it takes no part in comparing or printing them.
+#[derive(Clone, Default)]
+pub struct RulesView(OnceLock<Arc<nimbus_rules_lang::Auth>>);
+
+impl PartialEq for RulesView {
+    fn eq(&self, _: &RulesView) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for RulesView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RulesView")
+    }
+}
+
+impl AccessClaims {
+    /// `request.auth` for these claims.
+    pub fn rules_auth(&self) -> Arc<nimbus_rules_lang::Auth> {
+        self.rules_view
+            .0
+            .get_or_init(|| {
+                let token = serde_json::to_value(self).unwrap_or(Value::Null);
+                Arc::new(nimbus_rules_lang::Auth::new(&self.sub, &token))
+            })
+            .clone()
+    }
 }
 
 enum Keys {
@@ -145,6 +179,7 @@ impl Tokens {
             email: email.map(str::to_owned),
             email_verified,
             custom,
+            rules_view: RulesView::default(),
         };
         let keys = self.keys();
         let (header, key) = match keys.as_ref() {

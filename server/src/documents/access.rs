@@ -4,6 +4,7 @@
 //! consistent set) and the decision is taken again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use nimbus_rules_lang::ast::Method;
 use nimbus_rules_lang::pushdown::{CompareOp, Condition};
@@ -30,11 +31,9 @@ impl Lookup for Fetched {
 }
 
 /// `request.auth` for a caller: `None` when signed out.
-pub fn rules_auth(caller: &Caller) -> Option<Auth> {
+pub fn rules_auth(caller: &Caller) -> Option<Arc<Auth>> {
     match caller {
-        Caller::User(claims) => {
-            Some(Auth { uid: claims.sub.clone(), token: serde_json::to_value(claims.as_ref()).unwrap_or(Value::Null) })
-        }
+        Caller::User(claims) => Some(claims.rules_auth()),
         Caller::Service | Caller::Public => None,
     }
 }

@@ -218,7 +218,7 @@ impl Documents {
     ) -> Result<bool, DocumentError> {
         let rules = self.rules.current();
         let auth = access::rules_auth(caller);
-        Ok(access::allowed(&rules, &self.store, fetched, auth.as_ref(), now_micros(), check).await?)
+        Ok(access::allowed(&rules, &self.store, fetched, auth.as_deref(), now_micros(), check).await?)
     }
 
     /// Applies the writes atomically; returns each write's result in order.
@@ -450,7 +450,7 @@ impl Documents {
             return Err(denied(&format!("listing {collection}")));
         }
         let auth = access::rules_auth(caller);
-        let pushed = access::pushed_filter(&rules.list_condition(collection.as_str(), auth.as_ref(), now_micros()));
+        let pushed = access::pushed_filter(&rules.list_condition(collection.as_str(), auth.as_deref(), now_micros()));
         if let Some(filter) = pushed.filter {
             query.filter = Some(match query.filter.take() {
                 Some(own) => crate::store::query::Filter::And(vec![own, filter]),

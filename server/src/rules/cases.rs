@@ -78,7 +78,7 @@ pub fn run(rules: &Rules, case: &Case) -> Result<Outcome, String> {
     let auth = case.auth.as_ref().map(|a| {
         let mut token = a.token.clone();
         token.entry("sub").or_insert_with(|| Value::String(a.uid.clone()));
-        Auth { uid: a.uid.clone(), token: Value::Object(token) }
+        Auth::new(&a.uid, &Value::Object(token))
     });
     let request = Request {
         method,
