@@ -23,6 +23,7 @@ on_both_backends!(
     schema_rejects_non_matching_documents,
     in_flight_request_finishes_on_sigterm,
     every_change_is_logged_in_commit_order,
+    concurrent_creates_commit_together_and_leave_room_for_other_writes,
 );
 
 /// collection, id, kind, version, before, after
@@ -67,6 +68,58 @@ async fn every_change_is_logged_in_commit_order(backend: Backend) {
         .map(|(a, b, c, d, e, f)| (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned(), e, f))
         .collect();
     assert_eq!(summary, expected, "one row per change, none for a no-op delete or a failed batch");
+}
+
+/// Many clients creating at once (on SQLite, commits grouped into shared
+/// transactions) while other writes — updates and a sign-up, which on SQLite
+/// must get the write connection from the group writer — run alongside.
+async fn concurrent_creates_commit_together_and_leave_room_for_other_writes(backend: Backend) {
+    let server = std::sync::Arc::new(Server::start(backend).await);
+    server.admin("PUT", "/v1/docs/counter/c", Some(json!({"n": 0}))).await;
+    let mut creates = Vec::new();
+    for i in 0..64 {
+        let server = server.clone();
+        creates.push(tokio::spawn(async move { server.admin("POST", "/v1/docs/crowd", Some(json!({"i": i}))).await }));
+    }
+    let mut updates = Vec::new();
+    for _ in 0..8 {
+        let server = server.clone();
+        let increment = json!({"n": {"$increment": 1}});
+        updates.push(tokio::spawn(async move { server.admin("PATCH", "/v1/docs/counter/c", Some(increment)).await.0 }));
+    }
+    let signup = json!({"email": "busy@example.com", "password": "correct horse"});
+    let signed_up = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        server.call("POST", "/v1/auth/signup", None, Some(signup)),
+    )
+    .await
+    .expect("a sign-up during a burst of creates finishes");
+    assert_eq!(signed_up.0, 201, "{}", signed_up.1);
+    let mut ids = std::collections::HashSet::new();
+    for (i, task) in creates.into_iter().enumerate() {
+        let (status, body) = task.await.unwrap();
+        assert_eq!((status, &body["data"]), (201, &json!({"i": i})), "{body}");
+        ids.insert(body["id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(ids.len(), 64, "every create got its own id");
+    for task in updates {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+    assert_eq!(server.admin("GET", "/v1/docs/counter/c", None).await.1["data"], json!({"n": 8}));
+    let (_, counted) = server.admin("POST", "/v1/query", Some(json!({"collection": "crowd", "count": true}))).await;
+    assert_eq!(counted, json!({"count": 64}));
+    let logged = server
+        .sql_rows("SELECT doc_id, CAST(after AS TEXT) FROM changes WHERE collection = 'crowd' AND kind = 'create'")
+        .await;
+    assert_eq!(logged.len(), 64, "one change-log row per create");
+    for row in logged {
+        let id = row[0].clone().unwrap();
+        let (_, doc) = server.admin("GET", &format!("/v1/docs/crowd/{id}"), None).await;
+        assert_eq!(
+            Some(doc["data"].to_string()),
+            row[1].as_deref().map(|t| serde_json::from_str::<Value>(t).unwrap().to_string())
+        );
+    }
 }
 
 async fn crud_round_trip(backend: Backend) {

@@ -95,6 +95,14 @@ pub struct Committed {
     pub doc: Option<StoredDoc>,
 }
 
+impl Committed {
+    /// A document created at `now` with `data`.
+    pub(super) fn created(key: DocKey, data: String, now: i64) -> Committed {
+        let doc = StoredDoc { id: key.id.clone(), data, version: 1, create_time: now, update_time: now };
+        Committed { key, kind: Some(ChangeKind::Create), version: 1, before: None, doc: Some(doc) }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CommitError {
     #[error("write {index} rejected: {rejection:?}")]

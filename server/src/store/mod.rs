@@ -79,11 +79,13 @@ macro_rules! on_reader {
     };
 }
 
-/// Runs `$body` with `$pool` bound to the pool that takes writes.
+/// Runs `$body` with `$pool` bound to the pool that takes writes (on SQLite,
+/// after the document writer has handed over the one write connection).
 macro_rules! on_writer {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &*$store.pools {
             $crate::store::Pools::Sqlite(pools) => {
+                let _turn = pools.write_turn().await;
                 let $pool = &pools.writer;
                 $body
             }
@@ -126,7 +128,10 @@ impl Store {
     /// Applies pending migrations from `migrations/<backend>/`.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match &*self.pools {
-            Pools::Sqlite(pools) => sqlite::MIGRATOR.run(&pools.writer).await?,
+            Pools::Sqlite(pools) => {
+                let _turn = pools.write_turn().await;
+                sqlite::MIGRATOR.run(&pools.writer).await?
+            }
             Pools::Postgres(pool) => postgres::MIGRATOR.run(pool).await?,
         }
         Ok(())

@@ -1,0 +1,127 @@
+//! SQLite specifics: WAL mode, one writer connection (shared between the
+//! group-commit writer in `writer.rs` and the other writes), a small pool of
+//! read-only connections, and the SQLite flavour of every dialect-specific query.
+
+mod writer;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use super::documents::WriteSql;
+use super::query::{Dialect, FieldPath, Param, Scalar};
+use super::StoreError;
+pub(super) use writer::{WriteQueue, WriteTurn};
+
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+const READERS: u32 = 4;
+
+pub(super) struct SqlitePools {
+    pub writer: SqlitePool,
+    pub readers: SqlitePool,
+    pub queue: WriteQueue,
+}
+
+impl SqlitePools {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        // A connection to a local file does not go stale: skip sqlx's ping
+        // before every acquire, a round trip to the connection's thread that
+        // cost as much as the query itself.
+        let pool = || SqlitePoolOptions::new().test_before_acquire(false);
+        let writer = pool().max_connections(1).connect_with(options.clone()).await?;
+        let readers = pool().max_connections(READERS).connect_with(options.read_only(true)).await?;
+        let queue = WriteQueue::start(writer.clone())?;
+        Ok(SqlitePools { writer, readers, queue })
+    }
+
+    /// Waits for the write connection (the writer thread hands it over).
+    pub async fn write_turn(&self) -> WriteTurn {
+        self.queue.turn().await
+    }
+
+    pub async fn close(&self) {
+        self.readers.close().await;
+        let _turn = self.write_turn().await;
+        self.writer.close().await;
+    }
+}
+
+/// SQLite reads JSON fields with `json_type` / `json_extract`.
+pub(super) struct SqliteDialect;
+
+fn json_path(field: &FieldPath) -> String {
+    format!("'$.{}'", field.segments().join("."))
+}
+
+impl Dialect for SqliteDialect {
+    fn rank(&self, field: &FieldPath) -> String {
+        format!(
+            "(CASE json_type(data, {}) WHEN 'null' THEN 0 WHEN 'true' THEN 1 WHEN 'false' THEN 1 \
+             WHEN 'integer' THEN 2 WHEN 'real' THEN 2 WHEN 'text' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 END)",
+            json_path(field)
+        )
+    }
+
+    fn num(&self, field: &FieldPath) -> String {
+        let p = json_path(field);
+        format!(
+            "(CASE json_type(data, {p}) WHEN 'true' THEN 1.0 WHEN 'false' THEN 0.0 \
+             WHEN 'integer' THEN CAST(json_extract(data, {p}) AS REAL) WHEN 'real' THEN json_extract(data, {p}) ELSE 0.0 END)"
+        )
+    }
+
+    fn text(&self, field: &FieldPath) -> String {
+        let p = json_path(field);
+        format!("(CASE json_type(data, {p}) WHEN 'text' THEN json_extract(data, {p}) ELSE '' END)")
+    }
+
+    fn array_contains(&self, field: &FieldPath, value: &Scalar, param: &str) -> String {
+        let p = json_path(field);
+        let element = match value {
+            Scalar::Null => "je.type = 'null'".to_owned(),
+            Scalar::Bool(true) => "je.type = 'true'".to_owned(),
+            Scalar::Bool(false) => "je.type = 'false'".to_owned(),
+            Scalar::Number(_) => format!("je.type IN ('integer', 'real') AND je.value = {param}"),
+            Scalar::String(_) => format!("je.type = 'text' AND je.value = {param}"),
+        };
+        format!(
+            "(json_type(data, {p}) = 'array' AND EXISTS (SELECT 1 FROM json_each(documents.data, {p}) AS je WHERE {element}))"
+        )
+    }
+
+    fn array_element_param(&self, value: &Scalar) -> Option<Param> {
+        match value {
+            Scalar::Null | Scalar::Bool(_) => None,
+            Scalar::Number(n) => Some(Param::Real(*n)),
+            Scalar::String(s) => Some(Param::Text(s.clone())),
+        }
+    }
+
+    fn data_text(&self) -> &'static str {
+        "data"
+    }
+}
+
+pub(super) static WRITE_SQL: WriteSql = WriteSql {
+    select_current:
+        "SELECT id, data, version, create_time, update_time FROM documents WHERE collection = $1 AND id = $2",
+    insert:
+        "INSERT INTO documents (collection, id, data, version, create_time, update_time) VALUES ($1, $2, $3, 1, $4, $4)",
+    update: "UPDATE documents SET data = $3, version = version + 1, update_time = $4 WHERE collection = $1 AND id = $2",
+    delete: "DELETE FROM documents WHERE collection = $1 AND id = $2",
+    json_param: "",
+};
