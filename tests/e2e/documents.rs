@@ -464,8 +464,41 @@ async fn counts_and_aggregates(backend: Backend) {
 }
 
 async fn declared_index_is_used(backend: Backend) {
-    let toml = "[[indexes]]\ncollection = \"messages\"\nfields = [\"room\", \"createdAt\"]\n";
+    let toml = r#"
+[[indexes]]
+collection = "messages"
+fields = ["room", "createdAt"]
+
+[[indexes]]
+collection = "rooms/*/posts"
+fields = ["score"]
+
+[[indexes]]
+collection = "it's"
+fields = ["n"]
+"#;
     let server = Server::start_with(backend, Options::default().file("nimbus.toml", toml)).await;
+    for (path, n) in
+        [("rooms/a/posts/p1", 3), ("rooms/a/posts/p2", 1), ("rooms/b/posts/p3", 2), ("it's/q1", 2), ("it's/q2", 1)]
+    {
+        let field = if path.starts_with("rooms") { "score" } else { "n" };
+        server.admin("PUT", &format!("/v1/docs/{path}"), Some(json!({ field: n }))).await;
+    }
+    let filler: Vec<Value> = (0..300)
+        .map(|i| json!({"op": "set", "path": format!("rooms/c/posts/f{i}"), "data": {"score": 10 + i}}))
+        .collect();
+    assert_eq!(server.admin("POST", "/v1/batch", Some(json!({ "writes": filler }))).await.0, 200);
+    server.sql_rows("ANALYZE").await; // statistics, as autovacuum would gather them
+    for (collection, field, expected) in
+        [("rooms/c/posts", "score", vec!["f0", "f1", "f2", "f3", "f4"]), ("it's", "n", vec!["q2", "q1"])]
+    {
+        let query = json!({"collection": collection, "orderBy": [field], "limit": 5});
+        let (_, body) = server.admin("POST", "/v1/query", Some(query.clone())).await;
+        assert_eq!(ids(&body), expected, "{collection}");
+        let (_, plan) = server.admin("POST", "/v1/admin/explain", Some(query)).await;
+        let plan = plan["plan"].as_str().unwrap();
+        assert!(plan.contains("documents_idx_"), "{collection}: the plan must use the declared index:\n{plan}");
+    }
     for i in 0..20 {
         let path = format!("/v1/docs/messages/m{i}");
         server.admin("PUT", &path, Some(json!({"room": format!("r{}", i % 3), "createdAt": i}))).await;

@@ -309,7 +309,8 @@ impl Documents {
         let enqueues = jobs.is_some();
         match self.store.commit(writes, jobs).await {
             Ok(committed) => {
-                if enqueues {
+                // Waking the worker for nothing would cost a job claim, a write.
+                if enqueues && self.triggers.matches_any(&committed) {
                     self.triggers.wake();
                 }
                 Ok(committed)
@@ -520,8 +521,8 @@ impl Documents {
 pub async fn ensure_indexes(store: &Store, indexes: &[crate::config::IndexSetting]) -> Result<(), String> {
     for (i, index) in indexes.iter().enumerate() {
         let context = format!("nimbus.toml: indexes[{i}]");
-        CollectionPath::parse(&index.collection.replace('*', "x"))
-            .map_err(|e| format!("{context}.collection: {}", e.0))?;
+        let pattern = index.collection.trim_matches('/');
+        CollectionPath::parse(&pattern.replace('*', "x")).map_err(|e| format!("{context}.collection: {}", e.0))?;
         if index.fields.is_empty() || index.fields.len() > 8 {
             return Err(format!("{context}.fields: list 1 to 8 fields"));
         }
@@ -533,9 +534,11 @@ pub async fn ensure_indexes(store: &Store, indexes: &[crate::config::IndexSettin
                     .ok_or_else(|| format!("{context}.fields: invalid field path {f:?}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let name =
-            format!("documents_idx_{}", &hex::encode(sha2::Sha256::digest(index.fields.join(",").as_bytes()))[..16]);
-        store.ensure_index(&name, &fields).await.map_err(|e| format!("{context}: {e}"))?;
+        let identity = format!("{pattern}|{}", index.fields.join(","));
+        let name = format!("documents_idx_{}", &hex::encode(sha2::Sha256::digest(identity.as_bytes()))[..16]);
+        // A pattern (`rooms/*/messages`) spans many collections: index them all.
+        let collection = (!pattern.contains('*')).then_some(pattern);
+        store.ensure_index(&name, collection, &fields).await.map_err(|e| format!("{context}: {e}"))?;
     }
     Ok(())
 }

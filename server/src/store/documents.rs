@@ -316,7 +316,7 @@ impl Store {
 
     /// One page of documents in query order (`limit` rows at most).
     pub async fn query_documents(&self, query: &Query) -> Result<Page, StoreError> {
-        let sql = query::select(dialect(&self.pools), query);
+        let sql = query::select(dialect(&self.pools), query, self.collection_term(&query.collection));
         let rows: Vec<(String, String, i64, i64, i64)> =
             on_reader!(self, |pool| bind_params!(sqlx::query_as(&sql.text), &sql.params).fetch_all(pool).await?);
         let has_more = rows.len() > query.limit as usize;
@@ -339,7 +339,7 @@ impl Store {
     }
 
     pub async fn count_documents(&self, query: &Query) -> Result<i64, StoreError> {
-        let sql = query::count(dialect(&self.pools), query);
+        let sql = query::count(dialect(&self.pools), query, self.collection_term(&query.collection));
         Ok(on_reader!(self, |pool| {
             bind_params!(sqlx::query_scalar::<_, i64>(&sql.text), &sql.params).fetch_one(pool).await?
         }))
@@ -351,7 +351,7 @@ impl Store {
         query: &Query,
         aggregates: &[Aggregate],
     ) -> Result<Vec<Option<f64>>, StoreError> {
-        let sql = query::aggregate(dialect(&self.pools), query, aggregates);
+        let sql = query::aggregate(dialect(&self.pools), query, aggregates, self.collection_term(&query.collection));
         Ok(on_reader!(self, |pool| {
             let row = bind_params!(sqlx::query(&sql.text), &sql.params).fetch_one(pool).await?;
             let mut values = Vec::with_capacity(aggregates.len());
@@ -363,22 +363,41 @@ impl Store {
     }
 
     /// Creates (if missing) an expression index serving equality filters and
-    /// ordering on `fields`, in that order, within one collection.
-    pub async fn ensure_index(&self, name: &str, fields: &[FieldPath]) -> Result<(), StoreError> {
+    /// ordering on `fields`, in that order. With `collection`, the index holds
+    /// only that collection's documents (a partial index), so writes elsewhere
+    /// do not pay for it, and queries on that collection name it as a literal
+    /// so the planner can use the index; without, it covers every collection.
+    pub async fn ensure_index(
+        &self,
+        name: &str,
+        collection: Option<&str>,
+        fields: &[FieldPath],
+    ) -> Result<(), StoreError> {
         let dialect = dialect(&self.pools);
         let mut columns = vec!["collection".to_owned()];
         for field in fields {
             columns.extend(query::index_expressions(dialect, field).into_iter().map(|e| format!("({e})")));
         }
         columns.push("id".to_owned());
-        let sql = format!("CREATE INDEX IF NOT EXISTS {name} ON documents ({})", columns.join(", "));
+        let only = collection.map(|c| format!(" WHERE collection = {}", query::text_literal(c))).unwrap_or_default();
+        let sql = format!("CREATE INDEX IF NOT EXISTS {name} ON documents ({}){only}", columns.join(", "));
         on_writer!(self, |pool| sqlx::query(&sql).execute(pool).await.map(|_| ())?);
+        if let (Some(collection), Ok(mut indexed)) = (collection, self.indexed.write()) {
+            indexed.insert(collection.to_owned());
+        }
         Ok(())
+    }
+
+    fn collection_term(&self, collection: &str) -> query::CollectionTerm {
+        match self.indexed.read() {
+            Ok(indexed) if indexed.contains(collection) => query::CollectionTerm::Literal,
+            _ => query::CollectionTerm::Parameter,
+        }
     }
 
     /// The query plan the database would use, as text (for tests and operators).
     pub async fn explain_query(&self, query: &Query) -> Result<String, StoreError> {
-        let sql = query::select(dialect(&self.pools), query);
+        let sql = query::select(dialect(&self.pools), query, self.collection_term(&query.collection));
         let lines: Vec<String> = match &*self.pools {
             Pools::Sqlite(pools) => {
                 let text = format!("EXPLAIN QUERY PLAN {}", sql.text);

@@ -105,6 +105,8 @@ mod sqlite;
 #[derive(Clone)]
 pub struct Store {
     pools: std::sync::Arc<Pools>,
+    /// Collections with declared indexes of their own (see `ensure_index`).
+    indexed: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
 }
 
 impl Store {
@@ -114,7 +116,7 @@ impl Store {
             DatabaseConfig::Sqlite { path } => Pools::Sqlite(sqlite::SqlitePools::open(path).await?),
             DatabaseConfig::Postgres { url } => Pools::Postgres(postgres::connect(url).await?),
         };
-        Ok(Store { pools: std::sync::Arc::new(pools) })
+        Ok(Store { pools: std::sync::Arc::new(pools), indexed: Default::default() })
     }
 
     /// `"sqlite"` or `"postgres"`, for logs.

@@ -194,12 +194,27 @@ pub(super) fn index_expressions(dialect: &dyn Dialect, field: &FieldPath) -> [St
     [dialect.rank(field), dialect.num(field), dialect.text(field)]
 }
 
+/// How a query names its collection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CollectionTerm {
+    /// `collection = $1`: one prepared statement serves every collection.
+    Parameter,
+    /// `collection = 'messages'`: the collection has indexes of its own, which
+    /// the planner can use only when it sees the value (partial indexes).
+    Literal,
+}
+
+/// `text` as an SQL string literal (quotes doubled; paths hold no control characters).
+pub(super) fn text_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 /// `SELECT id, data, version, create_time, update_time FROM documents …`
-pub(super) fn select(dialect: &dyn Dialect, query: &Query) -> Sql {
+pub(super) fn select(dialect: &dyn Dialect, query: &Query, collection: CollectionTerm) -> Sql {
     let mut sql = Sql::new();
     let _ = write!(sql.text, "SELECT id, {}, version, create_time, update_time", dialect.data_text());
     sql.text.push_str(" FROM documents WHERE ");
-    where_clause(dialect, query, &mut sql);
+    where_clause(dialect, query, collection, &mut sql);
     sql.text.push_str(" ORDER BY ");
     let keys = order_keys(dialect, query);
     let terms: Vec<String> = keys
@@ -213,15 +228,20 @@ pub(super) fn select(dialect: &dyn Dialect, query: &Query) -> Sql {
 }
 
 /// `SELECT COUNT(*) …` over the filtered set (order and cursors apply, limit does not).
-pub(super) fn count(dialect: &dyn Dialect, query: &Query) -> Sql {
+pub(super) fn count(dialect: &dyn Dialect, query: &Query, collection: CollectionTerm) -> Sql {
     let mut sql = Sql::new();
     sql.text.push_str("SELECT COUNT(*) FROM documents WHERE ");
-    where_clause(dialect, query, &mut sql);
+    where_clause(dialect, query, collection, &mut sql);
     sql
 }
 
 /// `SELECT <aggregate>… ` over the numeric values of each field in the filtered set.
-pub(super) fn aggregate(dialect: &dyn Dialect, query: &Query, aggregates: &[Aggregate]) -> Sql {
+pub(super) fn aggregate(
+    dialect: &dyn Dialect,
+    query: &Query,
+    aggregates: &[Aggregate],
+    collection: CollectionTerm,
+) -> Sql {
     let mut sql = Sql::new();
     sql.text.push_str("SELECT ");
     let columns: Vec<String> = aggregates
@@ -238,12 +258,15 @@ pub(super) fn aggregate(dialect: &dyn Dialect, query: &Query, aggregates: &[Aggr
         .collect();
     sql.text.push_str(&columns.join(", "));
     sql.text.push_str(" FROM documents WHERE ");
-    where_clause(dialect, query, &mut sql);
+    where_clause(dialect, query, collection, &mut sql);
     sql
 }
 
-fn where_clause(dialect: &dyn Dialect, query: &Query, sql: &mut Sql) {
-    let collection = sql.bind(Param::Text(query.collection.clone()));
+fn where_clause(dialect: &dyn Dialect, query: &Query, collection: CollectionTerm, sql: &mut Sql) {
+    let collection = match collection {
+        CollectionTerm::Parameter => sql.bind(Param::Text(query.collection.clone())),
+        CollectionTerm::Literal => text_literal(&query.collection),
+    };
     let _ = write!(sql.text, "collection = {collection}");
     for order in &query.order {
         let _ = write!(sql.text, " AND {} IS NOT NULL", dialect.rank(&order.field));

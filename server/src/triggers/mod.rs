@@ -136,6 +136,17 @@ impl TriggerIndex {
         }))
     }
 
+    /// Whether any of these changes matches a document trigger (so the
+    /// commit wrote jobs and the worker should be woken).
+    pub fn matches_any(&self, committed: &[Committed]) -> bool {
+        let triggers = self.current();
+        committed.iter().any(|change| {
+            let Some(kind) = change.kind else { return false };
+            let path = format!("{}/{}", change.key.collection, change.key.id);
+            triggers.iter().any(|t| t.kinds.contains(&kind) && t.params(&path).is_some())
+        })
+    }
+
     /// Tells the worker that jobs may be waiting.
     pub fn wake(&self) {
         self.wake.notify_one();
