@@ -425,29 +425,30 @@ fn covers_tells_whether_a_collection_can_be_listed() {
     assert!(!rules.covers(Method::List, "elsewhere"));
 }
 
+/// Compiles `matches` inside the Firestore wrapper (`service cloud.firestore`, `/databases/{database}/documents`).
+fn documents_rules(matches: &str) -> Rules {
+    let source = format!(
+        "rules_version = '2';\nservice cloud.firestore {{\n  match /databases/{{database}}/documents {{\n{matches}\n  }}\n}}\n"
+    );
+    Rules::compile(&[("test.rules", source.as_str())]).unwrap()
+}
+
 #[test]
 fn list_conditions_push_owner_checks_down() {
     use nimbus_rules_lang::pushdown::{CompareOp, Condition};
-    let rules = Rules::compile(&[(
-        "p.rules",
+    let rules = documents_rules(
         r#"
-        rules_version = '2';
-        service cloud.firestore {
-          match /databases/{database}/documents {
-            function isOwner(uid) { return request.auth != null && request.auth.uid == uid; }
-            match /notes/{id} {
-              allow list: if isOwner(resource.data.owner) || resource.data.public == true;
-            }
-            match /tasks/{id} {
-              allow list: if request.auth.uid == resource.data.owner && resource.data.tags.size() > 0;
-            }
-            match /open/{id} { allow read; }
-            match /mixed/{id} { allow list: if resource.data.n > 1 || id == 'x'; }
-            match /admin/{id} { allow list: if request.auth.token.admin == true; }
-          }
-        }"#,
-    )])
-    .unwrap();
+        function isOwner(uid) { return request.auth != null && request.auth.uid == uid; }
+        match /notes/{id} {
+          allow list: if isOwner(resource.data.owner) || resource.data.public == true;
+        }
+        match /tasks/{id} {
+          allow list: if request.auth.uid == resource.data.owner && resource.data.tags.size() > 0;
+        }
+        match /open/{id} { allow read; }
+        match /mixed/{id} { allow list: if resource.data.n > 1 || id == 'x'; }
+        match /admin/{id} { allow list: if request.auth.token.admin == true; }"#,
+    );
     let alice = alice();
     let field = |f: &str| f.split('.').map(str::to_owned).collect::<Vec<_>>();
     let tasks = rules.list_condition("tasks", Some(&alice), 0);
@@ -486,20 +487,13 @@ fn list_conditions_push_owner_checks_down() {
 #[test]
 fn list_conditions_leave_what_they_cannot_express_for_per_row_checks() {
     use nimbus_rules_lang::pushdown::Condition;
-    let rules = Rules::compile(&[(
-        "u.rules",
+    let rules = documents_rules(
         r#"
-        rules_version = '2';
-        service cloud.firestore {
-          match /databases/{database}/documents {
-            match /groups/{id} { allow list: if resource.data.group in request.auth.token; }
-            match /fetched/{id} { allow list: if get(/databases/$(database)/documents/config/c).data.open == true; }
-            match /single/only { allow list: if true; }
-            match /stamps/{id} { allow list: if resource.data.at < request.time; }
-          }
-        }"#,
-    )])
-    .unwrap();
+        match /groups/{id} { allow list: if resource.data.group in request.auth.token; }
+        match /fetched/{id} { allow list: if get(/databases/$(database)/documents/config/c).data.open == true; }
+        match /single/only { allow list: if true; }
+        match /stamps/{id} { allow list: if resource.data.at < request.time; }"#,
+    );
     let alice = alice();
     for collection in ["groups", "fetched", "single", "stamps"] {
         let condition = rules.list_condition(collection, Some(&alice), 0);
