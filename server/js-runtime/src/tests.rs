@@ -131,3 +131,29 @@ async fn functions_reach_the_host_through_ctx_db() {
     );
     assert_eq!(result["failure"], serde_json::json!({"code": "not-found", "message": "no such document"}));
 }
+
+#[tokio::test]
+async fn a_timeout_stops_a_runtime_created_before_another_modules_runtime() {
+    let pool = Pool::new(1, Duration::from_secs(60), Arc::new(NoHost));
+    let spinner = Arc::new(Module::new(
+        "spinner.js",
+        r#"import { onHttp } from "nimbus:functions";
+        export const ok = onHttp({ path: "/ok" }, () => 1);
+        export const spin = onHttp({ path: "/spin" }, () => { while (true) {} });"#,
+    ));
+    let other = Arc::new(Module::new(
+        "other.js",
+        r#"import { onHttp } from "nimbus:functions";
+        export const ok = onHttp({ path: "/other" }, () => 2);"#,
+    ));
+    assert_eq!(pool.invoke(spinner.clone(), "ok", Value::Null, Value::Null, LIMITS).await.result.unwrap(), 1);
+    assert_eq!(pool.invoke(other.clone(), "ok", Value::Null, Value::Null, LIMITS).await.result.unwrap(), 2);
+    let spun = tokio::time::timeout(
+        Duration::from_secs(10),
+        pool.invoke(spinner.clone(), "spin", Value::Null, Value::Null, LIMITS),
+    )
+    .await
+    .expect("the watchdog stops the loop");
+    assert!(matches!(spun.result, Err(JsError::Timeout)), "{:?}", spun.result);
+    assert_eq!(pool.invoke(other, "ok", Value::Null, Value::Null, LIMITS).await.result.unwrap(), 2);
+}

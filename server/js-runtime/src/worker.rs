@@ -185,9 +185,16 @@ async fn invoke(
         Err(error) => return failed(error, true),
     };
     let code = format!("globalThis.__nimbus_invoke({}, {input}, {context})", Value::from(export));
+    // A worker holds several runtimes; the engine directs termination (and
+    // other per-isolate state) to the isolate entered last on this thread, so
+    // enter this one for the call, as V8 embedders do.
+    // SAFETY: entered and exited on this thread, around code that runs only in this runtime.
+    unsafe { entry.js.v8_isolate().enter() };
     let timed_out = watchdog.arm(entry.js.v8_isolate().thread_safe_handle(), started + limits.timeout);
     let outcome = run_script(&mut entry.js, &code).await;
     watchdog.disarm();
+    // SAFETY: pairs with the `enter` above, on the same thread.
+    unsafe { entry.js.v8_isolate().exit() };
     let out_of_memory = entry.out_of_memory.get();
     if timed_out.load(Ordering::SeqCst) || out_of_memory {
         warm.remove(&module.name);
