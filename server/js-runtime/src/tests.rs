@@ -157,3 +157,34 @@ async fn a_timeout_stops_a_runtime_created_before_another_modules_runtime() {
     assert!(matches!(spun.result, Err(JsError::Timeout)), "{:?}", spun.result);
     assert_eq!(pool.invoke(other, "ok", Value::Null, Value::Null, LIMITS).await.result.unwrap(), 2);
 }
+
+#[tokio::test]
+async fn cold_starts_use_a_blank_runtime_that_holds_nothing_of_earlier_modules() {
+    // idle = 0: every call is cold; after each, the worker makes a blank runtime.
+    let pool = Pool::new(1, Duration::ZERO, Arc::new(NoHost));
+    let leaky = Arc::new(Module::new(
+        "leaky.js",
+        r#"import { onHttp } from "nimbus:functions";
+        globalThis.secret = "from leaky.js";
+        export const run = onHttp({ path: "/a" }, () => globalThis.secret);"#,
+    ));
+    let curious = Arc::new(Module::new(
+        "curious.js",
+        r#"import { onHttp } from "nimbus:functions";
+        export const run = onHttp({ path: "/b" }, () => typeof globalThis.secret);"#,
+    ));
+    for _ in 0..3 {
+        let first = pool.invoke(leaky.clone(), "run", Value::Null, Value::Null, LIMITS).await;
+        assert_eq!((first.result.unwrap(), first.cold), (Value::from("from leaky.js"), true));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let second = pool.invoke(curious.clone(), "run", Value::Null, Value::Null, LIMITS).await;
+        assert_eq!((second.result.unwrap(), second.cold), (Value::from("undefined"), true));
+    }
+    let bigger = Limits { heap_bytes: 128 * 1024 * 1024, ..LIMITS };
+    let other_heap = pool.invoke(curious.clone(), "run", Value::Null, Value::Null, bigger).await;
+    assert_eq!(
+        other_heap.result.unwrap(),
+        Value::from("undefined"),
+        "a heap limit the blank runtime lacks gets a new one"
+    );
+}

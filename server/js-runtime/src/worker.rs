@@ -1,6 +1,8 @@
 //! One worker thread: a current-thread tokio runtime, the warm `JsRuntime`s
-//! of the modules it has run, and a watchdog that terminates an invocation
-//! at its deadline. A runtime that timed out or ran out of memory is dropped.
+//! of the modules it has run, one blank runtime made while idle (so a cold
+//! start only loads the module: creating a runtime is most of its cost), and
+//! a watchdog that terminates an invocation at its deadline. A runtime that
+//! timed out or ran out of memory is dropped.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -9,7 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use deno_core::{v8, JsRuntime, ModuleSpecifier, OpState, PollEventLoopOptions, RuntimeOptions, StaticModuleLoader};
+use deno_core::{
+    v8, JsRuntime, ModuleLoadOptions, ModuleLoadReferrer, ModuleLoadResponse, ModuleLoader, ModuleResolveResponse,
+    ModuleSource, ModuleSourceCode, ModuleSpecifier, ModuleType, OpState, PollEventLoopOptions, ResolutionKind,
+    RuntimeOptions,
+};
 use serde_json::Value;
 
 use crate::{Descriptor, Host, Invocation, Job, JsError, Limits, LogLine, Module};
@@ -40,52 +46,109 @@ async fn op_nimbus_host(state: Rc<RefCell<OpState>>, #[string] request: String) 
 
 deno_core::extension!(nimbus_host, ops = [op_nimbus_host]);
 
+/// The heap limit of runtimes that describe modules (no invocation limits apply).
+const DEFAULT_HEAP_BYTES: usize = 64 * 1024 * 1024;
+
 pub(crate) fn run(receiver: Arc<Mutex<mpsc::Receiver<Job>>>, idle: Duration, host: Arc<dyn Host>) {
     let Ok(tokio) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
     let watchdog = Watchdog::start();
     let mut warm: HashMap<String, Warm> = HashMap::new();
+    let mut spare: Option<Blank> = None;
+    // The heap limit of the last job; `None` until this worker has run one (a
+    // worker that never runs functions makes no blank runtime).
+    let mut heap_bytes: Option<usize> = None;
     loop {
-        let job = match receiver.lock() {
-            Ok(queue) => queue.recv_timeout(Duration::from_secs(1)),
-            Err(_) => return,
+        let job = match next_job(&receiver, spare.is_none() && heap_bytes.is_some()) {
+            Next::Job(job) => job,
+            Next::Idle => {
+                spare = Some(blank(heap_bytes.unwrap_or(DEFAULT_HEAP_BYTES), &host));
+                continue;
+            }
+            Next::Wait => continue,
+            Next::Stop => return,
         };
         warm.retain(|_, w| w.last_used.elapsed() < idle);
-        match job {
-            Ok(Job::Describe { module, reply }) => {
-                let result = tokio.block_on(describe(&mut warm, &module, &host));
+        match *job {
+            Job::Describe { module, reply } => {
+                heap_bytes = heap_bytes.or(Some(DEFAULT_HEAP_BYTES));
+                let result = tokio.block_on(describe(&mut warm, &mut spare, &module, &host));
                 let _ = reply.send(result);
             }
-            Ok(Job::Invoke { module, export, input, context, limits, reply }) => {
+            Job::Invoke { module, export, input, context, limits, reply } => {
+                heap_bytes = Some(limits.heap_bytes);
                 let call = Call { module: &module, export: &export, input: &input, context: &context, limits };
-                let invocation = tokio.block_on(invoke(&mut warm, &watchdog, &host, call));
+                let invocation = tokio.block_on(invoke(&mut warm, &mut spare, &watchdog, &host, call));
                 let _ = reply.send(invocation);
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
     }
 }
 
-fn specifier(text: &str) -> Result<ModuleSpecifier, JsError> {
-    ModuleSpecifier::parse(text).map_err(|_| JsError::Load(format!("invalid module name {text:?}")))
+enum Next {
+    Job(Box<Job>),
+    /// Nothing queued and no blank runtime ready: make one now.
+    Idle,
+    /// Waited a while without work.
+    Wait,
+    Stop,
 }
 
-fn load_error(e: impl std::fmt::Display) -> JsError {
-    JsError::Load(e.to_string())
+/// The next job; when none is queued and `make_spare`, `Idle` at once instead of waiting.
+fn next_job(receiver: &Mutex<mpsc::Receiver<Job>>, make_spare: bool) -> Next {
+    let Ok(queue) = receiver.lock() else { return Next::Stop };
+    match queue.try_recv() {
+        Ok(job) => return Next::Job(Box::new(job)),
+        Err(mpsc::TryRecvError::Disconnected) => return Next::Stop,
+        Err(mpsc::TryRecvError::Empty) if make_spare => return Next::Idle,
+        Err(mpsc::TryRecvError::Empty) => {}
+    }
+    match queue.recv_timeout(Duration::from_secs(1)) {
+        Ok(job) => Next::Job(Box::new(job)),
+        Err(mpsc::RecvTimeoutError::Timeout) => Next::Wait,
+        Err(mpsc::RecvTimeoutError::Disconnected) => Next::Stop,
+    }
 }
 
-async fn create(module: &Module, heap_bytes: usize, host: &Arc<dyn Host>) -> Result<Warm, JsError> {
-    let user = specifier(&format!("file:///functions/{}", module.name))?;
-    let main = specifier("nimbus:main")?;
-    let main_source =
-        format!("import * as m from {};\nglobalThis.__nimbus_exports = m;\n", serde_json::Value::from(user.as_str()));
-    let loader = StaticModuleLoader::new([
-        (specifier("nimbus:functions")?, PRELUDE.to_owned()),
-        (user, module.source.clone()),
-        (main.clone(), main_source),
-    ]);
+/// Module sources a runtime loads; filled when the runtime gets its module.
+#[derive(Default)]
+struct Sources(RefCell<HashMap<ModuleSpecifier, String>>);
+
+impl ModuleLoader for Sources {
+    fn resolve(&self, specifier: &str, referrer: &str, _kind: ResolutionKind) -> ModuleResolveResponse {
+        deno_core::resolve_import(specifier, referrer).map_err(deno_error::JsErrorBox::from_err)
+    }
+
+    fn load(
+        &self,
+        specifier: &ModuleSpecifier,
+        _referrer: Option<&ModuleLoadReferrer>,
+        _options: ModuleLoadOptions,
+    ) -> ModuleLoadResponse {
+        let source = match self.0.borrow().get(specifier) {
+            Some(code) => Ok(ModuleSource::new(
+                ModuleType::JavaScript,
+                ModuleSourceCode::String(code.clone().into()),
+                specifier,
+                None,
+            )),
+            None => Err(deno_error::JsErrorBox::generic(format!("module {specifier} not found"))),
+        };
+        ModuleLoadResponse::Sync(source)
+    }
+}
+
+/// A runtime with the host op and limits set up, but no module yet.
+struct Blank {
+    js: JsRuntime,
+    sources: Rc<Sources>,
+    heap_bytes: usize,
+    out_of_memory: Rc<Cell<bool>>,
+}
+
+fn blank(heap_bytes: usize, host: &Arc<dyn Host>) -> Blank {
+    let sources = Rc::new(Sources::default());
     let mut js = JsRuntime::new(RuntimeOptions {
-        module_loader: Some(Rc::new(loader)),
+        module_loader: Some(sources.clone()),
         create_params: Some(v8::CreateParams::default().heap_limits(0, heap_bytes)),
         extensions: vec![nimbus_host::init()],
         ..Default::default()
@@ -99,17 +162,59 @@ async fn create(module: &Module, heap_bytes: usize, host: &Arc<dyn Host>) -> Res
         handle.terminate_execution();
         current * 2
     });
-    let id = js.load_main_es_module(&main).await.map_err(load_error)?;
+    Blank { js, sources, heap_bytes, out_of_memory }
+}
+
+fn specifier(text: &str) -> Result<ModuleSpecifier, JsError> {
+    ModuleSpecifier::parse(text).map_err(|_| JsError::Load(format!("invalid module name {text:?}")))
+}
+
+fn load_error(e: impl std::fmt::Display) -> JsError {
+    JsError::Load(e.to_string())
+}
+
+/// A runtime loaded with `module`: the spare when its heap limit fits, else a new one.
+async fn create(
+    module: &Module,
+    spare: &mut Option<Blank>,
+    heap_bytes: usize,
+    host: &Arc<dyn Host>,
+) -> Result<Warm, JsError> {
+    let Blank { mut js, sources, heap_bytes, out_of_memory } = match spare.take() {
+        Some(blank) if blank.heap_bytes == heap_bytes => blank,
+        _ => blank(heap_bytes, host),
+    };
+    let user = specifier(&format!("file:///functions/{}", module.name))?;
+    let main = specifier("nimbus:main")?;
+    let main_source =
+        format!("import * as m from {};\nglobalThis.__nimbus_exports = m;\n", serde_json::Value::from(user.as_str()));
+    sources.0.borrow_mut().extend([
+        (specifier("nimbus:functions")?, PRELUDE.to_owned()),
+        (user, module.source.clone()),
+        (main.clone(), main_source),
+    ]);
+    // SAFETY: entered and exited on this thread around this runtime's module load (see `invoke`).
+    unsafe { js.v8_isolate().enter() };
+    let loaded = load(&mut js, &main).await;
+    // SAFETY: pairs with the `enter` above.
+    unsafe { js.v8_isolate().exit() };
+    loaded?;
+    Ok(Warm { version: module.version, heap_bytes, js, out_of_memory, last_used: Instant::now() })
+}
+
+async fn load(js: &mut JsRuntime, main: &ModuleSpecifier) -> Result<(), JsError> {
+    let id = js.load_main_es_module(main).await.map_err(load_error)?;
     let evaluated = js.mod_evaluate(id);
     js.run_event_loop(PollEventLoopOptions::default()).await.map_err(load_error)?;
     evaluated.await.map_err(load_error)?;
     js.execute_script("nimbus:harness", HARNESS).map_err(load_error)?;
-    Ok(Warm { version: module.version, heap_bytes, js, out_of_memory, last_used: Instant::now() })
+    Ok(())
 }
 
 /// The warm runtime for `module` (a new one when missing or outdated); `true` when new.
 async fn runtime<'w>(
     warm: &'w mut HashMap<String, Warm>,
+    spare: &mut Option<Blank>,
     module: &Module,
     heap_bytes: usize,
     host: &Arc<dyn Host>,
@@ -117,7 +222,7 @@ async fn runtime<'w>(
     let fresh = !warm.get(&module.name).is_some_and(|w| w.version == module.version && w.heap_bytes == heap_bytes);
     if fresh {
         warm.remove(&module.name);
-        let created = create(module, heap_bytes, host).await?;
+        let created = create(module, spare, heap_bytes, host).await?;
         warm.insert(module.name.clone(), created);
     }
     let entry = warm.get_mut(&module.name).ok_or(JsError::Stopped)?;
@@ -127,11 +232,17 @@ async fn runtime<'w>(
 
 async fn describe(
     warm: &mut HashMap<String, Warm>,
+    spare: &mut Option<Blank>,
     module: &Module,
     host: &Arc<dyn Host>,
 ) -> Result<Vec<Descriptor>, JsError> {
-    let (entry, _) = runtime(warm, module, 64 * 1024 * 1024, host).await?;
-    let text = run_script(&mut entry.js, "globalThis.__nimbus_describe()").await?;
+    let (entry, _) = runtime(warm, spare, module, DEFAULT_HEAP_BYTES, host).await?;
+    // SAFETY: entered and exited on this thread around code that runs only in this runtime.
+    unsafe { entry.js.v8_isolate().enter() };
+    let text = run_script(&mut entry.js, "globalThis.__nimbus_describe()").await;
+    // SAFETY: pairs with the `enter` above.
+    unsafe { entry.js.v8_isolate().exit() };
+    let text = text?;
     serde_json::from_str(&text).map_err(|e| JsError::Load(format!("describing {}: {e}", module.name)))
 }
 
@@ -173,6 +284,7 @@ struct Call<'a> {
 
 async fn invoke(
     warm: &mut HashMap<String, Warm>,
+    spare: &mut Option<Blank>,
     watchdog: &Watchdog,
     host: &Arc<dyn Host>,
     call: Call<'_>,
@@ -180,7 +292,7 @@ async fn invoke(
     let Call { module, export, input, context, limits } = call;
     let started = Instant::now();
     let failed = |error, cold| Invocation { result: Err(error), logs: Vec::new(), cold, duration: started.elapsed() };
-    let (entry, cold) = match runtime(warm, module, limits.heap_bytes, host).await {
+    let (entry, cold) = match runtime(warm, spare, module, limits.heap_bytes, host).await {
         Ok(found) => found,
         Err(error) => return failed(error, true),
     };
@@ -285,7 +397,7 @@ pub fn eval_module_default(name: &str, source: &str) -> Result<Value, JsError> {
     tokio.block_on(async {
         let main = specifier(&format!("file:///{name}"))?;
         let mut js = JsRuntime::new(RuntimeOptions {
-            module_loader: Some(Rc::new(StaticModuleLoader::with(main.clone(), source.to_owned()))),
+            module_loader: Some(Rc::new(deno_core::StaticModuleLoader::with(main.clone(), source.to_owned()))),
             ..Default::default()
         });
         let id = js.load_main_es_module(&main).await.map_err(load_error)?;
