@@ -353,7 +353,7 @@ impl Documents {
         let ParsedQuery { collection, query, wanted } = parsed;
         let query = match caller {
             Caller::Service => query,
-            _ => {
+            Caller::Public | Caller::User(_) => {
                 let ruled = self.with_pushed_rules(caller, &collection, query)?;
                 if !ruled.exact {
                     return match wanted {
@@ -415,10 +415,9 @@ impl Documents {
         &self,
         caller: &Caller,
         collection: CollectionPath,
-        query: crate::store::query::Query,
+        mut query: crate::store::query::Query,
         wanted: Wanted,
     ) -> Result<QueryResult, DocumentError> {
-        let mut query = query;
         query.limit = 1000;
         let scan = self.scan_visible(caller, &collection, query, usize::MAX, MAX_COUNTED_UNDER_RULES).await?;
         if scan.next.is_some() {

@@ -140,11 +140,7 @@ impl TriggerIndex {
     /// commit wrote jobs and the worker should be woken).
     pub fn matches_any(&self, committed: &[Committed]) -> bool {
         let triggers = self.current();
-        committed.iter().any(|change| {
-            let Some(kind) = change.kind else { return false };
-            let path = format!("{}/{}", change.key.collection, change.key.id);
-            triggers.iter().any(|t| t.kinds.contains(&kind) && t.params(&path).is_some())
-        })
+        committed.iter().any(|change| !fired(&triggers, change, &change_path(change)).is_empty())
     }
 
     /// Tells the worker that jobs may be waiting.
@@ -157,18 +153,34 @@ fn parse(text: Option<&str>) -> Value {
     text.and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null)
 }
 
-fn jobs_of_change(triggers: &[DocTrigger], change: &Committed, auth: &Value, now: i64) -> Vec<NewJob> {
+/// The triggers a change fires, each with the path parameters it bound.
+fn fired<'t>(
+    triggers: &'t [DocTrigger],
+    change: &Committed,
+    path: &str,
+) -> Vec<(&'t DocTrigger, serde_json::Map<String, Value>)> {
     let Some(kind) = change.kind else { return Vec::new() };
-    let path = format!("{}/{}", change.key.collection, change.key.id);
     triggers
         .iter()
         .filter(|t| t.kinds.contains(&kind))
-        .filter_map(|trigger| {
-            let params = trigger.params(&path)?;
+        .filter_map(|trigger| Some((trigger, trigger.params(path)?)))
+        .collect()
+}
+
+fn change_path(change: &Committed) -> String {
+    format!("{}/{}", change.key.collection, change.key.id)
+}
+
+fn jobs_of_change(triggers: &[DocTrigger], change: &Committed, auth: &Value, now: i64) -> Vec<NewJob> {
+    let path = change_path(change);
+    let kind = change.kind.map_or("", |k| k.as_str());
+    fired(triggers, change, &path)
+        .into_iter()
+        .map(|(trigger, params)| {
             let id = uuid::Uuid::new_v4().to_string();
             let event = json!({
                 "id": id,
-                "type": kind.as_str(),
+                "type": kind,
                 "path": path,
                 "params": params,
                 "before": parse(change.before.as_deref()),
@@ -176,7 +188,7 @@ fn jobs_of_change(triggers: &[DocTrigger], change: &Committed, auth: &Value, now
                 "time": format_time(now),
                 "auth": auth,
             });
-            Some(NewJob { id, function: trigger.function.clone(), payload: event.to_string() })
+            NewJob { id, function: trigger.function.clone(), payload: event.to_string() }
         })
         .collect()
 }

@@ -144,16 +144,25 @@ async fn commit_group(
     connection: &mut SqliteConnection,
     group: &[(Commit, Reply)],
 ) -> Result<CommitResults, StoreError> {
-    if let Some(results) = commit_creates_at_once(connection, group).await? {
-        return Ok(results);
-    }
-    match run_group(connection, group, Savepoints::No).await? {
+    let now = now_micros();
+    let one_at_a_time = || vec![None; group.len()];
+    let Some(created) = fresh_creates(group, now) else {
+        return Ok(run_group(connection, group, one_at_a_time(), Savepoints::Yes, now).await?.unwrap_or_default());
+    };
+    let created = match commit_creates_at_once(connection, group, created, now).await? {
+        AtOnce::Committed(results) => return Ok(results),
+        AtOnce::NotApplicable(created) => created,
+    };
+    match run_group(connection, group, created, Savepoints::No, now).await? {
         Some(results) => Ok(results),
-        None => Ok(run_group(connection, group, Savepoints::Yes).await?.unwrap_or_default()),
+        None => Ok(run_group(connection, group, one_at_a_time(), Savepoints::Yes, now).await?.unwrap_or_default()),
     }
 }
 
 type CommitResults = Vec<Result<Vec<Committed>, CommitError>>;
+
+/// Per commit of a group, its result when it only creates at fresh ids (see `fresh_creates`).
+type Created = Vec<Option<Vec<Committed>>>;
 
 #[derive(PartialEq)]
 enum Savepoints {
@@ -161,20 +170,15 @@ enum Savepoints {
     Yes,
 }
 
-/// One attempt at a group; `None` when, without savepoints, a commit was rejected.
+/// One attempt at a group, the commits of `created` already decided;
+/// `None` when, without savepoints, a commit was rejected.
 async fn run_group(
     connection: &mut SqliteConnection,
     group: &[(Commit, Reply)],
+    mut created: Created,
     savepoints: Savepoints,
+    now: i64,
 ) -> Result<Option<CommitResults>, StoreError> {
-    let now = now_micros();
-    let mut created = match savepoints {
-        Savepoints::No => match fresh_creates(group, now) {
-            Some(created) => created,
-            None => return Ok(None),
-        },
-        Savepoints::Yes => vec![None; group.len()],
-    };
     let mut tx = sqlx::Connection::begin(connection).await?;
     if insert_fresh(&mut tx, &created, now).await.is_err() {
         return Ok(None);
@@ -216,20 +220,22 @@ const MAX_CREATES_AT_ONCE: usize = 1000;
 /// trigger jobs, is written as one multi-statement query — `BEGIN`, the
 /// documents, their change-log rows, `COMMIT` — one round trip to SQLite's
 /// thread instead of four (each costs more in waiting for that thread to be
-/// scheduled than the statement itself). `Ok(None)`: not such a group, or the
-/// statement failed and was rolled back; the general path then decides.
+/// scheduled than the statement itself). Otherwise the general path decides.
 async fn commit_creates_at_once(
     connection: &mut SqliteConnection,
     group: &[(Commit, Reply)],
-) -> Result<Option<CommitResults>, StoreError> {
-    let now = now_micros();
-    let Some(created) = fresh_creates(group, now).and_then(|c| c.into_iter().collect::<Option<Vec<_>>>()) else {
-        return Ok(None);
-    };
-    let results: CommitResults = created.into_iter().map(Ok).collect();
+    created: Created,
+    now: i64,
+) -> Result<AtOnce, StoreError> {
+    if created.iter().any(Option::is_none) {
+        return Ok(AtOnce::NotApplicable(created));
+    }
+    let results: CommitResults = created.into_iter().flatten().map(Ok).collect();
+    let not_applicable =
+        |results: CommitResults| Ok(AtOnce::NotApplicable(results.into_iter().map(Result::ok).collect()));
     let rows: Vec<&Committed> = committed_writes(&results).collect();
     if rows.is_empty() || rows.len() > MAX_CREATES_AT_ONCE || !group_jobs(group, &results, now).is_empty() {
-        return Ok(None);
+        return not_applicable(results);
     }
     let now_param = rows.len() * 3 + 1;
     let changes: Vec<String> = (0..rows.len())
@@ -241,13 +247,21 @@ async fn commit_creates_at_once(
         documents_insert(rows.len()),
         changes.join(", ")
     );
-    match bind_documents(sqlx::query(&text), &rows).bind(now).execute(&mut *connection).await {
-        Ok(_) => Ok(Some(results)),
+    let written = bind_documents(sqlx::query(&text), &rows).bind(now).execute(&mut *connection).await;
+    drop(rows);
+    match written {
+        Ok(_) => Ok(AtOnce::Committed(results)),
         Err(_) => {
             sqlx::query("ROLLBACK").execute(&mut *connection).await?;
-            Ok(None)
+            not_applicable(results)
         }
     }
+}
+
+enum AtOnce {
+    Committed(CommitResults),
+    /// Not a group of creates only, or the statement failed (rolled back): the results decided so far.
+    NotApplicable(Created),
 }
 
 /// `INSERT INTO documents … VALUES` for `rows` new documents: parameters
@@ -278,7 +292,7 @@ fn bind_documents<'q>(
 /// collection), its result, decided without reading (no row can exist);
 /// `None` for the other commits. `None` overall when such a mutation
 /// rejects, so the group runs one commit at a time.
-fn fresh_creates(group: &[(Commit, Reply)], now: i64) -> Option<Vec<Option<Vec<Committed>>>> {
+fn fresh_creates(group: &[(Commit, Reply)], now: i64) -> Option<Created> {
     group
         .iter()
         .map(|(commit, _)| {
@@ -299,11 +313,7 @@ const FRESH_ROWS_PER_INSERT: usize = 200;
 
 /// Inserts the documents of `created` with a few multi-row statements instead
 /// of one statement per document.
-async fn insert_fresh(
-    tx: &mut sqlx::Transaction<'_, Sqlite>,
-    created: &[Option<Vec<Committed>>],
-    now: i64,
-) -> Result<(), StoreError> {
+async fn insert_fresh(tx: &mut sqlx::Transaction<'_, Sqlite>, created: &Created, now: i64) -> Result<(), StoreError> {
     let rows: Vec<&Committed> = created.iter().flatten().flatten().collect();
     for chunk in rows.chunks(FRESH_ROWS_PER_INSERT) {
         let text = documents_insert(chunk.len());
