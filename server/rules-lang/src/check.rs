@@ -18,16 +18,33 @@ pub fn check(ruleset: &Ruleset) -> Result<(), CompileError> {
         check_function(function, &base, &functions)?;
     }
     for block in &ruleset.matches {
-        check_match(block, &base, &mut functions)?;
+        check_match(block, ruleset.version, &base, &mut functions)?;
     }
     Ok(())
 }
 
+/// One recursive wildcard per pattern; in rules version 1 it must end the pattern.
+fn check_pattern(block: &Match, version: u8) -> Result<(), CompileError> {
+    let rest_at: Vec<usize> =
+        block.pattern.iter().enumerate().filter(|(_, s)| matches!(s, Segment::Rest(_))).map(|(i, _)| i).collect();
+    match rest_at.as_slice() {
+        [] => Ok(()),
+        [at] if version < 2 && *at + 1 != block.pattern.len() => Err(CompileError::new(
+            block.pos,
+            "`{name=**}` must be the last segment of a pattern in rules version 1 (rules_version = '2' allows it anywhere)",
+        )),
+        [_] => Ok(()),
+        _ => Err(CompileError::new(block.pos, "a pattern may have only one `{name=**}` segment")),
+    }
+}
+
 fn check_match<'r>(
     block: &'r Match,
+    version: u8,
     names: &[String],
     functions: &mut Vec<&'r [Function]>,
 ) -> Result<(), CompileError> {
+    check_pattern(block, version)?;
     let mut names = names.to_vec();
     for segment in &block.pattern {
         if let Segment::Var(name) | Segment::Rest(name) = segment {
@@ -42,7 +59,7 @@ fn check_match<'r>(
         check_expr(&allow.condition, &names, functions)?;
     }
     for inner in &block.matches {
-        check_match(inner, &names, functions)?;
+        check_match(inner, version, &names, functions)?;
     }
     functions.remove(0);
     Ok(())

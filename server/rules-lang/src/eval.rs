@@ -189,7 +189,7 @@ pub fn eval(expr: &Expr, scope: &Scope, env: &Env) -> Eval {
         }
         ExprKind::Unary(UnaryOp::Not, inner) => Ok(Value::Bool(!as_bool(eval(inner, scope, env))?)),
         ExprKind::Unary(UnaryOp::Neg, inner) => match eval(inner, scope, env)? {
-            Value::Int(n) => n.checked_neg().map(Value::Int).map_or_else(|| error("integer overflow"), Ok),
+            Value::Int(n) => checked(n.checked_neg()).map(Value::Int),
             Value::Float(f) => Ok(Value::Float(-f)),
             other => error(format!("cannot negate a {}", other.type_name())),
         },
@@ -311,40 +311,41 @@ fn binary(op: BinaryOp, left: Value, right: Value) -> Eval {
             other => return error(format!("`in` needs a list or a map, not a {}", other.type_name())),
         },
         BinaryOp::Add => match (left, right) {
-            (Value::Int(a), Value::Int(b)) => {
-                a.checked_add(b).map(Value::Int).map_or_else(|| error("integer overflow"), Ok)?
-            }
+            (Value::Int(a), Value::Int(b)) => Value::Int(checked(a.checked_add(b))?),
             (Value::Str(a), Value::Str(b)) => Value::Str(a + &b),
             (Value::List(mut a), Value::List(b)) => {
                 a.extend(b);
                 Value::List(a)
             }
             (Value::Timestamp(t), Value::Duration(d)) | (Value::Duration(d), Value::Timestamp(t)) => {
-                Value::Timestamp(t + d)
+                Value::Timestamp(checked(t.checked_add(d))?)
             }
-            (Value::Duration(a), Value::Duration(b)) => Value::Duration(a + b),
+            (Value::Duration(a), Value::Duration(b)) => Value::Duration(checked(a.checked_add(b))?),
             (a, b) => arithmetic(op, &a, &b)?,
         },
         BinaryOp::Sub => match (left, right) {
-            (Value::Int(a), Value::Int(b)) => {
-                a.checked_sub(b).map(Value::Int).map_or_else(|| error("integer overflow"), Ok)?
-            }
-            (Value::Timestamp(t), Value::Duration(d)) => Value::Timestamp(t - d),
-            (Value::Timestamp(a), Value::Timestamp(b)) => Value::Duration(a - b),
-            (Value::Duration(a), Value::Duration(b)) => Value::Duration(a - b),
+            (Value::Int(a), Value::Int(b)) => Value::Int(checked(a.checked_sub(b))?),
+            (Value::Timestamp(t), Value::Duration(d)) => Value::Timestamp(checked(t.checked_sub(d))?),
+            (Value::Timestamp(a), Value::Timestamp(b)) => Value::Duration(checked(a.checked_sub(b))?),
+            (Value::Duration(a), Value::Duration(b)) => Value::Duration(checked(a.checked_sub(b))?),
             (a, b) => arithmetic(op, &a, &b)?,
         },
         BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem => match (&left, &right) {
             (Value::Int(_), Value::Int(0)) if op != BinaryOp::Mul => return error("division by zero"),
-            (Value::Int(a), Value::Int(b)) => Value::Int(match op {
-                BinaryOp::Mul => a.checked_mul(*b).map_or_else(|| error("integer overflow"), Ok)?,
-                BinaryOp::Div => a / b,
-                _ => a % b,
-            }),
+            (Value::Int(a), Value::Int(b)) => Value::Int(checked(match op {
+                BinaryOp::Mul => a.checked_mul(*b),
+                BinaryOp::Div => a.checked_div(*b),
+                _ => a.checked_rem(*b),
+            })?),
             _ => arithmetic(op, &left, &right)?,
         },
         BinaryOp::Or | BinaryOp::And => return error("logical operators are evaluated lazily"),
     })
+}
+
+/// The result of checked integer arithmetic, or a rule error (never a panic).
+pub(crate) fn checked(result: Option<i64>) -> Result<i64, EvalError> {
+    result.ok_or_else(|| EvalError::Error("integer overflow".into()))
 }
 
 fn arithmetic(op: BinaryOp, left: &Value, right: &Value) -> Eval {

@@ -159,7 +159,7 @@ impl Rules {
         segments.push("");
         self.rules.iter().filter(|rule| rule.allows.iter().any(|a| a.methods.contains(&method))).any(|rule| {
             let mut path = segments.clone();
-            if let (Some(Segment::Literal(id)), Some(last)) = (rule.pattern.get(path.len() - 1), path.last_mut()) {
+            if let (Some(Segment::Literal(id)), Some(last)) = (rule.pattern.last(), path.last_mut()) {
                 *last = id.as_str();
             }
             bind(&rule.pattern, &path, rule.version).is_some()
@@ -205,28 +205,35 @@ fn flatten(
     }
 }
 
-/// Binds pattern variables if the pattern matches the whole path.
+/// Binds pattern variables if the pattern matches the whole path. A
+/// recursive wildcard `{name=**}` takes zero or more segments (one or more in
+/// rules version 1) wherever it stands, and the segments after it must match
+/// what follows, so `/forum/{p=**}/comments/{c}` never matches `forum/secret`.
 fn bind(pattern: &[Segment], path: &[&str], version: u8) -> Option<HashMap<String, Value>> {
     let mut vars = HashMap::new();
-    for (i, segment) in pattern.iter().enumerate() {
-        match segment {
-            Segment::Literal(text) => {
-                if path.get(i) != Some(&text.as_str()) {
-                    return None;
-                }
-            }
-            Segment::Var(name) => {
-                vars.insert(name.clone(), Value::Str((*path.get(i)?).to_owned()));
-            }
-            Segment::Rest(name) => {
-                let rest = &path[i.min(path.len())..];
-                if rest.is_empty() && version < 2 {
-                    return None;
-                }
-                vars.insert(name.clone(), Value::Str(rest.join("/")));
-                return Some(vars);
-            }
+    bind_from(pattern, path, version, &mut vars).then_some(vars)
+}
+
+fn bind_from(pattern: &[Segment], path: &[&str], version: u8, vars: &mut HashMap<String, Value>) -> bool {
+    let Some((segment, rest_of_pattern)) = pattern.split_first() else { return path.is_empty() };
+    match segment {
+        Segment::Literal(text) => {
+            path.first() == Some(&text.as_str()) && bind_from(rest_of_pattern, &path[1..], version, vars)
+        }
+        Segment::Var(name) => {
+            let Some((first, rest_of_path)) = path.split_first() else { return false };
+            vars.insert(name.clone(), Value::Str((*first).to_owned()));
+            bind_from(rest_of_pattern, rest_of_path, version, vars)
+        }
+        Segment::Rest(name) => {
+            let least = usize::from(version < 2);
+            // The segments after the wildcard need at least one path segment each.
+            let fixed_after = rest_of_pattern.iter().filter(|s| !matches!(s, Segment::Rest(_))).count();
+            let most = path.len().saturating_sub(fixed_after);
+            (least..=most).any(|taken| {
+                vars.insert(name.clone(), Value::Str(path[..taken].join("/")));
+                bind_from(rest_of_pattern, &path[taken..], version, vars)
+            })
         }
     }
-    (pattern.len() == path.len()).then_some(vars)
 }

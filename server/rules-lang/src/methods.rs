@@ -68,10 +68,10 @@ pub fn call_namespace(namespace: &str, function: &str, args: Vec<Value>) -> Eval
             millis.checked_mul(1000).map(Value::Timestamp).map_or_else(|| error("timestamp out of range"), Ok)
         }
         ("timestamp", "date", [Value::Int(y), Value::Int(m), Value::Int(d)]) => {
-            if !(1..=12).contains(m) || !(1..=31).contains(d) {
-                return error("timestamp.date(year, month, day) needs a valid date");
+            if !(1..=9999).contains(y) || !(1..=12).contains(m) || !(1..=31).contains(d) {
+                return error("timestamp.date(year, month, day) needs a valid date in years 1 to 9999");
             }
-            Ok(Value::Timestamp(days_from_civil(*y, *m, *d) * MICROS_PER_DAY))
+            Ok(Value::Timestamp(crate::eval::checked(days_from_civil(*y, *m, *d).checked_mul(MICROS_PER_DAY))?))
         }
         _ => error(format!("{namespace}.{function}() does not take these arguments")),
     }
@@ -248,7 +248,9 @@ pub fn call_method(target: Value, method: &str, args: Vec<Value>) -> Eval {
             })
         }
         (Value::Timestamp(t), "toMillis") => no_args(Value::Int(t.div_euclid(1000))),
-        (Value::Timestamp(t), "date") => no_args(Value::Timestamp(t.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY)),
+        (Value::Timestamp(t), "date") => {
+            no_args(Value::Timestamp(crate::eval::checked(t.div_euclid(MICROS_PER_DAY).checked_mul(MICROS_PER_DAY))?))
+        }
         (Value::Timestamp(t), part @ ("year" | "month" | "day" | "hours" | "minutes" | "seconds")) => {
             let (year, month, day) = civil_from_days(t.div_euclid(MICROS_PER_DAY));
             let second_of_day = t.rem_euclid(MICROS_PER_DAY) / 1_000_000;

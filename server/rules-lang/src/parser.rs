@@ -156,7 +156,6 @@ impl Parser {
     }
 
     fn pattern(&mut self) -> Parsed<Vec<Segment>> {
-        let start = self.pos();
         let mut segments = Vec::new();
         while self.eat_punct("/") {
             if self.eat_punct("{") {
@@ -176,9 +175,6 @@ impl Parser {
         }
         if segments.is_empty() {
             return self.error("expected a path pattern such as /posts/{postId}");
-        }
-        if segments.iter().rev().skip(1).any(|s| matches!(s, Segment::Rest(_))) {
-            return Err(CompileError::new(start, "`{name=**}` must be the last segment of a pattern"));
         }
         Ok(segments)
     }

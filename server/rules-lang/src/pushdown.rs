@@ -119,7 +119,7 @@ pub(crate) fn list_condition<'r>(
             continue;
         }
         // A rule for one literal document id in this collection: no filter can be derived.
-        if let Some(Segment::Literal(id)) = pattern.get(segments.len() - 1) {
+        if let Some(Segment::Literal(id)) = pattern.last() {
             let mut path = segments.clone();
             if let Some(last) = path.last_mut() {
                 *last = id.as_str();

@@ -169,6 +169,29 @@ fn expression_cases() {
         ("resource.data.tags[5] == 1", false),
         ("int('x') == 1", false),
         ("'(' .matches('(')", false),
+        // Integer arithmetic is checked: overflow is a rule error (deny), never a panic.
+        ("(-9223372036854775807 - 1) / -1 == 0", false),
+        ("(-9223372036854775807 - 1) / -1 == 0 || true", true),
+        ("(-9223372036854775807 - 1) % -1 == 0", false),
+        ("-(-9223372036854775807 - 1) == 0", false),
+        ("9223372036854775807 + 1 > 0", false),
+        ("(-9223372036854775807 - 1) - 1 < 0", false),
+        ("9223372036854775807 * 2 > 0", false),
+        ("resource.data.n % 0 == 0", false),
+        ("7 / 2 == 3 && -7 % 2 == -1", true),
+        ("timestamp.value(9223372036854775) + duration.value(9223372036854775, 'ms') > request.time", false),
+        ("timestamp.value(-9223372036854775) - duration.value(9223372036854775, 'ms') < request.time", false),
+        ("request.time - timestamp.value(-9223372036854775) > duration.value(0, 's')", false),
+        ("timestamp.value(-9223372036854775) - request.time < duration.value(0, 's')", false),
+        (
+            "duration.value(9223372036854775, 'ms') + duration.value(9223372036854775, 'ms') > duration.value(0, 's')",
+            false,
+        ),
+        ("duration.value(9223372036854775807, 'w') > duration.value(0, 's')", false),
+        ("timestamp.value(-9223372036854775).date() < request.time", false),
+        ("timestamp.date(99999999999999, 1, 1) > request.time", false),
+        ("timestamp.date(-99999999999999, 1, 1) < request.time", false),
+        ("timestamp.date(9999, 12, 31) > request.time", true),
     ];
     let mut failures = Vec::new();
     for (expr, expected) in cases {
@@ -385,7 +408,7 @@ fn errors_name_file_line_and_column() {
         ("match /a/{b} {}", "x.rules:1:1: expected `rules_version`, `service` or `function`, found `match`"),
         (
             "service cloud.firestore { match /a/{r=**}/b { allow read; } }",
-            "x.rules:1:33: `{name=**}` must be the last segment of a pattern",
+            "x.rules:1:27: `{name=**}` must be the last segment of a pattern in rules version 1 (rules_version = '2' allows it anywhere)",
         ),
     ];
     for (source, expected) in cases {
