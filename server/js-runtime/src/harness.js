@@ -1,18 +1,51 @@
-// Installed in every runtime after the function module loaded: discovery of
-// descriptors and one entry point per invocation, with console output captured.
+// Installed in every runtime before any user code runs. It keeps private
+// references to the one host op and the timers, then removes `Deno` from the
+// global scope, so a function reaches no other deno_core op (`op_panic`,
+// `op_print`, …). It defines discovery of descriptors, one entry point per
+// invocation, the captured console, and setTimeout/setInterval.
 (() => {
+  const core = globalThis.Deno.core;
+  const hostOp = core.ops.op_nimbus_host;
+  const createTimer = core.createTimer;
+  const cancelTimer = core.cancelTimer;
+  delete globalThis.Deno;
+  delete globalThis.__bootstrap;
+  const timers = new Map();
+  let nextTimer = 1;
+  const schedule = (repeat) => (callback, delay = 0, ...args) => {
+    if (typeof callback !== "function") throw new TypeError("the callback must be a function");
+    const id = nextTimer++;
+    const run = () => {
+      if (!repeat) timers.delete(id);
+      callback(...args);
+    };
+    timers.set(id, createTimer(run, Number(delay) || 0, undefined, repeat, true, false));
+    return id;
+  };
+  const clear = (id) => {
+    const timer = timers.get(id);
+    if (timer !== undefined) {
+      timers.delete(id);
+      cancelTimer(timer);
+    }
+  };
+  const hidden = (name, value) => Object.defineProperty(globalThis, name, { value, writable: false, enumerable: false, configurable: false });
+  hidden("setTimeout", schedule(false));
+  hidden("setInterval", schedule(true));
+  hidden("clearTimeout", clear);
+  hidden("clearInterval", clear);
   const format = (args) => args.map((a) => (typeof a === "string" ? a : JSON.stringify(a))).join(" ");
   let logs = [];
   const log = (level) => (...args) => logs.push({ level, message: format(args) });
   globalThis.console = { log: log("info"), info: log("info"), debug: log("debug"), warn: log("warn"), error: log("error") };
-  globalThis.__nimbus_describe = () =>
+  hidden("__nimbus_describe", () =>
     JSON.stringify(
       Object.entries(globalThis.__nimbus_exports)
         .filter(([, v]) => v && typeof v === "object" && typeof v.__nimbus === "string")
         .map(([name, v]) => ({ name, kind: v.__nimbus, spec: v.spec ?? {} })),
-    );
+    ));
   const host = async (request) => {
-    const reply = JSON.parse(await Deno.core.ops.op_nimbus_host(JSON.stringify(request)));
+    const reply = JSON.parse(await hostOp(JSON.stringify(request)));
     if (reply.error) {
       const error = new Error(reply.error.message);
       error.name = "HttpsError";
@@ -69,7 +102,7 @@
       text: async () => reply.body, json: async () => JSON.parse(reply.body),
     };
   };
-  globalThis.__nimbus_invoke = async (name, input, ctx) => {
+  hidden("__nimbus_invoke", async (name, input, ctx) => {
     logs = [];
     const context = { ...(ctx ?? {}), db, publish: (topic, data) => host({ op: "publish", topic, data }), log: globalThis.console.log };
     try {
@@ -80,5 +113,5 @@
       const error = { name: e?.name ?? "Error", code: e?.code ?? null, message: String(e?.message ?? e) };
       return JSON.stringify({ error, logs });
     }
-  };
+  });
 })();

@@ -114,6 +114,7 @@ pub struct Invocation {
 enum Job {
     Describe {
         module: Arc<Module>,
+        time_limit: Duration,
         reply: tokio::sync::oneshot::Sender<Result<Vec<Descriptor>, JsError>>,
     },
     Invoke {
@@ -130,7 +131,11 @@ enum Job {
 /// so a burst runs on several runtimes of the same function at once.
 pub struct Pool {
     queue: Mutex<mpsc::Sender<Job>>,
+    load_limit: Duration,
 }
+
+/// How long loading and describing a module may take unless the pool is told otherwise.
+pub const DEFAULT_LOAD_LIMIT: Duration = Duration::from_secs(10);
 
 impl Pool {
     /// Starts `threads` workers; each drops runtimes unused for `idle`.
@@ -143,7 +148,14 @@ impl Pool {
                 .name(format!("nimbus-js-{index}"))
                 .spawn(move || worker::run(receiver, idle, host));
         }
-        Pool { queue: Mutex::new(sender) }
+        Pool { queue: Mutex::new(sender), load_limit: DEFAULT_LOAD_LIMIT }
+    }
+
+    /// Sets how long loading and describing one module may take (a module
+    /// that runs longer, e.g. a top-level endless loop, fails to load).
+    pub fn with_load_limit(mut self, limit: Duration) -> Pool {
+        self.load_limit = limit;
+        self
     }
 
     fn send(&self, job: Job) -> bool {
@@ -153,7 +165,7 @@ impl Pool {
     /// Loads the module and lists its trigger descriptors.
     pub async fn describe(&self, module: Arc<Module>) -> Result<Vec<Descriptor>, JsError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if !self.send(Job::Describe { module, reply }) {
+        if !self.send(Job::Describe { module, time_limit: self.load_limit, reply }) {
             return Err(JsError::Stopped);
         }
         answer.await.unwrap_or(Err(JsError::Stopped))

@@ -188,3 +188,76 @@ async fn cold_starts_use_a_blank_runtime_that_holds_nothing_of_earlier_modules()
         "a heap limit the blank runtime lacks gets a new one"
     );
 }
+
+/// Every way a function might reach deno_core's own ops: none is there.
+#[tokio::test]
+async fn user_code_reaches_no_deno_core_op() {
+    let pool = pool();
+    let m = module(
+        r#"
+        import { onHttp } from "nimbus:functions";
+        const atLoad = typeof globalThis.Deno;
+        const tries = () => {
+            const out = { atLoad, now: typeof Deno };
+            try { Deno.core.ops.op_panic("x"); out.panic = "called"; } catch (e) { out.panic = e.name; }
+            try { Deno.core.print("raw line\n"); out.print = "called"; } catch (e) { out.print = e.name; }
+            out.leaks = Object.getOwnPropertyNames(globalThis).filter((k) => {
+                const v = globalThis[k];
+                return v && (typeof v === "object" || typeof v === "function") && ("ops" in v || "core" in v);
+            });
+            return out;
+        };
+        export const probe = onHttp({ path: "/probe" }, () => tries());
+        "#,
+    );
+    let invocation = pool.invoke(m, "probe", Value::Null, Value::Null, LIMITS).await;
+    let out = invocation.result.unwrap();
+    assert_eq!(out["atLoad"], "undefined", "Deno is gone before the module runs: {out}");
+    assert_eq!(out["now"], "undefined");
+    assert_eq!(out["panic"], "ReferenceError");
+    assert_eq!(out["print"], "ReferenceError");
+    assert_eq!(out["leaks"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn timers_work_and_an_awaited_timer_ends_at_the_deadline() {
+    let pool = Pool::new(1, Duration::from_secs(60), Arc::new(NoHost));
+    let m = module(
+        r#"
+        import { onHttp } from "nimbus:functions";
+        export const nap = onHttp({ path: "/nap" }, async () => {
+            const order = [];
+            const cancelled = setTimeout(() => order.push("never"), 5);
+            clearTimeout(cancelled);
+            await new Promise((r) => setTimeout(() => { order.push("slept"); r(); }, 20));
+            return order;
+        });
+        export const sleepy = onHttp({ path: "/sleepy" }, () => new Promise((r) => setTimeout(r, 25000)));
+        "#,
+    );
+    let nap = pool.invoke(m.clone(), "nap", Value::Null, Value::Null, LIMITS).await;
+    assert_eq!(nap.result.unwrap(), serde_json::json!(["slept"]));
+    let started = std::time::Instant::now();
+    let sleepy = pool.invoke(m.clone(), "sleepy", Value::Null, Value::Null, LIMITS).await;
+    assert!(matches!(sleepy.result, Err(JsError::Timeout)), "{:?}", sleepy.result);
+    assert!(started.elapsed() < Duration::from_secs(3), "ended at the 500 ms deadline, took {:?}", started.elapsed());
+    // The only worker is free again.
+    let again = pool.invoke(m, "nap", Value::Null, Value::Null, LIMITS).await;
+    assert!(again.result.is_ok());
+}
+
+#[tokio::test]
+async fn a_module_that_never_finishes_loading_is_refused_in_time() {
+    let pool = Pool::new(1, Duration::from_secs(60), Arc::new(NoHost)).with_load_limit(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let endless = pool.describe(Arc::new(Module::new("zhang.js", "while (true) {}"))).await;
+    assert!(matches!(&endless, Err(JsError::Load(m)) if m.contains("time limit")), "{endless:?}");
+    let awaiting =
+        pool.describe(Arc::new(Module::new("wait.js", "await new Promise(() => setTimeout(() => {}, 60000));"))).await;
+    assert!(matches!(&awaiting, Err(JsError::Load(m)) if m.contains("time limit")), "{awaiting:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    let fine = pool
+        .describe(module("import { onHttp } from 'nimbus:functions'; export const a = onHttp({path:'/a'}, () => 1);"))
+        .await;
+    assert_eq!(fine.unwrap().len(), 1);
+}

@@ -44,7 +44,87 @@ async fn op_nimbus_host(state: Rc<RefCell<OpState>>, #[string] request: String) 
     }
 }
 
-deno_core::extension!(nimbus_host, ops = [op_nimbus_host]);
+deno_core::extension!(nimbus_host, ops = [op_nimbus_host], middleware = disable_unsafe_ops);
+
+/// deno_core's built-in ops that user code must never reach. The harness
+/// already removes `Deno` from the global scope before any user code runs;
+/// this is the second wall: these ops throw "op is disabled" whoever calls
+/// them. `op_panic` would abort the process (a panic cannot unwind out of an
+/// op), `op_print` writes to the server's stdout, the rest read, write or
+/// load things a function has no business with.
+const DISABLED_OPS: &[&str] = &[
+    "op_panic",
+    "op_print",
+    "op_close",
+    "op_try_close",
+    "op_read",
+    "op_read_all",
+    "op_read_sync",
+    "op_write",
+    "op_write_sync",
+    "op_write_all",
+    "op_write_type_error",
+    "op_shutdown",
+    "op_pipe",
+    "op_resources",
+    "op_import_sync",
+    "op_import_sync_with_source",
+    "op_load_ext_script",
+    "op_lazy_load_esm",
+    "op_eval_context",
+    "op_set_promise_hooks",
+    "op_add_main_module_handler",
+    "op_set_wasm_streaming_callback",
+    "op_abort_wasm_streaming",
+    "op_wasm_streaming_feed",
+    "op_wasm_streaming_set_url",
+    "op_leak_tracing_enable",
+    "op_leak_tracing_submit",
+    "op_leak_tracing_get_all",
+    "op_leak_tracing_get",
+];
+
+fn disable_unsafe_ops(op: deno_core::OpDecl) -> deno_core::OpDecl {
+    if DISABLED_OPS.contains(&op.name) {
+        op.disable()
+    } else {
+        op
+    }
+}
+
+/// A runtime whose isolate is entered for as long as this guard lives. The
+/// engine directs termination (and other per-isolate state) to the isolate
+/// entered last on the thread, and a worker holds several runtimes, so every
+/// load, describe and call enters its own (decision 0009).
+struct Entered<'a>(&'a mut JsRuntime);
+
+impl<'a> Entered<'a> {
+    fn new(js: &'a mut JsRuntime) -> Entered<'a> {
+        // SAFETY: exited in `drop` on this same thread; a JsRuntime never leaves its thread.
+        unsafe { js.v8_isolate().enter() };
+        Entered(js)
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        // SAFETY: pairs with the `enter` in `new`, on the same thread.
+        unsafe { self.0.v8_isolate().exit() };
+    }
+}
+
+impl std::ops::Deref for Entered<'_> {
+    type Target = JsRuntime;
+    fn deref(&self) -> &JsRuntime {
+        self.0
+    }
+}
+
+impl std::ops::DerefMut for Entered<'_> {
+    fn deref_mut(&mut self) -> &mut JsRuntime {
+        self.0
+    }
+}
 
 /// The heap limit of runtimes that describe modules (no invocation limits apply).
 const DEFAULT_HEAP_BYTES: usize = 64 * 1024 * 1024;
@@ -61,7 +141,7 @@ pub(crate) fn run(receiver: Arc<Mutex<mpsc::Receiver<Job>>>, idle: Duration, hos
         let job = match next_job(&receiver, spare.is_none() && heap_bytes.is_some()) {
             Next::Job(job) => job,
             Next::Idle => {
-                spare = Some(blank(heap_bytes.unwrap_or(DEFAULT_HEAP_BYTES), &host));
+                spare = blank(heap_bytes.unwrap_or(DEFAULT_HEAP_BYTES), &host).ok();
                 continue;
             }
             Next::Wait => continue,
@@ -69,9 +149,10 @@ pub(crate) fn run(receiver: Arc<Mutex<mpsc::Receiver<Job>>>, idle: Duration, hos
         };
         warm.retain(|_, w| w.last_used.elapsed() < idle);
         match *job {
-            Job::Describe { module, reply } => {
+            Job::Describe { module, time_limit, reply } => {
                 heap_bytes = heap_bytes.or(Some(DEFAULT_HEAP_BYTES));
-                let result = tokio.block_on(describe(&mut warm, &mut spare, &module, &host));
+                let deadline = Deadline { at: Instant::now() + time_limit, watchdog: &watchdog };
+                let result = tokio.block_on(describe(&mut warm, &mut spare, &module, &host, deadline));
                 let _ = reply.send(result);
             }
             Job::Invoke { module, export, input, context, limits, reply } => {
@@ -145,7 +226,7 @@ struct Blank {
     out_of_memory: Rc<Cell<bool>>,
 }
 
-fn blank(heap_bytes: usize, host: &Arc<dyn Host>) -> Blank {
+fn blank(heap_bytes: usize, host: &Arc<dyn Host>) -> Result<Blank, JsError> {
     let sources = Rc::new(Sources::default());
     let mut js = JsRuntime::new(RuntimeOptions {
         module_loader: Some(sources.clone()),
@@ -162,7 +243,8 @@ fn blank(heap_bytes: usize, host: &Arc<dyn Host>) -> Blank {
         handle.terminate_execution();
         current * 2
     });
-    Blank { js, sources, heap_bytes, out_of_memory }
+    Entered::new(&mut js).execute_script("nimbus:harness", HARNESS).map_err(load_error)?;
+    Ok(Blank { js, sources, heap_bytes, out_of_memory })
 }
 
 fn specifier(text: &str) -> Result<ModuleSpecifier, JsError> {
@@ -179,10 +261,11 @@ async fn create(
     spare: &mut Option<Blank>,
     heap_bytes: usize,
     host: &Arc<dyn Host>,
+    deadline: Deadline<'_>,
 ) -> Result<Warm, JsError> {
     let Blank { mut js, sources, heap_bytes, out_of_memory } = match spare.take() {
         Some(blank) if blank.heap_bytes == heap_bytes => blank,
-        _ => blank(heap_bytes, host),
+        _ => blank(heap_bytes, host)?,
     };
     let user = specifier(&format!("file:///functions/{}", module.name))?;
     let main = specifier("nimbus:main")?;
@@ -193,12 +276,18 @@ async fn create(
         (user, module.source.clone()),
         (main.clone(), main_source),
     ]);
-    // SAFETY: entered and exited on this thread around this runtime's module load (see `invoke`).
-    unsafe { js.v8_isolate().enter() };
-    let loaded = load(&mut js, &main).await;
-    // SAFETY: pairs with the `enter` above.
-    unsafe { js.v8_isolate().exit() };
-    loaded?;
+    let mut entered = Entered::new(&mut js);
+    let loaded = deadline.run(&mut entered, |js| load(js, &main)).await;
+    drop(entered);
+    match loaded {
+        Limited::Done(result) => result?,
+        Limited::TimedOut => {
+            return Err(JsError::Load(format!("{}: loading took longer than its time limit", module.name)))
+        }
+    }
+    if out_of_memory.get() {
+        return Err(JsError::Load(format!("{}: loading used more memory than its heap limit", module.name)));
+    }
     Ok(Warm { version: module.version, heap_bytes, js, out_of_memory, last_used: Instant::now() })
 }
 
@@ -207,7 +296,6 @@ async fn load(js: &mut JsRuntime, main: &ModuleSpecifier) -> Result<(), JsError>
     let evaluated = js.mod_evaluate(id);
     js.run_event_loop(PollEventLoopOptions::default()).await.map_err(load_error)?;
     evaluated.await.map_err(load_error)?;
-    js.execute_script("nimbus:harness", HARNESS).map_err(load_error)?;
     Ok(())
 }
 
@@ -218,11 +306,12 @@ async fn runtime<'w>(
     module: &Module,
     heap_bytes: usize,
     host: &Arc<dyn Host>,
+    deadline: Deadline<'_>,
 ) -> Result<(&'w mut Warm, bool), JsError> {
     let fresh = !warm.get(&module.name).is_some_and(|w| w.version == module.version && w.heap_bytes == heap_bytes);
     if fresh {
         warm.remove(&module.name);
-        let created = create(module, spare, heap_bytes, host).await?;
+        let created = create(module, spare, heap_bytes, host, deadline).await?;
         warm.insert(module.name.clone(), created);
     }
     let entry = warm.get_mut(&module.name).ok_or(JsError::Stopped)?;
@@ -235,15 +324,54 @@ async fn describe(
     spare: &mut Option<Blank>,
     module: &Module,
     host: &Arc<dyn Host>,
+    deadline: Deadline<'_>,
 ) -> Result<Vec<Descriptor>, JsError> {
-    let (entry, _) = runtime(warm, spare, module, DEFAULT_HEAP_BYTES, host).await?;
-    // SAFETY: entered and exited on this thread around code that runs only in this runtime.
-    unsafe { entry.js.v8_isolate().enter() };
-    let text = run_script(&mut entry.js, "globalThis.__nimbus_describe()").await;
-    // SAFETY: pairs with the `enter` above.
-    unsafe { entry.js.v8_isolate().exit() };
-    let text = text?;
+    let (entry, _) = runtime(warm, spare, module, DEFAULT_HEAP_BYTES, host, deadline).await?;
+    let mut entered = Entered::new(&mut entry.js);
+    let outcome = deadline.run(&mut entered, |js| run_script(js, "globalThis.__nimbus_describe()")).await;
+    drop(entered);
+    let text = match outcome {
+        Limited::Done(text) => text?,
+        Limited::TimedOut => {
+            warm.remove(&module.name);
+            return Err(JsError::Load(format!("{}: describing took longer than its time limit", module.name)));
+        }
+    };
     serde_json::from_str(&text).map_err(|e| JsError::Load(format!("describing {}: {e}", module.name)))
+}
+
+/// When a load, describe or call must end, and the watchdog that ends it.
+#[derive(Clone, Copy)]
+struct Deadline<'w> {
+    at: Instant,
+    watchdog: &'w Watchdog,
+}
+
+/// The outcome of work run under a deadline.
+enum Limited<T> {
+    Done(T),
+    TimedOut,
+}
+
+impl Deadline<'_> {
+    /// Runs `work` on `js` until it finishes or the deadline passes. The
+    /// watchdog terminates JavaScript that is running at the deadline; the
+    /// timer ends the wait when nothing runs (an awaited timer or host call).
+    /// After `TimedOut` the runtime must be dropped.
+    async fn run<'j, T, F, W>(self, js: &'j mut JsRuntime, work: W) -> Limited<T>
+    where
+        W: FnOnce(&'j mut JsRuntime) -> F,
+        F: std::future::Future<Output = T> + 'j,
+    {
+        let fired = self.watchdog.arm(js.v8_isolate().thread_safe_handle(), self.at);
+        let outcome = tokio::time::timeout_at(self.at.into(), work(js)).await;
+        self.watchdog.disarm();
+        match outcome {
+            Ok(_) if fired.load(Ordering::SeqCst) => Limited::TimedOut,
+            Ok(value) => Limited::Done(value),
+            Err(_) => Limited::TimedOut,
+        }
+    }
 }
 
 /// Runs a script whose value is (a promise of) a string, and returns the string.
@@ -291,28 +419,25 @@ async fn invoke(
 ) -> Invocation {
     let Call { module, export, input, context, limits } = call;
     let started = Instant::now();
+    let deadline = Deadline { at: started + limits.timeout, watchdog };
     let failed = |error, cold| Invocation { result: Err(error), logs: Vec::new(), cold, duration: started.elapsed() };
-    let (entry, cold) = match runtime(warm, spare, module, limits.heap_bytes, host).await {
+    let (entry, cold) = match runtime(warm, spare, module, limits.heap_bytes, host, deadline).await {
         Ok(found) => found,
         Err(error) => return failed(error, true),
     };
     let code = format!("globalThis.__nimbus_invoke({}, {input}, {context})", Value::from(export));
-    // A worker holds several runtimes; the engine directs termination (and
-    // other per-isolate state) to the isolate entered last on this thread, so
-    // enter this one for the call, as V8 embedders do.
-    // SAFETY: entered and exited on this thread, around code that runs only in this runtime.
-    unsafe { entry.js.v8_isolate().enter() };
-    let timed_out = watchdog.arm(entry.js.v8_isolate().thread_safe_handle(), started + limits.timeout);
-    let outcome = run_script(&mut entry.js, &code).await;
-    watchdog.disarm();
-    // SAFETY: pairs with the `enter` above, on the same thread.
-    unsafe { entry.js.v8_isolate().exit() };
+    let mut entered = Entered::new(&mut entry.js);
+    let limited = deadline.run(&mut entered, |js| run_script(js, &code)).await;
+    drop(entered);
     let out_of_memory = entry.out_of_memory.get();
-    if timed_out.load(Ordering::SeqCst) || out_of_memory {
-        warm.remove(&module.name);
-        let error = if out_of_memory { JsError::OutOfMemory } else { JsError::Timeout };
-        return failed(error, cold);
-    }
+    let outcome = match limited {
+        Limited::Done(outcome) if !out_of_memory => outcome,
+        _ => {
+            warm.remove(&module.name);
+            let error = if out_of_memory { JsError::OutOfMemory } else { JsError::Timeout };
+            return failed(error, cold);
+        }
+    };
     let reply = match outcome.map(|text| serde_json::from_str::<Reply>(&text)) {
         Ok(Ok(reply)) => reply,
         Ok(Err(e)) => {

@@ -84,20 +84,42 @@ impl Fetcher {
         if let Some(body) = request["body"].as_str() {
             outgoing = outgoing.body(body.to_owned());
         }
-        let unavailable = |e: reqwest::Error| ApiError::new(ErrorCode::Unavailable, format!("fetch() failed: {e}"));
-        let response = outgoing.send().await.map_err(unavailable)?;
+        let mut response = outgoing.send().await.map_err(|e| fetch_failed(&host, &e))?;
         let status = response.status().as_u16();
         let headers: serde_json::Map<String, Value> = response
             .headers()
             .iter()
             .filter_map(|(n, v)| Some((n.as_str().to_owned(), Value::String(v.to_str().ok()?.to_owned()))))
             .collect();
-        let bytes = response.bytes().await.map_err(unavailable)?;
-        if bytes.len() > MAX_FETCH_BYTES {
-            return Err(ApiError::new(ErrorCode::ResourceExhausted, "fetch(): the response is larger than 10 MiB"));
+        let too_large = || ApiError::new(ErrorCode::ResourceExhausted, "fetch(): the response is larger than 10 MiB");
+        if response.content_length().is_some_and(|length| length > MAX_FETCH_BYTES as u64) {
+            return Err(too_large());
+        }
+        // Read the body as it arrives and stop at the limit, so a huge (or
+        // endless) response never sits in memory whole.
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| fetch_failed(&host, &e))? {
+            if bytes.len() + chunk.len() > MAX_FETCH_BYTES {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&chunk);
         }
         Ok(json!({"status": status, "headers": headers, "body": String::from_utf8_lossy(&bytes)}))
     }
+}
+
+/// A failed `fetch()` as the function sees it: what went wrong in general
+/// terms (the library's own text, which may name internals, is only logged).
+fn fetch_failed(host: &str, error: &reqwest::Error) -> ApiError {
+    tracing::warn!(host = %host, "fetch() failed: {error}");
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else {
+        "the request failed"
+    };
+    ApiError::new(ErrorCode::Unavailable, format!("fetch() to {host:?} failed: {what}"))
 }
 
 impl Host for FunctionHost {

@@ -94,7 +94,7 @@ impl Functions {
         triggers: crate::triggers::TriggerIndex,
         schedules: crate::triggers::schedule::Schedules,
     ) -> Functions {
-        let pool = Arc::new(Pool::new(config.workers, config.idle, host));
+        let pool = Arc::new(Pool::new(config.workers, config.idle, host).with_load_limit(config.limits.timeout));
         let functions = Functions {
             pool,
             triggers,
