@@ -14,6 +14,7 @@ use crate::auth::mailer::Mailer;
 use crate::auth::service_key::ServiceKey;
 use crate::auth::tokens::Tokens;
 use crate::config::Config;
+use crate::documents::cursor::CursorSeal;
 use crate::documents::data::DataLimits;
 use crate::documents::schema::Schemas;
 use crate::documents::Documents;
@@ -75,7 +76,7 @@ pub struct App {
 }
 
 pub async fn build(config: Config) -> Result<App, StartError> {
-    let store = Store::connect(&config.database).await.map_err(StartError::Store)?;
+    let store = Store::connect(&config.database, config.query_timeout).await.map_err(StartError::Store)?;
     store.migrate().await.map_err(StartError::Store)?;
     let (service_key, new_service_key) =
         ServiceKey::establish(config.service_key.as_ref(), &store).await.map_err(StartError::Store)?;
@@ -104,8 +105,16 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .counter("nimbus_documents_rows_read_total", "Documents read by rules-filtered lists and queries")
         .map_err(|e| StartError::Metrics(e.to_string()))?;
     let triggers = TriggerIndex::default();
-    let documents =
-        Documents::new(store.clone(), DataLimits::default(), schemas, rules.clone(), rows_read, triggers.clone());
+    let cursors = CursorSeal::establish(&store).await.map_err(StartError::Store)?;
+    let documents = Documents::new(
+        store.clone(),
+        DataLimits::default(),
+        schemas,
+        rules.clone(),
+        rows_read,
+        triggers.clone(),
+        cursors,
+    );
     let messages = Messages::new(store.clone(), triggers.clone());
     let functions = start_functions(&config, &metrics, &documents, &triggers, &messages).await?;
     accounts.set_hooks(Arc::new(FunctionSignUpHooks::new(functions.clone(), store.clone(), triggers.clone())));
@@ -199,8 +208,9 @@ impl App {
     /// Serves until `shutdown` resolves, lets in-flight requests finish, then
     /// closes the database.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let service = self.router.into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, service).with_graceful_shutdown(shutdown).await;
+        crate::http::serve::raise_open_file_limit();
+        let limits = self.state.config.http.clone();
+        let served = crate::http::serve::serve(self.listener, self.router, &limits, shutdown).await;
         self.state.store.close().await;
         served
     }

@@ -141,7 +141,8 @@ fn serve(config: Config) -> Result<(), String> {
 
 fn migrate(config: Config) -> Result<(), String> {
     tokio_runtime()?.block_on(async move {
-        let store = crate::store::Store::connect(&config.database).await.map_err(|e| e.to_string())?;
+        let store =
+            crate::store::Store::connect(&config.database, config.query_timeout).await.map_err(|e| e.to_string())?;
         store.migrate().await.map_err(|e| e.to_string())?;
         println!("migrations applied ({})", store.backend_name());
         store.close().await;

@@ -67,6 +67,23 @@ pub struct Config {
     pub schemas: Vec<(String, serde_json::Value)>,
     pub auth: AuthConfig,
     pub functions: FunctionSettings,
+    /// A bearer token that may read `/metrics` (besides the service key and admins).
+    pub metrics_token: Option<SecretString>,
+    pub http: HttpLimits,
+    /// Longest a database statement of a client's query may run.
+    pub query_timeout: Duration,
+}
+
+/// Bounds on client connections (`NIMBUS_HTTP_*`, `[http]` in `nimbus.toml`).
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// A connection must finish sending a request's headers within this; a
+    /// keep-alive connection idle this long is closed too.
+    pub header_timeout: Duration,
+    /// A request body must arrive within this.
+    pub body_timeout: Duration,
+    /// Most connections open at once; more are refused with 503.
+    pub max_connections: usize,
 }
 
 /// Function limits (`NIMBUS_FUNCTIONS_*`, `[functions]` in `nimbus.toml`).
@@ -177,12 +194,25 @@ struct FileSettings {
     #[serde(default)]
     functions: FunctionsFileSettings,
     jwt_secret: Option<String>,
+    metrics_token: Option<String>,
+    query_timeout_ms: Option<u64>,
+    #[serde(default)]
+    http: HttpFileSettings,
     public_url: Option<String>,
     smtp_url: Option<String>,
     mail_from: Option<String>,
     /// Collection pattern → inline schema (a table) or a JSON file path (a string).
     #[serde(default)]
     schemas: std::collections::BTreeMap<String, toml::Value>,
+}
+
+/// `[http]` in `nimbus.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpFileSettings {
+    header_timeout_ms: Option<u64>,
+    body_timeout_ms: Option<u64>,
+    max_connections: Option<u64>,
 }
 
 /// `[auth]` in `nimbus.toml`.
@@ -277,6 +307,14 @@ impl Config {
             functions: function_settings(&layers, &file.functions)?,
             schemas: load_schemas(&file.schemas, &file_dir)?,
             indexes: file.indexes,
+            metrics_token: service_key(layers.get("metrics_token", &file.metrics_token))?,
+            http: http_limits(&layers, &file.http)?,
+            query_timeout: Duration::from_millis(layers.parse(
+                "query_timeout_ms",
+                &file.query_timeout_ms.map(|n| n.to_string()),
+                "10000",
+                number(10u64),
+            )?),
         })
     }
 }
@@ -439,6 +477,18 @@ fn auth_config(layers: &Layers, file: &FileSettings) -> Result<AuthConfig, Confi
             other => other.map(|raw| SecretString::from(raw.value)),
         },
         mail_from: layers.get("mail_from", &file.mail_from).map_or("Nimbus <no-reply@localhost>".into(), |r| r.value),
+    })
+}
+
+fn http_limits(layers: &Layers, h: &HttpFileSettings) -> Result<HttpLimits, ConfigError> {
+    let text = |v: &Option<u64>| v.map(|n| n.to_string());
+    let millis = |key, value: &Option<u64>, default| {
+        layers.parse(key, &text(value), default, number(10u64)).map(Duration::from_millis)
+    };
+    Ok(HttpLimits {
+        header_timeout: millis("http_header_timeout_ms", &h.header_timeout_ms, "10000")?,
+        body_timeout: millis("http_body_timeout_ms", &h.body_timeout_ms, "30000")?,
+        max_connections: layers.parse("http_max_connections", &text(&h.max_connections), "10000", number(1usize))?,
     })
 }
 

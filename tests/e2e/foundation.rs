@@ -32,7 +32,7 @@ async fn metrics_count_requests_by_route(backend: Backend) {
         server.call("GET", "/healthz", None, None).await;
     }
     server.call("GET", "/no/such/thing", None, None).await;
-    let text = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = server.metrics().await;
     assert!(text.contains(r#"nimbus_http_requests_total{method="GET",route="/healthz",status="200"} 3"#), "{text}");
     assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
     assert!(text.contains("nimbus_http_request_duration_seconds_bucket"), "{text}");

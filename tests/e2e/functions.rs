@@ -146,7 +146,7 @@ async fn gateway_routes_and_checks_before_running(backend: Backend) {
     assert_eq!(response.status(), 302);
     assert_eq!(response.headers()["location"], "https://example.com/ad7");
 
-    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(r#"nimbus_function_invocations_total{function="hello.js:hello",outcome="ok",start="warm"}"#),
         "{metrics}"

@@ -233,6 +233,13 @@ impl Server {
         }
     }
 
+    /// The Prometheus text of `/metrics`, read with the service key.
+    pub async fn metrics(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).bearer_auth(SERVICE_KEY).send().await.expect("metrics");
+        assert_eq!(response.status(), 200, "metrics with the service key");
+        response.text().await.expect("metrics text")
+    }
+
     /// Like `call`, with the service key.
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call(method, path, Some(SERVICE_KEY), body).await

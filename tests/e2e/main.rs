@@ -10,4 +10,5 @@ mod foundation;
 mod functions;
 mod queues;
 mod rules;
+mod security;
 mod triggers;

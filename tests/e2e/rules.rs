@@ -194,7 +194,7 @@ fn the_demo_rules_pass_their_cases_and_the_cli_reports_errors() {
 }
 
 async fn rows_read(server: &Server) -> u64 {
-    let text = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = server.metrics().await;
     text.lines()
         .find_map(|l| l.strip_prefix("nimbus_documents_rows_read_total "))
         .map_or(0, |v| v.trim().parse().unwrap())

@@ -157,7 +157,7 @@ async fn failing_triggers_retry_then_dead_letter_and_replay(backend: Backend) {
     let (_, dead) = server.admin("GET", "/v1/admin/functions/dead-letters", None).await;
     assert_eq!(dead["deadLetters"], json!([]));
     assert_eq!(server.admin("POST", &format!("/v1/admin/functions/dead-letters/{id}/replay"), None).await.0, 404);
-    let metrics = server.client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = server.metrics().await;
     assert!(metrics.contains("nimbus_job_retries_total 2"), "{metrics}");
     assert!(metrics.contains("nimbus_job_dead_letters_total 1"), "{metrics}");
     assert!(metrics.contains("nimbus_jobs_pending"), "{metrics}");

@@ -172,22 +172,23 @@ impl Accounts {
     /// Same answer and similar time for an unknown email and a wrong password.
     pub async fn sign_in(&self, email: &str, password: SecretString, ip: IpAddr) -> Result<SignedIn, AuthError> {
         self.limits.check(Action::SignIn, ip)?;
-        let user = match normalize_email(email) {
-            Ok(email) => self.store.user_by_email(&email).await?,
-            Err(_) => None,
-        };
+        // Failures are counted per address whether or not an account has it,
+        // so a locked account and an unknown address answer alike.
+        let email = normalize_email(email).unwrap_or_default();
+        let user = if email.is_empty() { None } else { self.store.user_by_email(&email).await? };
         let now = now_micros();
         let window_start = now - FAILED_SIGNIN_WINDOW_MICROS;
-        if let Some(user) = user.as_ref().filter(|u| {
-            u.failed_signins >= i64::from(self.config.max_failed_signins) && u.last_failed_at > window_start
-        }) {
-            let wait = (user.last_failed_at - window_start) / 1_000_000;
+        let failures = if email.is_empty() { None } else { self.store.failed_signins(&email).await? };
+        if let Some((_, last_failed_at)) =
+            failures.filter(|(count, last)| *count >= i64::from(self.config.max_failed_signins) && *last > window_start)
+        {
+            let wait = (last_failed_at - window_start) / 1_000_000;
             return Err(AuthError::RateLimited { retry_after_secs: wait.max(1) as u64 });
         }
         let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
         if !self.passwords.verify(&password, hash).await? {
-            if let Some(user) = &user {
-                self.store.record_failed_signin(&user.id, now, window_start).await?;
+            if !email.is_empty() {
+                self.store.record_failed_signin(&email, now, window_start).await?;
             }
             return Err(AuthError::InvalidCredentials);
         }
@@ -195,8 +196,8 @@ impl Accounts {
         if user.disabled {
             return Err(AuthError::Disabled);
         }
-        if user.failed_signins > 0 {
-            self.store.clear_failed_signins(&user.id).await?;
+        if failures.is_some() {
+            self.store.clear_failed_signins(&email).await?;
         }
         self.start_session(user).await
     }
@@ -258,7 +259,16 @@ impl Accounts {
         self.store.user_by_id(id).await?.ok_or(AuthError::UserNotFound)
     }
 
-    pub async fn change_profile(&self, claims: &AccessClaims, change: ProfileChange) -> Result<UserRow, AuthError> {
+    /// Changes the caller's profile. Changing the email or the password ends
+    /// every other session of the user and spends every outstanding
+    /// verification and reset link; a new address is unverified until a link
+    /// sent to it is used (and each such mail counts against the mail limits).
+    pub async fn change_profile(
+        &self,
+        claims: &AccessClaims,
+        change: ProfileChange,
+        ip: IpAddr,
+    ) -> Result<UserRow, AuthError> {
         let mut user = self.user(&claims.sub).await?;
         if let Some(name) = change.display_name {
             if name.as_ref().is_some_and(|n| n.chars().count() > MAX_DISPLAY_NAME) {
@@ -274,6 +284,11 @@ impl Accounts {
             self.check_password_policy(password, "password")?;
         }
         let credentials_change = email.is_some() || change.password.is_some();
+        let new_email = email.as_ref().is_some_and(|e| user.email.as_deref() != Some(e.as_str()));
+        if let Some(address) = email.as_deref().filter(|_| new_email) {
+            self.limits.check(Action::Email, ip)?;
+            self.limits.check_recipient(address)?;
+        }
         if credentials_change && user.anonymous {
             let (Some(email), Some(password)) = (email.clone(), change.password.as_ref()) else {
                 return Err(AuthError::invalid(
@@ -308,7 +323,12 @@ impl Accounts {
             StoreError::AlreadyExists => AuthError::EmailTaken,
             other => other.into(),
         })?;
-        if credentials_change && !user.email_verified {
+        if credentials_change {
+            let now = now_micros();
+            self.store.revoke_email_tokens(&user.id, now).await?;
+            self.store.revoke_other_sessions(&user.id, &claims.sid, now).await?;
+        }
+        if new_email {
             self.send_verification_mail(&user).await?;
         }
         Ok(user)
@@ -325,35 +345,53 @@ impl Accounts {
     pub async fn request_verification(&self, claims: &AccessClaims, ip: IpAddr) -> Result<(), AuthError> {
         self.limits.check(Action::Email, ip)?;
         let user = self.user(&claims.sub).await?;
-        if user.email.is_none() {
+        let Some(email) = &user.email else {
             return Err(AuthError::invalid("email", "this account has no email address"));
-        }
+        };
+        self.limits.check_recipient(email)?;
         self.send_verification_mail(&user).await
     }
 
     async fn send_verification_mail(&self, user: &UserRow) -> Result<(), AuthError> {
         let Some(email) = &user.email else { return Ok(()) };
-        let token = self.email_token(user, "verify", VERIFY_TOKEN_MICROS).await?;
+        let token = self.email_token(user, email, "verify", VERIFY_TOKEN_MICROS).await?;
         let link = format!("{}/v1/auth/verify?token={token}", self.config.public_url);
         let body =
             format!("Confirm your email address by opening this link:\n\n{link}\n\nThe link works once, for 24 hours.");
         self.mailer.send(Mail { to: email.clone(), subject: "Confirm your email address".into(), body }).await
     }
 
-    async fn email_token(&self, user: &UserRow, purpose: &str, lifetime: i64) -> Result<String, AuthError> {
+    /// A single-use link token for `purpose`, bound to the address it is sent to.
+    async fn email_token(
+        &self,
+        user: &UserRow,
+        email: &str,
+        purpose: &str,
+        lifetime: i64,
+    ) -> Result<String, AuthError> {
         let token = secret_token("et_");
         let now = now_micros();
-        self.store.insert_email_token(&token_hash(&token), &user.id, purpose, now, now + lifetime).await?;
+        self.store.insert_email_token(&token_hash(&token), &user.id, email, purpose, now, now + lifetime).await?;
         Ok(token)
     }
 
-    pub async fn verify_email(&self, token: &str) -> Result<UserRow, AuthError> {
-        let user_id = self
+    /// Spends a link token and returns its user, if it was sent to the
+    /// user's current address.
+    async fn consume_email_token(&self, token: &str, purpose: &str) -> Result<UserRow, AuthError> {
+        let (user_id, sent_to) = self
             .store
-            .consume_email_token(&token_hash(token), "verify", now_micros())
+            .consume_email_token(&token_hash(token), purpose, now_micros())
             .await?
             .ok_or(AuthError::BadEmailToken)?;
-        let mut user = self.user(&user_id).await?;
+        let user = self.user(&user_id).await.map_err(|_| AuthError::BadEmailToken)?;
+        if sent_to.is_none() || sent_to != user.email {
+            return Err(AuthError::BadEmailToken);
+        }
+        Ok(user)
+    }
+
+    pub async fn verify_email(&self, token: &str) -> Result<UserRow, AuthError> {
+        let mut user = self.consume_email_token(token, "verify").await?;
         user.email_verified = true;
         user.updated_at = now_micros();
         self.store.save_user(&user).await?;
@@ -365,7 +403,10 @@ impl Accounts {
         self.limits.check(Action::Email, ip)?;
         let email = normalize_email(email)?;
         let Some(user) = self.store.user_by_email(&email).await? else { return Ok(()) };
-        let token = self.email_token(&user, "recover", self.config.recovery_ttl.as_micros() as i64).await?;
+        if self.limits.check_recipient(&email).is_err() {
+            return Ok(());
+        }
+        let token = self.email_token(&user, &email, "recover", self.config.recovery_ttl.as_micros() as i64).await?;
         let link = format!("{}/reset-password?token={token}", self.config.public_url);
         let body = format!(
             "Someone asked to reset the password of this account. To choose a new password, open:\n\n{link}\n\n\
@@ -377,17 +418,16 @@ impl Accounts {
     /// Sets a new password with a reset token and ends every session of the user.
     pub async fn confirm_recovery(&self, token: &str, password: SecretString) -> Result<(), AuthError> {
         self.check_password_policy(&password, "password")?;
-        let user_id = self
-            .store
-            .consume_email_token(&token_hash(token), "recover", now_micros())
-            .await?
-            .ok_or(AuthError::BadEmailToken)?;
-        let mut user = self.user(&user_id).await?;
+        let mut user = self.consume_email_token(token, "recover").await?;
         user.password_hash = Some(self.passwords.hash(&password).await?);
         user.updated_at = now_micros();
         self.store.save_user(&user).await?;
-        self.store.clear_failed_signins(&user.id).await?;
-        Ok(self.store.revoke_user_sessions(&user.id, now_micros()).await?)
+        if let Some(email) = &user.email {
+            self.store.clear_failed_signins(email).await?;
+        }
+        let now = now_micros();
+        self.store.revoke_email_tokens(&user.id, now).await?;
+        Ok(self.store.revoke_user_sessions(&user.id, now).await?)
     }
 
     pub async fn list_users(&self, after: &str, limit: i64, search: Option<&str>) -> Result<Vec<UserRow>, AuthError> {

@@ -188,6 +188,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 async fn change_profile(
     State(state): State<AppState>,
     caller: Caller,
+    ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ProfileBody>,
 ) -> Result<Json<Value>, ApiError> {
     let change = ProfileChange {
@@ -196,7 +197,7 @@ async fn change_profile(
         password: body.password,
         current_password: body.current_password,
     };
-    let user = state.accounts.change_profile(signed_in_user(&caller)?, change).await?;
+    let user = state.accounts.change_profile(signed_in_user(&caller)?, change, ip).await?;
     Ok(Json(user_json(&user)))
 }
 

@@ -22,9 +22,11 @@ pub struct RateLimits {
     signin: DefaultKeyedRateLimiter<IpAddr>,
     signup: DefaultKeyedRateLimiter<IpAddr>,
     email: DefaultKeyedRateLimiter<IpAddr>,
+    /// Auth emails per recipient address, whoever asks for them.
+    recipient: DefaultKeyedRateLimiter<String>,
 }
 
-fn per_minute(n: u32) -> DefaultKeyedRateLimiter<IpAddr> {
+fn per_minute<K: std::hash::Hash + Eq + Clone>(n: u32) -> DefaultKeyedRateLimiter<K> {
     RateLimiter::keyed(Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)))
 }
 
@@ -34,7 +36,13 @@ impl RateLimits {
             signin: per_minute(signin_per_minute),
             signup: per_minute(signup_per_minute),
             email: per_minute(email_per_minute),
+            recipient: per_minute(email_per_minute),
         }
+    }
+
+    /// Takes one auth email for `address`, or says how long to wait.
+    pub fn check_recipient(&self, address: &str) -> Result<(), AuthError> {
+        take(&self.recipient, &address.to_owned())
     }
 
     /// Takes one unit of `action` for `ip`, or says how long to wait.
@@ -44,12 +52,16 @@ impl RateLimits {
             Action::SignUp => &self.signup,
             Action::Email => &self.email,
         };
-        if limiter.len() > 10_000 {
-            limiter.retain_recent();
-        }
-        limiter.check_key(&ip).map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            AuthError::RateLimited { retry_after_secs: wait.as_secs().max(1) }
-        })
+        take(limiter, &ip)
     }
+}
+
+fn take<K: std::hash::Hash + Eq + Clone>(limiter: &DefaultKeyedRateLimiter<K>, key: &K) -> Result<(), AuthError> {
+    if limiter.len() > 10_000 {
+        limiter.retain_recent();
+    }
+    limiter.check_key(key).map_err(|not_until| {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        AuthError::RateLimited { retry_after_secs: wait.as_secs().max(1) }
+    })
 }

@@ -79,6 +79,9 @@ fn validate_fields(
         if name.starts_with('$') {
             return Err(format!("field `{}`: names starting with `$` are reserved for transforms", at()));
         }
+        if name.contains('\0') {
+            return Err(format!("field `{}`: names may not contain the NUL character (\\u0000)", at()));
+        }
         validate_value(value, mode, limits, depth + 1, path, true)?;
         path.pop();
     }
@@ -114,6 +117,9 @@ fn validate_value(
                 validate_value(item, mode, limits, depth + 1, path, false)?;
             }
             Ok(())
+        }
+        Value::String(text) if text.contains('\0') => {
+            Err(format!("field `{}`: strings may not contain the NUL character (\\u0000)", path.join(".")))
         }
         _ => Ok(()),
     }
@@ -151,47 +157,62 @@ fn check_transform(
 
 /// The document data after this write: `incoming` (already validated)
 /// combined with `current` by `mode`, transforms resolved at `now_text`.
-pub fn resolve(current: Option<Value>, incoming: &Value, mode: Mode, now_text: &str) -> Value {
+/// Fails (with the field named) only when a transform has no representable
+/// result, such as an `$increment` beyond the largest double.
+pub fn resolve(current: Option<Value>, incoming: &Value, mode: Mode, now_text: &str) -> Result<Value, String> {
     let base = match (mode, current) {
         (Mode::Merge, Some(Value::Object(map))) => map,
         _ => Map::new(),
     };
     match incoming {
-        Value::Object(fields) => Value::Object(merge_into(base, fields, now_text)),
-        _ => Value::Object(base),
+        Value::Object(fields) => Ok(Value::Object(merge_into(base, fields, now_text, "")?)),
+        _ => Ok(Value::Object(base)),
     }
 }
 
-fn merge_into(mut base: Map<String, Value>, fields: &Map<String, Value>, now_text: &str) -> Map<String, Value> {
+/// `prefix` is the dotted path of `base` (`""` at the top), for messages.
+fn merge_into(
+    mut base: Map<String, Value>,
+    fields: &Map<String, Value>,
+    now_text: &str,
+    prefix: &str,
+) -> Result<Map<String, Value>, String> {
     for (name, value) in fields {
+        let at = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
         let current = base.remove(name);
-        if let Some(next) = resolve_value(current, value, now_text) {
+        if let Some(next) = resolve_value(current, value, now_text, &at)? {
             base.insert(name.clone(), next);
         }
     }
-    base
+    Ok(base)
 }
 
-/// The new value of one field, or `None` to delete it.
-fn resolve_value(current: Option<Value>, incoming: &Value, now_text: &str) -> Option<Value> {
+/// The new value of the field at `at`, or `None` to delete it.
+fn resolve_value(current: Option<Value>, incoming: &Value, now_text: &str, at: &str) -> Result<Option<Value>, String> {
     let Value::Object(object) = incoming else {
-        return Some(incoming.clone());
+        return Ok(Some(incoming.clone()));
     };
     if let Some((transform, arg)) = transform_of(object) {
-        return apply_transform(transform, arg, current, now_text);
+        return apply_transform(transform, arg, current, now_text)
+            .map_err(|problem| format!("field `{at}`: {problem}"));
     }
     let base = match current {
         Some(Value::Object(map)) => map,
         _ => Map::new(),
     };
-    Some(Value::Object(merge_into(base, object, now_text)))
+    Ok(Some(Value::Object(merge_into(base, object, now_text, at)?)))
 }
 
-fn apply_transform(transform: Transform, arg: &Value, current: Option<Value>, now_text: &str) -> Option<Value> {
-    match transform {
+fn apply_transform(
+    transform: Transform,
+    arg: &Value,
+    current: Option<Value>,
+    now_text: &str,
+) -> Result<Option<Value>, String> {
+    Ok(match transform {
         Transform::Delete => None,
         Transform::ServerTimestamp => Some(Value::String(now_text.to_owned())),
-        Transform::Increment => Some(increment(current.as_ref(), arg)),
+        Transform::Increment => Some(increment(current.as_ref(), arg)?),
         Transform::ArrayUnion => {
             let mut items = match current {
                 Some(Value::Array(items)) => items,
@@ -212,20 +233,24 @@ fn apply_transform(transform: Transform, arg: &Value, current: Option<Value>, no
             };
             Some(Value::Array(items))
         }
-    }
+    })
 }
 
 /// Integer arithmetic while both sides are integers, floating point otherwise;
-/// a missing or non-numeric field counts as 0.
-fn increment(current: Option<&Value>, by: &Value) -> Value {
+/// a missing or non-numeric field counts as 0. A sum beyond the doubles'
+/// range is refused rather than stored as null.
+fn increment(current: Option<&Value>, by: &Value) -> Result<Value, String> {
     let current = current.filter(|v| v.is_number()).cloned().unwrap_or(Value::from(0));
-    match (current.as_i64(), by.as_i64()) {
-        (Some(a), Some(b)) => a.checked_add(b).map_or_else(|| Value::from(a as f64 + b as f64), Value::from),
-        _ => {
-            let sum = current.as_f64().unwrap_or(0.0) + by.as_f64().unwrap_or(0.0);
-            serde_json::Number::from_f64(sum).map_or(Value::Null, Value::Number)
+    if let (Some(a), Some(b)) = (current.as_i64(), by.as_i64()) {
+        if let Some(sum) = a.checked_add(b) {
+            return Ok(Value::from(sum));
         }
     }
+    let sum = current.as_f64().unwrap_or(0.0) + by.as_f64().unwrap_or(0.0);
+    serde_json::Number::from_f64(sum)
+        .filter(|n| n.as_f64().is_some_and(f64::is_finite))
+        .map(Value::Number)
+        .ok_or_else(|| "`$increment` overflows the largest number a document can hold".to_owned())
 }
 
 #[cfg(test)]
@@ -239,7 +264,7 @@ mod tests {
     fn merge_keeps_untouched_fields_and_merges_nested_objects() {
         let current = json!({"a": 1, "dims": {"w": 1, "h": 2}, "tags": ["x"]});
         let patch = json!({"dims": {"w": 5}, "b": null, "tags": {"$arrayUnion": ["x", "y"]}, "a": {"$delete": true}});
-        let merged = resolve(Some(current), &patch, Mode::Merge, NOW);
+        let merged = resolve(Some(current), &patch, Mode::Merge, NOW).unwrap();
         assert_eq!(merged, json!({"dims": {"w": 5, "h": 2}, "b": null, "tags": ["x", "y"]}));
     }
 
@@ -250,14 +275,34 @@ mod tests {
             "n": {"$increment": 1}, "f": {"$increment": 1}, "s": {"$increment": 2},
             "arr": {"$arrayRemove": [1]}, "at": {"$serverTimestamp": true}
         });
-        let merged = resolve(Some(current), &patch, Mode::Merge, NOW);
+        let merged = resolve(Some(current), &patch, Mode::Merge, NOW).unwrap();
         assert_eq!(merged, json!({"n": 42, "f": 2.5, "s": 2, "arr": [2], "at": NOW}));
     }
 
     #[test]
     fn replace_ignores_current_data() {
-        let replaced = resolve(Some(json!({"old": 1})), &json!({"new": {"$increment": 3}}), Mode::Replace, NOW);
+        let replaced =
+            resolve(Some(json!({"old": 1})), &json!({"new": {"$increment": 3}}), Mode::Replace, NOW).unwrap();
         assert_eq!(replaced, json!({"new": 3}));
+    }
+
+    #[test]
+    fn an_increment_past_the_largest_double_is_refused() {
+        let current = json!({"a": {"n": 1.7e308}});
+        let error =
+            resolve(Some(current), &json!({"a": {"n": {"$increment": 1.7e308}}}), Mode::Merge, NOW).unwrap_err();
+        assert_eq!(error, "field `a.n`: `$increment` overflows the largest number a document can hold");
+        let ints = resolve(Some(json!({"n": i64::MAX})), &json!({"n": {"$increment": 1}}), Mode::Merge, NOW);
+        assert_eq!(ints.unwrap(), json!({"n": 9.223372036854776e18}));
+    }
+
+    #[test]
+    fn nul_characters_are_refused() {
+        let limits = DataLimits::default();
+        let err = validate(&json!({"a": {"b": "x\u{0}y"}}), Mode::Replace, limits).unwrap_err();
+        assert!(err.starts_with("field `a.b`: strings may not contain"), "{err}");
+        assert!(validate(&json!({"a\u{0}": 1}), Mode::Replace, limits).is_err());
+        assert!(validate(&json!({"a": ["\u{0}"]}), Mode::Replace, limits).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod api;
+pub mod cursor;
 pub mod data;
 pub mod path;
 pub mod query;
@@ -122,6 +123,7 @@ pub struct Documents {
     /// Rows read by rules-filtered lists (`nimbus_documents_rows_read_total`).
     rows_read: prometheus::IntCounter,
     triggers: TriggerIndex,
+    cursors: cursor::CursorSeal,
 }
 
 /// Attempts at a rules-checked write whose documents change between the check and the commit.
@@ -183,8 +185,9 @@ impl Documents {
         rules: RulesService,
         rows_read: prometheus::IntCounter,
         triggers: TriggerIndex,
+        cursors: cursor::CursorSeal,
     ) -> Documents {
-        Documents { store, limits, schemas, rules, rows_read, triggers }
+        Documents { store, limits, schemas, rules, rows_read, triggers, cursors }
     }
 
     pub async fn get(&self, caller: &Caller, path: &DocPath) -> Result<Document, DocumentError> {
@@ -256,6 +259,9 @@ impl Documents {
 
     /// Checks every write against the rules on a snapshot of the documents;
     /// returns the versions seen, which the commit then requires unchanged.
+    /// The rule decides first, with `resource == null` for a missing
+    /// document: a caller the rules refuse learns nothing of existence,
+    /// versions or preconditions (those are answered by the commit, after).
     async fn authorize_writes(
         &self,
         caller: &Caller,
@@ -266,22 +272,9 @@ impl Documents {
         let now = now_micros();
         for (index, request) in requests.iter().enumerate() {
             let current = self.store.get_document(&key(&request.path)).await?;
-            let outcome = decide(&request.op, request.precondition, current.as_ref(), now, self.limits)
-                .map_err(|rejection| rejected(requests, index, rejection))?;
             let existing = current.as_ref().map(parse_data).transpose()?;
-            let (method, incoming) = match (&outcome, &current) {
-                (Outcome::Delete, None) => {
-                    versions.push(None);
-                    continue;
-                }
-                (Outcome::Delete, Some(_)) => (Method::Delete, None),
-                (Outcome::Put(data), None) => {
-                    (Method::Create, Some(serde_json::from_str::<Value>(data).unwrap_or(Value::Null)))
-                }
-                (Outcome::Put(data), Some(_)) => {
-                    (Method::Update, Some(serde_json::from_str::<Value>(data).unwrap_or(Value::Null)))
-                }
-            };
+            let (method, incoming) = rule_view(&request.op, existing.as_ref(), now);
+            let existing = if method == Method::Create { None } else { existing };
             let path = request.path.to_string();
             let check = access::Check { method, path: &path, existing: existing.as_ref(), incoming: incoming.as_ref() };
             if !self.allowed(caller, &mut fetched, &check).await? {
@@ -350,7 +343,16 @@ impl Documents {
     }
 
     pub async fn query(&self, caller: &Caller, parsed: ParsedQuery) -> Result<QueryResult, DocumentError> {
-        let ParsedQuery { collection, query, wanted } = parsed;
+        let ParsedQuery { collection, mut query, wanted, start_after, end_before } = parsed;
+        let open = |token: Option<cursor::CursorToken>| {
+            token
+                .map(|t| self.cursors.open(&t, collection.as_str(), &query.order))
+                .transpose()
+                .map_err(DocumentError::InvalidArgument)
+        };
+        let (start_after, end_before) = (open(start_after)?, open(end_before)?);
+        query.start_after = start_after;
+        query.end_before = end_before;
         let query = match caller {
             Caller::Service => query,
             Caller::Public | Caller::User(_) => {
@@ -388,8 +390,7 @@ impl Documents {
                 if *caller != Caller::Service {
                     self.rows_read.inc_by(page.documents.len() as u64);
                 }
-                let next_cursor =
-                    page.next.map(|cursor| query::encode_cursor(collection.as_str(), &query.order, &cursor));
+                let next_cursor = page.next.map(|cursor| self.cursors.seal(collection.as_str(), &query.order, &cursor));
                 Ok(QueryResult::Documents { collection, documents: page.documents, next_cursor })
             }
         }
@@ -406,7 +407,7 @@ impl Documents {
     ) -> Result<QueryResult, DocumentError> {
         let scan =
             self.scan_visible(caller, &collection, query.clone(), query.limit as usize, MAX_SCANNED_PER_QUERY).await?;
-        let next_cursor = scan.next.map(|cursor| query::encode_cursor(collection.as_str(), &query.order, &cursor));
+        let next_cursor = scan.next.map(|cursor| self.cursors.seal(collection.as_str(), &query.order, &cursor));
         Ok(QueryResult::Documents { collection, documents: scan.visible, next_cursor })
     }
 
@@ -507,8 +508,8 @@ impl Documents {
         limit: Option<u32>,
         page_token: Option<&str>,
     ) -> Result<QueryResult, DocumentError> {
-        let query = query::list_query(collection, limit, page_token).map_err(DocumentError::InvalidArgument)?;
-        self.query(caller, ParsedQuery { collection: collection.clone(), query, wanted: Wanted::Documents }).await
+        let parsed = query::list_query(collection, limit, page_token).map_err(DocumentError::InvalidArgument)?;
+        self.query(caller, parsed).await
     }
 
     pub fn store(&self) -> &Store {
@@ -546,6 +547,28 @@ fn key(path: &DocPath) -> DocKey {
     DocKey { collection: path.collection().as_str().to_owned(), id: path.id().to_owned() }
 }
 
+/// The rules method and `request.resource` of a write, from the op and the
+/// current data alone (no precondition is looked at). A create is decided as
+/// a create whether or not the document exists; a set is an update of an
+/// existing document; update and delete are decided on a missing document
+/// too, with `resource == null`. When a transform has no result (an
+/// `$increment` overflow) `request.resource` is left out, so the rule errs
+/// and denies unless it does not look; the commit then names the problem.
+fn rule_view(op: &WriteOp, existing: Option<&Value>, now: i64) -> (Method, Option<Value>) {
+    let now_text = format_time(now);
+    match op {
+        WriteOp::Delete => (Method::Delete, None),
+        WriteOp::Create(data) | WriteOp::CreateNew(data) => {
+            (Method::Create, data::resolve(None, data, Mode::Replace, &now_text).ok())
+        }
+        WriteOp::Set(data) => {
+            let method = if existing.is_some() { Method::Update } else { Method::Create };
+            (method, data::resolve(None, data, Mode::Replace, &now_text).ok())
+        }
+        WriteOp::Update(data) => (Method::Update, data::resolve(existing.cloned(), data, Mode::Merge, &now_text).ok()),
+    }
+}
+
 /// The decision for one write against the current row, inside the transaction.
 fn decide(
     op: &WriteOp,
@@ -575,7 +598,8 @@ fn decide(
                 .map_err(|_| Rejection::Invalid("the stored document is not valid JSON".into()))?;
             data::resolve(Some(current), data, Mode::Merge, &now_text)
         }
-    };
+    }
+    .map_err(Rejection::Invalid)?;
     let text = data.to_string();
     if text.len() > limits.max_bytes {
         return Err(Rejection::Invalid(format!("the document is larger than {} bytes", limits.max_bytes)));

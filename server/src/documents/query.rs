@@ -1,18 +1,13 @@
 //! The structured query of `POST /v1/query` (and list via `GET`): parsing the
-//! wire form into a `store::query::Query`, and opaque cursors. A cursor holds
-//! the sort keys of the last document and a fingerprint of the query's
-//! collection and order, so it cannot be replayed against another query.
+//! wire form into a `store::query::Query`. Cursor tokens are kept as the
+//! client sent them; `Documents` opens them (`cursor`: they are sealed).
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
+use super::cursor::CursorToken;
 use super::path::CollectionPath;
-use crate::store::query::{
-    Aggregate, AggregateFn, CompareOp, Cursor, Direction, FieldPath, Filter, OrderBy, Query, Scalar,
-};
+use crate::store::query::{Aggregate, AggregateFn, CompareOp, Direction, FieldPath, Filter, OrderBy, Query, Scalar};
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 1000;
@@ -21,6 +16,10 @@ pub const MAX_LIST_VALUES: usize = 30;
 /// Most clauses in one query, counting nested ones.
 pub const MAX_CLAUSES: usize = 100;
 const MAX_ORDER_FIELDS: usize = 8;
+/// Most disjunctions of a query's filter in disjunctive normal form (as in
+/// Firestore): `in` and `array-contains-any` count one per value, `and`
+/// multiplies, `or` adds. Bounds the work one query can ask for.
+pub const MAX_DISJUNCTIONS: u64 = 30;
 
 /// The wire form of a query.
 #[derive(Debug, Deserialize)]
@@ -47,12 +46,14 @@ pub enum Wanted {
     Aggregates(Vec<(String, Option<Aggregate>)>),
 }
 
-/// A parsed query: the store query and what to return.
+/// A parsed query: the store query, its cursor tokens (not opened yet), and what to return.
 #[derive(Debug)]
 pub struct ParsedQuery {
     pub collection: CollectionPath,
     pub query: Query,
     pub wanted: Wanted,
+    pub start_after: Option<CursorToken>,
+    pub end_before: Option<CursorToken>,
 }
 
 impl QueryRequest {
@@ -68,20 +69,20 @@ impl QueryRequest {
         if limit == 0 || limit > MAX_LIMIT {
             return Err(format!("`limit`: must be between 1 and {MAX_LIMIT}"));
         }
-        let fingerprint = fingerprint(collection.as_str(), &order);
-        let order_fields = order.len();
-        let decode = |token: &Option<String>, name: &str| {
-            token
-                .as_deref()
-                .map(|t| decode_cursor(t, &fingerprint, order_fields))
-                .transpose()
-                .map_err(|e| format!("`{name}`: {e}"))
-        };
+        let filter = (!filters.is_empty()).then_some(Filter::And(filters));
+        let disjunctions = filter.as_ref().map_or(1, disjunctions);
+        if disjunctions > MAX_DISJUNCTIONS {
+            return Err(format!(
+                "`where`: the filter has {}{disjunctions} disjunctions in normal form, at most {MAX_DISJUNCTIONS} are allowed \
+                 (`in` and `array-contains-any` count one per value; `and` multiplies, `or` adds)",
+                if disjunctions == u64::MAX { "over " } else { "" }
+            ));
+        }
         let query = Query {
             collection: collection.as_str().to_owned(),
-            filter: (!filters.is_empty()).then_some(Filter::And(filters)),
-            start_after: decode(&self.start_after, "startAfter")?,
-            end_before: decode(&self.end_before, "endBefore")?,
+            filter,
+            start_after: None,
+            end_before: None,
             order,
             limit,
         };
@@ -93,27 +94,52 @@ impl QueryRequest {
             (false, Some(map)) => Wanted::Aggregates(parse_aggregates(map)?),
             (false, None) => Wanted::Documents,
         };
-        Ok(ParsedQuery { collection, query, wanted })
+        let token = |field, token: Option<String>| token.map(|token| CursorToken { field, token });
+        Ok(ParsedQuery {
+            collection,
+            query,
+            wanted,
+            start_after: token("startAfter", self.start_after),
+            end_before: token("endBefore", self.end_before),
+        })
     }
 }
 
 /// A list of documents in id order (`GET` on a collection).
-pub fn list_query(collection: &CollectionPath, limit: Option<u32>, page_token: Option<&str>) -> Result<Query, String> {
+pub fn list_query(
+    collection: &CollectionPath,
+    limit: Option<u32>,
+    page_token: Option<&str>,
+) -> Result<ParsedQuery, String> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(format!("`limit`: must be between 1 and {MAX_LIMIT}"));
     }
-    let fingerprint = fingerprint(collection.as_str(), &[]);
-    let start_after =
-        page_token.map(|t| decode_cursor(t, &fingerprint, 0)).transpose().map_err(|e| format!("`pageToken`: {e}"))?;
-    Ok(Query {
+    let query = Query {
         collection: collection.as_str().to_owned(),
         filter: None,
         order: Vec::new(),
         limit,
-        start_after,
+        start_after: None,
+        end_before: None,
+    };
+    Ok(ParsedQuery {
+        collection: collection.clone(),
+        query,
+        wanted: Wanted::Documents,
+        start_after: page_token.map(|t| CursorToken { field: "pageToken", token: t.to_owned() }),
         end_before: None,
     })
+}
+
+/// The number of disjunctions of `filter` in disjunctive normal form (saturating).
+fn disjunctions(filter: &Filter) -> u64 {
+    match filter {
+        Filter::Compare { .. } | Filter::In { negated: true, .. } => 1,
+        Filter::In { values, negated: false, .. } | Filter::ArrayContains { values, .. } => values.len().max(1) as u64,
+        Filter::And(parts) => parts.iter().map(disjunctions).fold(1, u64::saturating_mul),
+        Filter::Or(parts) => parts.iter().map(disjunctions).fold(0, u64::saturating_add).max(1),
+    }
 }
 
 fn field(value: &Value, context: &str) -> Result<FieldPath, String> {
@@ -228,36 +254,6 @@ fn parse_aggregates(map: serde_json::Map<String, Value>) -> Result<Vec<(String, 
     Ok(out)
 }
 
-fn fingerprint(collection: &str, order: &[OrderBy]) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(collection.as_bytes());
-    for o in order {
-        hasher.update(format!("|{}:{:?}", o.field.segments().join("."), o.direction).as_bytes());
-    }
-    hex::encode(&hasher.finalize()[..8])
-}
-
-#[derive(serde::Serialize, Deserialize)]
-struct CursorToken {
-    q: String,
-    c: Cursor,
-}
-
-/// The opaque token for a position in the query `(collection, order)`.
-pub fn encode_cursor(collection: &str, order: &[OrderBy], cursor: &Cursor) -> String {
-    let token = CursorToken { q: fingerprint(collection, order), c: cursor.clone() };
-    URL_SAFE_NO_PAD.encode(serde_json::to_vec(&token).unwrap_or_default())
-}
-
-fn decode_cursor(token: &str, fingerprint: &str, order_fields: usize) -> Result<Cursor, String> {
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| "not a cursor from this server".to_owned())?;
-    let token: CursorToken = serde_json::from_slice(&bytes).map_err(|_| "not a cursor from this server".to_owned())?;
-    if token.q != fingerprint || token.c.keys.len() != order_fields {
-        return Err("the cursor belongs to a query with another collection or order".into());
-    }
-    Ok(token.c)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,19 +285,18 @@ mod tests {
             .contains("invalid field path"));
         assert!(parse(json!({"collection": "a", "limit": 5000})).unwrap_err().contains("limit"));
         assert!(parse(json!({"collection": "a", "where": [["x", "in", []]]})).unwrap_err().contains("1 to 30"));
-        assert!(parse(json!({"collection": "a", "startAfter": "zzz"})).unwrap_err().contains("cursor"));
     }
 
     #[test]
-    fn cursors_only_fit_their_own_query() {
-        let order = vec![OrderBy { field: FieldPath::parse("n").unwrap(), direction: Direction::Asc }];
-        let cursor = Cursor {
-            keys: vec![crate::store::query::SortKey { rank: 2, num: 1.0, text: String::new() }],
-            id: "x".into(),
-        };
-        let token = encode_cursor("a", &order, &cursor);
-        assert!(parse(json!({"collection": "a", "orderBy": ["n"], "startAfter": token})).is_ok());
-        assert!(parse(json!({"collection": "b", "orderBy": ["n"], "startAfter": token})).is_err());
-        assert!(parse(json!({"collection": "a", "startAfter": token})).is_err());
+    fn the_normal_form_of_a_filter_is_bounded() {
+        let thirty: Vec<i64> = (0..30).collect();
+        let any = json!(["m", "array-contains-any", thirty]);
+        assert!(parse(json!({"collection": "a", "where": [any]})).is_ok(), "30 disjunctions are allowed");
+        let two = json!({"or": [any, ["x", "==", 1]]});
+        assert!(parse(json!({"collection": "a", "where": [two]})).unwrap_err().contains("31 disjunctions"));
+        let product = json!([["a", "in", [1, 2, 3, 4, 5, 6]], ["b", "in", [1, 2, 3, 4, 5, 6]]]);
+        assert!(parse(json!({"collection": "a", "where": product})).unwrap_err().contains("36 disjunctions"));
+        let huge = json!({"or": vec![any; 99]});
+        assert!(parse(json!({"collection": "a", "where": [huge]})).unwrap_err().contains("2970 disjunctions"));
     }
 }

@@ -62,3 +62,18 @@ pub async fn not_found() -> ApiError {
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
 }
+
+/// The answer to a request whose handler panicked: `500 internal` with an id
+/// (the panic's text is logged with the id, never sent) and one more count in
+/// `nimbus_http_panics_total`.
+pub fn panicked(counter: &prometheus::IntCounter, panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    counter.inc();
+    let detail = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    let id = uuid::Uuid::new_v4();
+    tracing::error!(error_id = %id, "a request handler panicked: {detail}");
+    ApiError::new(ErrorCode::Internal, format!("internal error (id {id})")).into_response()
+}

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    /// Request handlers that panicked (answered `500 internal`).
+    pub panics: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -31,9 +33,11 @@ impl Metrics {
                 .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0]),
             &["method", "route", "status"],
         )?;
+        let panics = prometheus::IntCounter::new("nimbus_http_panics_total", "Request handlers that panicked")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
-        Ok(Metrics { registry, requests, latency })
+        registry.register(Box::new(panics.clone()))?;
+        Ok(Metrics { registry, requests, latency, panics })
     }
 
     /// A new counter registered with the app's registry.
@@ -84,7 +88,34 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     response
 }
 
-pub async fn render(State(state): State<AppState>) -> Response {
+/// `/metrics`, for the service key, an admin, or the configured metrics token
+/// (`Authorization: Bearer <NIMBUS_METRICS_TOKEN>`): counters such as rows
+/// read by rule-filtered queries must never reach end users.
+pub async fn render(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    caller: Result<crate::auth::Caller, super::error::ApiError>,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim);
+    let metrics_token = state.config.metrics_token.as_ref().map(secrecy::ExposeSecret::expose_secret);
+    let token_matches = matches!((bearer, metrics_token), (Some(b), Some(t)) if same_secret(b, t));
+    if !token_matches {
+        let refusal = match caller {
+            Ok(crate::auth::Caller::Public) => Some(super::error::ApiError::new(
+                crate::error::ErrorCode::Unauthenticated,
+                "metrics need the service key, an admin token or the metrics token",
+            )),
+            Ok(caller) => caller.require_admin().err().map(super::error::ApiError::from),
+            Err(rejection) => Some(rejection),
+        };
+        if let Some(refusal) = refusal {
+            return refusal.into_response();
+        }
+    }
     let mut buffer = Vec::new();
     match TextEncoder::new().encode(&state.metrics.registry.gather(), &mut buffer) {
         Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buffer).into_response(),
@@ -93,4 +124,11 @@ pub async fn render(State(state): State<AppState>) -> Response {
             axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// Compares two secrets through their SHA-256 digests, in constant time.
+fn same_secret(presented: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(presented.as_bytes()), Sha256::digest(expected.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod health;
 pub mod metrics;
 pub mod openapi;
+pub mod serve;
 
 use std::time::Duration;
 
@@ -17,8 +18,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
@@ -43,8 +46,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed);
     let body_limit = state.config.body_limit;
+    let panics = state.metrics.panics.clone();
     api.layer(middleware::from_fn_with_state(state.clone(), metrics::record))
+        .layer(CatchPanicLayer::custom(move |panic| error::panicked(&panics, panic)))
         .layer(middleware::from_fn_with_state(state.clone(), reject_oversize_bodies))
+        .layer(RequestBodyTimeoutLayer::new(state.config.http.body_timeout))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(cors_layer(&state.config.cors))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -53,7 +59,27 @@ pub fn router(state: AppState) -> Router {
             tracing::info_span!("request", request_id = %id, method = %request.method(), path = %request.uri().path())
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::map_request(drop_unsafe_request_id))
         .with_state(state)
+}
+
+/// Longest client-supplied request id kept.
+const MAX_REQUEST_ID: usize = 64;
+
+/// A client's `x-request-id` is kept only when it is short and made of safe
+/// characters (letters, digits, `-`, `_`, `.`); otherwise it is dropped and
+/// one is generated, so a client cannot forge fields in log lines.
+async fn drop_unsafe_request_id(mut request: Request) -> Request {
+    let safe = |id: &[u8]| {
+        !id.is_empty()
+            && id.len() <= MAX_REQUEST_ID
+            && id.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    let headers = request.headers_mut();
+    if headers.get_all(REQUEST_ID).iter().count() > 1 || headers.get(REQUEST_ID).is_some_and(|v| !safe(v.as_bytes())) {
+        headers.remove(REQUEST_ID);
+    }
+    request
 }
 
 /// Answers `413` in the error shape when the declared length is over the limit;

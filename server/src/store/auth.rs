@@ -124,27 +124,66 @@ impl Store {
         Ok(deleted == 1)
     }
 
-    /// Counts a failed sign-in; the count restarts when the last failure is older than `window_start`.
-    pub async fn record_failed_signin(&self, id: &str, now: i64, window_start: i64) -> Result<(), StoreError> {
+    /// Failed sign-ins for `email` (whether or not an account has it): (count, last failure).
+    pub async fn failed_signins(&self, email: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        Ok(on_reader!(self, |pool| {
+            sqlx::query_as("SELECT failed, last_failed_at FROM signin_failures WHERE email = $1")
+                .bind(email)
+                .fetch_optional(pool)
+                .await?
+        }))
+    }
+
+    /// Counts a failed sign-in for `email`; the count restarts when the last
+    /// failure is older than `window_start`, and older counts are dropped.
+    pub async fn record_failed_signin(&self, email: &str, now: i64, window_start: i64) -> Result<(), StoreError> {
         on_writer!(self, |pool| {
             sqlx::query(
-                "UPDATE users SET failed_signins = CASE WHEN last_failed_at < $3 THEN 1 ELSE failed_signins + 1 END, \
-                 last_failed_at = $2 WHERE id = $1",
+                "INSERT INTO signin_failures (email, failed, last_failed_at) VALUES ($1, 1, $2) \
+                 ON CONFLICT (email) DO UPDATE SET failed = CASE WHEN signin_failures.last_failed_at < $3 \
+                 THEN 1 ELSE signin_failures.failed + 1 END, last_failed_at = $2",
             )
-            .bind(id)
+            .bind(email)
             .bind(now)
             .bind(window_start)
             .execute(pool)
-            .await
-            .map(|_| ())?
+            .await?;
+            sqlx::query("DELETE FROM signin_failures WHERE last_failed_at < $1")
+                .bind(window_start)
+                .execute(pool)
+                .await
+                .map(|_| ())?
         });
         Ok(())
     }
 
-    pub async fn clear_failed_signins(&self, id: &str) -> Result<(), StoreError> {
+    pub async fn clear_failed_signins(&self, email: &str) -> Result<(), StoreError> {
         on_writer!(self, |pool| {
-            sqlx::query("UPDATE users SET failed_signins = 0 WHERE id = $1 AND failed_signins <> 0")
-                .bind(id)
+            sqlx::query("DELETE FROM signin_failures WHERE email = $1").bind(email).execute(pool).await.map(|_| ())?
+        });
+        Ok(())
+    }
+
+    /// Ends every session of the user but `keep` (the one that made a change).
+    pub async fn revoke_other_sessions(&self, user_id: &str, keep: &str, now: i64) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query("UPDATE sessions SET revoked_at = $3 WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL")
+                .bind(user_id)
+                .bind(keep)
+                .bind(now)
+                .execute(pool)
+                .await
+                .map(|_| ())?
+        });
+        Ok(())
+    }
+
+    /// Spends every outstanding verification and reset link of the user.
+    pub async fn revoke_email_tokens(&self, user_id: &str, now: i64) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            sqlx::query("UPDATE email_tokens SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL")
+                .bind(user_id)
+                .bind(now)
                 .execute(pool)
                 .await
                 .map(|_| ())?
@@ -307,16 +346,19 @@ impl Store {
         &self,
         token_hash: &str,
         user_id: &str,
+        email: &str,
         purpose: &str,
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
         on_writer!(self, |pool| {
             sqlx::query(
-                "INSERT INTO email_tokens (token_hash, user_id, purpose, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO email_tokens (token_hash, user_id, email, purpose, created_at, expires_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(token_hash)
             .bind(user_id)
+            .bind(email)
             .bind(purpose)
             .bind(now)
             .bind(expires_at)
@@ -327,17 +369,18 @@ impl Store {
         Ok(())
     }
 
-    /// Spends an unexpired, unused email token; returns its user.
+    /// Spends an unexpired, unused email token; returns its user and the
+    /// address it was sent to.
     pub async fn consume_email_token(
         &self,
         token_hash: &str,
         purpose: &str,
         now: i64,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
         Ok(on_writer!(self, |pool| {
-            sqlx::query_scalar(
+            sqlx::query_as(
                 "UPDATE email_tokens SET used_at = $3 WHERE token_hash = $1 AND purpose = $2 \
-                 AND used_at IS NULL AND expires_at > $3 RETURNING user_id",
+                 AND used_at IS NULL AND expires_at > $3 RETURNING user_id, email",
             )
             .bind(token_hash)
             .bind(purpose)

@@ -316,6 +316,7 @@ impl Store {
 
     /// One page of documents in query order (`limit` rows at most).
     pub async fn query_documents(&self, query: &Query) -> Result<Page, StoreError> {
+        let _slot = self.query_slot().await?;
         let sql = query::select(dialect(&self.pools), query, self.collection_term(&query.collection));
         let rows: Vec<(String, String, i64, i64, i64)> =
             on_reader!(self, |pool| bind_params!(sqlx::query_as(&sql.text), &sql.params).fetch_all(pool).await?);
@@ -339,6 +340,7 @@ impl Store {
     }
 
     pub async fn count_documents(&self, query: &Query) -> Result<i64, StoreError> {
+        let _slot = self.query_slot().await?;
         let sql = query::count(dialect(&self.pools), query, self.collection_term(&query.collection));
         Ok(on_reader!(self, |pool| {
             bind_params!(sqlx::query_scalar::<_, i64>(&sql.text), &sql.params).fetch_one(pool).await?
@@ -351,6 +353,7 @@ impl Store {
         query: &Query,
         aggregates: &[Aggregate],
     ) -> Result<Vec<Option<f64>>, StoreError> {
+        let _slot = self.query_slot().await?;
         let sql = query::aggregate(dialect(&self.pools), query, aggregates, self.collection_term(&query.collection));
         Ok(on_reader!(self, |pool| {
             let row = bind_params!(sqlx::query(&sql.text), &sql.params).fetch_one(pool).await?;
@@ -381,7 +384,13 @@ impl Store {
         columns.push("id".to_owned());
         let only = collection.map(|c| format!(" WHERE collection = {}", query::text_literal(c))).unwrap_or_default();
         let sql = format!("CREATE INDEX IF NOT EXISTS {name} ON documents ({}){only}", columns.join(", "));
-        on_writer!(self, |pool| sqlx::query(&sql).execute(pool).await.map(|_| ())?);
+        match &*self.pools {
+            Pools::Sqlite(pools) => {
+                let _turn = pools.write_turn().await;
+                sqlx::query(&sql).execute(&pools.writer).await?;
+            }
+            Pools::Postgres(pool) => super::postgres::execute_without_time_limit(pool, &sql).await?,
+        }
         if let (Some(collection), Ok(mut indexed)) = (collection, self.indexed.write()) {
             indexed.insert(collection.to_owned());
         }

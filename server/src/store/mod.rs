@@ -21,6 +21,9 @@ pub enum StoreError {
     /// The transaction lost a race (deadlock, serialization failure); retrying may succeed.
     #[error("transaction conflict: {0}")]
     Conflict(String),
+    /// A statement ran past the query time limit and was cancelled.
+    #[error("the query ran longer than its time limit; narrow it or add an index")]
+    TimedOut,
     /// Any other database failure (logged with an id; the client sees only the id).
     #[error("database error: {0}")]
     Internal(String),
@@ -32,6 +35,7 @@ impl ApiFailure for StoreError {
             StoreError::Unavailable(_) => ErrorCode::Unavailable,
             StoreError::AlreadyExists => ErrorCode::AlreadyExists,
             StoreError::Conflict(_) => ErrorCode::Unavailable,
+            StoreError::TimedOut => ErrorCode::DeadlineExceeded,
             StoreError::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -46,6 +50,8 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "40P01")) => {
                 StoreError::Conflict(e.to_string())
             }
+            // PostgreSQL's query_canceled (statement_timeout), SQLite's SQLITE_INTERRUPT (progress handler).
+            sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("57014" | "9")) => StoreError::TimedOut,
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 StoreError::Unavailable(e.to_string())
             }
@@ -107,16 +113,30 @@ pub struct Store {
     pools: std::sync::Arc<Pools>,
     /// Collections with declared indexes of their own (see `ensure_index`).
     indexed: std::sync::Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
+    /// Queries (lists, counts, aggregates) running at once are bounded below
+    /// the read connections, so however slow they are, reads by id and
+    /// writes always find a connection.
+    query_slots: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Store {
-    /// Connects (creating the SQLite file and its folder when needed); does not migrate.
-    pub async fn connect(config: &DatabaseConfig) -> Result<Store, StoreError> {
+    /// Connects (creating the SQLite file and its folder when needed); does
+    /// not migrate. A read statement that runs longer than `statement_limit`
+    /// is cancelled (`TimedOut`).
+    pub async fn connect(config: &DatabaseConfig, statement_limit: std::time::Duration) -> Result<Store, StoreError> {
         let pools = match config {
-            DatabaseConfig::Sqlite { path } => Pools::Sqlite(sqlite::SqlitePools::open(path).await?),
-            DatabaseConfig::Postgres { url } => Pools::Postgres(postgres::connect(url).await?),
+            DatabaseConfig::Sqlite { path } => Pools::Sqlite(sqlite::SqlitePools::open(path, statement_limit).await?),
+            DatabaseConfig::Postgres { url } => Pools::Postgres(postgres::connect(url, statement_limit).await?),
         };
-        Ok(Store { pools: std::sync::Arc::new(pools), indexed: Default::default() })
+        let query_slots = match pools {
+            Pools::Sqlite(_) => sqlite::QUERY_SLOTS,
+            Pools::Postgres(_) => postgres::QUERY_SLOTS,
+        };
+        Ok(Store {
+            pools: std::sync::Arc::new(pools),
+            indexed: Default::default(),
+            query_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(query_slots)),
+        })
     }
 
     /// `"sqlite"` or `"postgres"`, for logs.
@@ -134,7 +154,7 @@ impl Store {
                 let _turn = pools.write_turn().await;
                 sqlite::MIGRATOR.run(&pools.writer).await?
             }
-            Pools::Postgres(pool) => postgres::MIGRATOR.run(pool).await?,
+            Pools::Postgres(pool) => postgres::migrate(pool).await?,
         }
         Ok(())
     }
@@ -176,5 +196,51 @@ impl Store {
             Pools::Sqlite(pools) => pools.close().await,
             Pools::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+impl Store {
+    /// Waits for one of the query slots (see `query_slots`).
+    async fn query_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        self.query_slots.acquire().await.map_err(|_| StoreError::Unavailable("the store is closed".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A read that never ends on its own: counts an endless recursive sequence.
+    const ENDLESS: &str = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c";
+
+    async fn run_endless(store: &Store) -> Result<i64, StoreError> {
+        Ok(on_reader!(store, |pool| sqlx::query_scalar::<_, i64>(ENDLESS).fetch_one(pool).await?))
+    }
+
+    #[tokio::test]
+    async fn a_long_sqlite_read_is_cut_at_the_statement_limit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = DatabaseConfig::Sqlite { path: dir.path().join("t.db") };
+        let store = Store::connect(&config, Duration::from_millis(200)).await.expect("open");
+        let started = Instant::now();
+        assert!(matches!(run_endless(&store).await, Err(StoreError::TimedOut)));
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        let quick: i64 =
+            on_reader!(store, |pool| sqlx::query_scalar("SELECT 1").fetch_one(pool).await.expect("select"));
+        assert_eq!(quick, 1, "the connection serves the next read");
+    }
+
+    #[tokio::test]
+    async fn a_long_postgres_read_is_cut_at_the_statement_limit() {
+        let url = std::env::var("NIMBUS_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let config = DatabaseConfig::Postgres { url: secrecy::SecretString::from(url) };
+        let store = Store::connect(&config, Duration::from_millis(200)).await.expect("connect");
+        let started = Instant::now();
+        let slept = on_reader!(store, |pool| sqlx::query("SELECT pg_sleep(5)").execute(pool).await.map(|_| ()));
+        assert!(matches!(slept.map_err(StoreError::from), Err(StoreError::TimedOut)));
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
     }
 }

@@ -14,10 +14,40 @@ use super::StoreError;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
-pub(super) async fn connect(url: &SecretString) -> Result<PgPool, StoreError> {
+/// Connections in the pool, shared by reads and writes.
+const CONNECTIONS: u32 = 16;
+/// Queries at once: the other connections stay free for reads by id and writes.
+pub(super) const QUERY_SLOTS: usize = CONNECTIONS as usize / 2;
+
+/// Every connection starts with `statement_timeout` set to the query time
+/// limit; migrations and index builds lift it for their own statements.
+pub(super) async fn connect(url: &SecretString, statement_limit: Duration) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url.expose_secret())
-        .map_err(|_| StoreError::Unavailable("invalid PostgreSQL URL".into()))?;
-    Ok(PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(5)).connect_with(options).await?)
+        .map_err(|_| StoreError::Unavailable("invalid PostgreSQL URL".into()))?
+        .options([("statement_timeout", format!("{}ms", statement_limit.as_millis().max(1)))]);
+    Ok(PgPoolOptions::new()
+        .max_connections(CONNECTIONS)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await?)
+}
+
+/// Applies the migrations on one connection without the statement time limit.
+pub(super) async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    let mut connection = pool.acquire().await?;
+    sqlx::query("SET statement_timeout = 0").execute(&mut *connection).await?;
+    let migrated = MIGRATOR.run(&mut *connection).await;
+    sqlx::query("RESET statement_timeout").execute(&mut *connection).await?;
+    Ok(migrated?)
+}
+
+/// Runs one schema statement (an index build) without the statement time limit.
+pub(super) async fn execute_without_time_limit(pool: &PgPool, sql: &str) -> Result<(), StoreError> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *transaction).await?;
+    sqlx::query(sql).execute(&mut *transaction).await?;
+    transaction.commit().await?;
+    Ok(())
 }
 
 /// PostgreSQL reads JSON fields with `#>` / `#>>` and `jsonb_typeof`; strings

@@ -6,7 +6,7 @@ mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
@@ -18,6 +18,8 @@ pub(super) use writer::{WriteQueue, WriteTurn};
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
 const READERS: u32 = 4;
+/// Queries at once: one read connection stays free for reads by id.
+pub(super) const QUERY_SLOTS: usize = READERS as usize - 1;
 
 pub(super) struct SqlitePools {
     pub writer: SqlitePool,
@@ -26,7 +28,7 @@ pub(super) struct SqlitePools {
 }
 
 impl SqlitePools {
-    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+    pub async fn open(path: &Path, statement_limit: Duration) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
@@ -43,7 +45,17 @@ impl SqlitePools {
         // cost as much as the query itself.
         let pool = || SqlitePoolOptions::new().test_before_acquire(false);
         let writer = pool().max_connections(1).connect_with(options.clone()).await?;
-        let readers = pool().max_connections(READERS).connect_with(options.read_only(true)).await?;
+        let readers = pool()
+            .max_connections(READERS)
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    let mut deadline = StatementDeadline::new(statement_limit);
+                    connection.lock_handle().await?.set_progress_handler(PROGRESS_EVERY, move || deadline.check());
+                    Ok(())
+                })
+            })
+            .connect_with(options.read_only(true))
+            .await?;
         let queue = WriteQueue::start(writer.clone())?;
         Ok(SqlitePools { writer, readers, queue })
     }
@@ -57,6 +69,42 @@ impl SqlitePools {
         self.readers.close().await;
         let _turn = self.write_turn().await;
         self.writer.close().await;
+    }
+}
+
+/// Virtual machine steps between calls of a reader's progress handler: a
+/// statement shorter than this (a lookup by id, a page of a list) never
+/// calls it.
+const PROGRESS_EVERY: i32 = 50_000;
+/// A pause this long between calls means a new statement began.
+const NEW_STATEMENT_GAP: Duration = Duration::from_millis(20);
+
+/// SQLite has no statement timeout; a reader's progress handler provides one.
+/// The handler runs every `PROGRESS_EVERY` steps of a running statement, so
+/// calls closer together than `NEW_STATEMENT_GAP` belong to the same one
+/// (or to heavy statements run back to back, which count as one). When that
+/// run exceeds the limit, the handler interrupts it (SQLITE_INTERRUPT →
+/// `StoreError::TimedOut`). See decision 0010.
+struct StatementDeadline {
+    limit: Duration,
+    started: Instant,
+    last: Instant,
+}
+
+impl StatementDeadline {
+    fn new(limit: Duration) -> StatementDeadline {
+        let now = Instant::now();
+        StatementDeadline { limit, started: now, last: now - NEW_STATEMENT_GAP * 2 }
+    }
+
+    /// `false` interrupts the running statement.
+    fn check(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.last) > NEW_STATEMENT_GAP {
+            self.started = now;
+        }
+        self.last = now;
+        now.duration_since(self.started) < self.limit
     }
 }
 
