@@ -27,6 +27,8 @@ pub mod ids;
 pub mod rules;
 /// The only module that speaks SQL: SQLite and PostgreSQL backends.
 pub mod store;
+/// Background loops restarted (and logged) when they panic.
+pub mod supervise;
 /// Log setup.
 pub mod telemetry;
 /// Durable triggers: the outbox of trigger jobs and the worker that runs them.

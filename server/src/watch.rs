@@ -1,8 +1,10 @@
 //! Noticing that a folder's files changed (rules, functions): a fingerprint of
-//! names, sizes and modification times, compared by a polling task. Polling
-//! works on every file system and in containers where change events do not.
+//! names, sizes and modification times, compared by one polling loop per
+//! folder (supervised: restarted if it panics). Polling works on every file
+//! system and in containers where change events do not.
 
-use std::path::Path;
+use std::future::Future;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// How often watched folders are checked.
@@ -28,4 +30,26 @@ pub fn fingerprint(dir: &Path, extension: &str) -> Vec<(String, u64, Option<Syst
         .unwrap_or_default();
     out.sort();
     out
+}
+
+/// Calls `on_change` whenever the `*.{extension}` files of `dir` change.
+pub fn watch_folder<F, Fut>(name: &'static str, dir: PathBuf, extension: &'static str, on_change: F)
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    crate::supervise::spawn_supervised(name, move || {
+        let (dir, on_change) = (dir.clone(), on_change.clone());
+        async move {
+            let mut seen = fingerprint(&dir, extension);
+            loop {
+                tokio::time::sleep(EVERY).await;
+                let now = fingerprint(&dir, extension);
+                if now != seen {
+                    seen = now;
+                    on_change().await;
+                }
+            }
+        }
+    });
 }

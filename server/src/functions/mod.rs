@@ -150,16 +150,9 @@ impl Functions {
     /// Polls the folder and reloads when it changes.
     pub fn watch(&self) {
         let functions = self.clone();
-        tokio::spawn(async move {
-            let mut seen = crate::watch::fingerprint(&functions.config.dir, "js");
-            loop {
-                tokio::time::sleep(crate::watch::EVERY).await;
-                let now = crate::watch::fingerprint(&functions.config.dir, "js");
-                if now != seen {
-                    seen = now;
-                    functions.reload().await;
-                }
-            }
+        crate::watch::watch_folder("functions watcher", self.config.dir.clone(), "js", move || {
+            let functions = functions.clone();
+            async move { functions.reload().await }
         });
     }
 

@@ -68,11 +68,7 @@ pub async fn method_not_allowed() -> ApiError {
 /// `nimbus_http_panics_total`.
 pub fn panicked(counter: &prometheus::IntCounter, panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     counter.inc();
-    let detail = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("(no message)");
+    let detail = crate::supervise::panic_text(&*panic);
     let id = uuid::Uuid::new_v4();
     tracing::error!(error_id = %id, "a request handler panicked: {detail}");
     ApiError::new(ErrorCode::Internal, format!("internal error (id {id})")).into_response()

@@ -148,25 +148,20 @@ impl RulesService {
     /// compile is logged with its position and the previous rules stay.
     pub fn watch(&self) {
         let service = self.clone();
-        tokio::spawn(async move {
-            let mut seen = crate::watch::fingerprint(&service.dir, "rules");
-            loop {
-                tokio::time::sleep(crate::watch::EVERY).await;
-                let now = crate::watch::fingerprint(&service.dir, "rules");
-                if now == seen {
-                    continue;
-                }
-                seen = now;
-                let _guard = service.replacing.lock().await;
-                match read_dir(&service.dir).and_then(|files| compile(&service.dir, &files).map(|r| (r, files))) {
-                    Ok((rules, files)) if files != service.files() => {
-                        service.swap(rules, files);
-                        tracing::info!(dir = %service.dir.display(), "security rules reloaded");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::error!("security rules not reloaded, the previous rules stay: {e}"),
-                }
+        crate::watch::watch_folder("rules watcher", self.dir.clone(), "rules", move || service.clone().reload());
+    }
+
+    /// Reads and compiles the folder again; a file that fails to compile is
+    /// logged with its position and the previous rules stay.
+    async fn reload(self) {
+        let _guard = self.replacing.lock().await;
+        match read_dir(&self.dir).and_then(|files| compile(&self.dir, &files).map(|r| (r, files))) {
+            Ok((rules, files)) if files != self.files() => {
+                self.swap(rules, files);
+                tracing::info!(dir = %self.dir.display(), "security rules reloaded");
             }
-        });
+            Ok(_) => {}
+            Err(e) => tracing::error!("security rules not reloaded, the previous rules stay: {e}"),
+        }
     }
 }

@@ -307,22 +307,24 @@ impl TriggerWorker {
 
     /// Runs jobs until the process ends: at once when woken, else every 200 ms.
     pub fn spawn(self) {
-        tokio::spawn(async move {
-            let mut last_depth = std::time::Instant::now() - Duration::from_secs(60);
-            loop {
-                if last_depth.elapsed() > Duration::from_secs(2) {
-                    last_depth = std::time::Instant::now();
-                    if let Ok(depth) = self.store.pending_jobs().await {
-                        self.metrics.depth.set(depth);
-                    }
+        crate::supervise::spawn_supervised("trigger worker", move || self.clone().run_forever());
+    }
+
+    async fn run_forever(self) {
+        let mut last_depth = std::time::Instant::now() - Duration::from_secs(60);
+        loop {
+            if last_depth.elapsed() > Duration::from_secs(2) {
+                last_depth = std::time::Instant::now();
+                if let Ok(depth) = self.store.pending_jobs().await {
+                    self.metrics.depth.set(depth);
                 }
-                match self.run_once().await {
-                    Ok(n) if n > 0 => continue,
-                    Ok(_) => {}
-                    Err(e) => tracing::error!("claiming trigger jobs failed: {e}"),
-                }
-                let _ = tokio::time::timeout(Duration::from_millis(200), self.index.wake.notified()).await;
             }
-        });
+            match self.run_once().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::error!("claiming trigger jobs failed: {e}"),
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), self.index.wake.notified()).await;
+        }
     }
 }

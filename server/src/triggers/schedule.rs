@@ -56,20 +56,22 @@ impl Schedules {
 
     /// Runs the scheduler until the process ends.
     pub fn spawn(self, store: Store, index: TriggerIndex) {
-        tokio::spawn(async move {
-            let mut last = Utc::now();
-            loop {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                let now = Utc::now();
-                for schedule in self.current().iter() {
-                    let Some(tick) = schedule.latest_tick(last, now) else { continue };
-                    if let Err(e) = run_tick(&store, &index, schedule, tick).await {
-                        tracing::error!(function = %schedule.function, "schedule tick failed: {e}");
-                    }
+        crate::supervise::spawn_supervised("scheduler", move || self.clone().run_forever(store.clone(), index.clone()));
+    }
+
+    async fn run_forever(self, store: Store, index: TriggerIndex) {
+        let mut last = Utc::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = Utc::now();
+            for schedule in self.current().iter() {
+                let Some(tick) = schedule.latest_tick(last, now) else { continue };
+                if let Err(e) = run_tick(&store, &index, schedule, tick).await {
+                    tracing::error!(function = %schedule.function, "schedule tick failed: {e}");
                 }
-                last = now;
             }
-        });
+            last = now;
+        }
     }
 }
 

@@ -46,14 +46,10 @@ impl WriteQueue {
         let (sender, receiver) = mpsc::channel(4096);
         let turns =
             Arc::new(Turns { lock: Arc::new(Mutex::new(())), waiting: AtomicUsize::new(0), asked: Notify::new() });
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         let thread_turns = turns.clone();
         std::thread::Builder::new()
             .name("nimbus-writer".into())
-            .spawn(move || runtime.block_on(run_writer(writer, receiver, thread_turns)))
+            .spawn(move || supervise_writer(writer, receiver, thread_turns))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(WriteQueue { sender, turns })
     }
@@ -83,7 +79,33 @@ struct Held {
     _turn: OwnedMutexGuard<()>,
 }
 
-async fn run_writer(pool: SqlitePool, mut receiver: mpsc::Receiver<(Commit, Reply)>, turns: Arc<Turns>) {
+/// Runs the writer loop until the queue closes. If the loop panics (a bug),
+/// the commits of the group in hand fail, the panic is logged, any
+/// transaction left open is rolled back, and the loop starts again on a new
+/// runtime: the queue and every later commit keep working.
+fn supervise_writer(pool: SqlitePool, mut receiver: mpsc::Receiver<(Commit, Reply)>, turns: Arc<Turns>) {
+    loop {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            tracing::error!("the SQLite writer cannot start a runtime; commits will fail");
+            return;
+        };
+        let run = std::panic::AssertUnwindSafe(|| runtime.block_on(run_writer(&pool, &mut receiver, &turns)));
+        match std::panic::catch_unwind(run) {
+            Ok(()) => return,
+            Err(panic) => {
+                tracing::error!("the SQLite writer panicked, restarting it: {}", crate::supervise::panic_text(&*panic));
+                runtime.block_on(async {
+                    if let Ok(mut connection) = pool.acquire().await {
+                        let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+                    }
+                });
+                std::thread::sleep(crate::supervise::RESTART_PAUSE);
+            }
+        }
+    }
+}
+
+async fn run_writer(pool: &SqlitePool, receiver: &mut mpsc::Receiver<(Commit, Reply)>, turns: &Turns) {
     let mut group = Vec::with_capacity(GROUP_MAX);
     let mut held: Option<Held> = None;
     loop {
