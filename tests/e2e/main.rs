@@ -6,6 +6,7 @@ mod harness;
 mod auth;
 mod demo;
 mod documents;
+mod fidelity;
 mod foundation;
 mod functions;
 mod queues;

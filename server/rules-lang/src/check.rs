@@ -6,10 +6,14 @@ use crate::ast::{Expr, ExprKind, Function, Match, PathPart, Ruleset, Segment};
 use crate::error::CompileError;
 use crate::methods::METHODS;
 
-const GLOBALS: &[&str] = &["get", "exists", "debug", "string", "int", "float", "path"];
-const NOT_YET: &[&str] = &["getAfter", "existsAfter", "math", "hashing", "latlng"];
+const GLOBALS: &[&str] = &["get", "exists", "getAfter", "existsAfter", "debug", "string", "int", "float", "path"];
+const NOT_YET: &[&str] = &["hashing", "latlng"];
 /// Namespaces whose functions are called as `duration.value(...)`.
-const NAMESPACES: &[(&str, &[&str])] = &[("duration", &["value"]), ("timestamp", &["value", "date"])];
+pub(crate) const NAMESPACES: &[(&str, &[&str])] = &[
+    ("duration", &["value"]),
+    ("timestamp", &["value", "date"]),
+    ("math", &["abs", "ceil", "floor", "round", "sqrt", "pow", "isInfinite", "isNaN"]),
+];
 
 pub fn check(ruleset: &Ruleset) -> Result<(), CompileError> {
     let mut functions: Vec<&[Function]> = vec![&ruleset.functions];

@@ -32,6 +32,12 @@ fn error<T>(message: impl Into<String>) -> Result<T, EvalError> {
 pub trait Lookup {
     /// `None`: not fetched yet; `Some(None)`: does not exist; `Some(Some(data))`: exists.
     fn document(&self, path: &str) -> Option<Option<&serde_json::Value>>;
+
+    /// The document as it will be after the whole request (`getAfter`,
+    /// `existsAfter`): the request's own writes, else the stored document.
+    fn document_after(&self, path: &str) -> Option<Option<&serde_json::Value>> {
+        self.document(path)
+    }
 }
 
 /// What an expression can see: the request, the resource, the documents at
@@ -216,7 +222,7 @@ pub fn eval(expr: &Expr, scope: &Scope, env: &Env) -> Eval {
 }
 
 fn is_namespace(target: &Expr) -> bool {
-    matches!(&target.kind, ExprKind::Ident(n) if n == "duration" || n == "timestamp")
+    matches!(&target.kind, ExprKind::Ident(n) if crate::check::NAMESPACES.iter().any(|(namespace, _)| namespace == n))
 }
 
 /// `expr`'s value, borrowed when it is a variable or a member chain on one.
@@ -374,16 +380,18 @@ pub fn document_path(segments: &[String]) -> String {
 fn call(name: &str, args: &[Expr], scope: &Scope, env: &Env) -> Eval {
     let values = || args.iter().map(|a| eval(a, scope, env)).collect::<Result<Vec<_>, _>>();
     match name {
-        "get" | "exists" => {
+        "get" | "exists" | "getAfter" | "existsAfter" => {
             let [path] = values()?.try_into().map_err(|_| EvalError::Error(format!("{name}() takes one path")))?;
             let Value::Path(segments) = path else {
                 return error(format!("{name}() takes a path, not a {}", path.type_name()));
             };
             let path = document_path(&segments);
-            match env.lookup.document(&path) {
+            let found =
+                if name.ends_with("After") { env.lookup.document_after(&path) } else { env.lookup.document(&path) };
+            match found {
                 None => Err(EvalError::NeedDocument(path)),
-                Some(found) if name == "exists" => Ok(Value::Bool(found.is_some())),
-                Some(None) => error(format!("get() of a missing document {path}")),
+                Some(found) if name.starts_with("exists") => Ok(Value::Bool(found.is_some())),
+                Some(None) => error(format!("{name}() of a missing document {path}")),
                 Some(Some(data)) => Ok(resource_value(&path, data)),
             }
         }

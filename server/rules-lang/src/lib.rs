@@ -167,14 +167,20 @@ impl Rules {
     }
 }
 
-/// `match /databases/{database}/documents { … }` addresses our documents
-/// directly: drop those three segments and bind `database` to `(default)`.
+/// `match /databases/{database}/documents { … }` (or the literal
+/// `/databases/(default)/documents`) addresses our documents directly: drop
+/// those three segments and bind `database` to `(default)`.
 fn strip_wrapper(pattern: &[Segment]) -> (Vec<Segment>, Vec<(String, String)>) {
     match pattern {
         [Segment::Literal(a), Segment::Var(db), Segment::Literal(c), rest @ ..]
             if a == "databases" && c == "documents" =>
         {
             (rest.to_vec(), vec![(db.clone(), "(default)".to_owned())])
+        }
+        [Segment::Literal(a), Segment::Literal(db), Segment::Literal(c), rest @ ..]
+            if a == "databases" && db == "(default)" && c == "documents" =>
+        {
+            (rest.to_vec(), Vec::new())
         }
         _ => (pattern.to_vec(), Vec::new()),
     }

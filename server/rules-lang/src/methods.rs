@@ -73,7 +73,41 @@ pub fn call_namespace(namespace: &str, function: &str, args: Vec<Value>) -> Eval
             }
             Ok(Value::Timestamp(crate::eval::checked(days_from_civil(*y, *m, *d).checked_mul(MICROS_PER_DAY))?))
         }
+        ("math", _, _) => math(function, &args),
         _ => error(format!("{namespace}.{function}() does not take these arguments")),
+    }
+}
+
+/// `math.abs`, `ceil`, `floor`, `round` (to integers), `sqrt`, `pow` (floats),
+/// `isInfinite`, `isNaN`, as in Firestore rules.
+fn math(function: &str, args: &[Value]) -> Eval {
+    let number = |v: &Value| match v {
+        Value::Int(n) => Some(*n as f64),
+        Value::Float(f) => Some(*f),
+        _ => None,
+    };
+    let to_int = |f: f64| {
+        // Out of the integer range (or NaN): an error, as any overflow.
+        if f.is_finite() && f >= -9.223_372_036_854_776e18 && f < 9.223_372_036_854_776e18 {
+            Ok(Value::Int(f as i64))
+        } else {
+            error(format!("math.{function}() is outside the integer range"))
+        }
+    };
+    match (function, args) {
+        ("abs", [Value::Int(n)]) => crate::eval::checked(n.checked_abs()).map(Value::Int),
+        ("abs", [Value::Float(f)]) => Ok(Value::Float(f.abs())),
+        ("ceil" | "floor" | "round", [Value::Int(n)]) => Ok(Value::Int(*n)),
+        ("ceil", [Value::Float(f)]) => to_int(f.ceil()),
+        ("floor", [Value::Float(f)]) => to_int(f.floor()),
+        ("round", [Value::Float(f)]) => to_int(f.round()),
+        ("sqrt", [x]) if number(x).is_some() => Ok(Value::Float(number(x).unwrap_or_default().sqrt())),
+        ("pow", [base, exponent]) if number(base).is_some() && number(exponent).is_some() => {
+            Ok(Value::Float(number(base).unwrap_or_default().powf(number(exponent).unwrap_or_default())))
+        }
+        ("isInfinite", [x]) if number(x).is_some() => Ok(Value::Bool(number(x).unwrap_or_default().is_infinite())),
+        ("isNaN", [x]) if number(x).is_some() => Ok(Value::Bool(number(x).unwrap_or_default().is_nan())),
+        _ => error(format!("math.{function}() takes numbers")),
     }
 }
 

@@ -179,8 +179,14 @@ impl Parser {
         Ok(segments)
     }
 
-    /// A literal segment: names, digits and `-` joined (`user-profiles`, `v1`).
+    /// A literal segment: names, digits and `-` joined (`user-profiles`, `v1`),
+    /// or the database name `(default)`.
     fn path_literal_segment(&mut self) -> Parsed<String> {
+        if self.eat_punct("(") {
+            let name = self.ident()?;
+            self.expect_punct(")")?;
+            return Ok(format!("({name})"));
+        }
         let mut text = String::new();
         loop {
             match self.peek().clone() {

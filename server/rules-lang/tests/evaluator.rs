@@ -192,6 +192,14 @@ fn expression_cases() {
         ("timestamp.date(99999999999999, 1, 1) > request.time", false),
         ("timestamp.date(-99999999999999, 1, 1) < request.time", false),
         ("timestamp.date(9999, 12, 31) > request.time", true),
+        ("math.abs(-3) == 3 && math.abs(-2.5) == 2.5", true),
+        ("math.abs(-9223372036854775807 - 1) > 0", false),
+        ("math.ceil(2.1) == 3 && math.floor(-2.1) == -3 && math.round(2.5) == 3", true),
+        ("math.ceil(2.1) is int", true),
+        ("math.sqrt(16) == 4.0 && math.pow(2, 10) == 1024", true),
+        ("math.isNaN(math.sqrt(-1)) && math.isInfinite(math.pow(10, 400))", true),
+        ("math.ceil(math.pow(10, 300)) > 0", false),
+        ("math.abs('x') == 1", false),
     ];
     let mut failures = Vec::new();
     for (expr, expected) in cases {
@@ -388,12 +396,12 @@ fn errors_name_file_line_and_column() {
         ),
         ("service cloud.firestore { match /a/{b} { allow read: if nope == 1; } }", "x.rules:1:57: unknown name `nope`"),
         (
-            "service cloud.firestore { match /a/{b} { allow read: if getAfter(/a/b).data.x == 1; } }",
-            "x.rules:1:57: `getAfter()` is not supported by Nimbus yet",
+            "service cloud.firestore { match /a/{b} { allow read: if hashing.sha256('x') == 1; } }",
+            "x.rules:1:57: `hashing` is not supported by Nimbus yet",
         ),
         (
-            "service cloud.firestore { match /a/{b} { allow read: if math.abs(1) == 1; } }",
-            "x.rules:1:57: `math` is not supported by Nimbus yet",
+            "service cloud.firestore { match /a/{b} { allow read: if latlng.value(1, 2) == 1; } }",
+            "x.rules:1:57: `latlng` is not supported by Nimbus yet",
         ),
         (
             "service cloud.firestore { match /a/{b} { allow peek: if true; } }",
@@ -523,4 +531,54 @@ fn list_conditions_leave_what_they_cannot_express_for_per_row_checks() {
         assert!(!condition.is_exact(), "{collection}: {condition:?}");
         assert_ne!(condition, Condition::Nothing, "{collection}: a necessary condition never drops visible rows");
     }
+}
+
+/// Documents as stored, and the request's own writes for `getAfter`.
+struct WithWrites {
+    stored: Vec<(&'static str, Option<Value>)>,
+    after: Vec<(&'static str, Option<Value>)>,
+}
+
+impl Lookup for WithWrites {
+    fn document(&self, path: &str) -> Option<Option<&Value>> {
+        self.stored.iter().find(|(p, _)| *p == path).map(|(_, d)| d.as_ref())
+    }
+
+    fn document_after(&self, path: &str) -> Option<Option<&Value>> {
+        self.after.iter().find(|(p, _)| *p == path).map(|(_, d)| d.as_ref()).or_else(|| self.document(path))
+    }
+}
+
+#[test]
+fn get_after_sees_the_request_s_own_writes() {
+    let rules = r#"
+rules_version = '2';
+service cloud.firestore {
+  match /databases/(default)/documents {
+    match /rooms/{room}/members/{uid} {
+      allow create: if getAfter(/databases/(default)/documents/rooms/$(room)).data.count == 1
+                    && !existsAfter(/databases/(default)/documents/invites/$(uid))
+                    && exists(/databases/(default)/documents/invites/$(uid));
+    }
+  }
+}"#;
+    let rules = Rules::compile(&[("after.rules", rules)]).unwrap_or_else(|e| panic!("{e}"));
+    let incoming = json!({"joined": true});
+    let request = Request {
+        method: Method::Create,
+        path: "rooms/r1/members/alice",
+        auth: None,
+        time_micros: 0,
+        existing: None,
+        incoming: Some(&incoming),
+    };
+    let batch = WithWrites {
+        stored: vec![("rooms/r1", Some(json!({"count": 0}))), ("invites/alice", Some(json!({})))],
+        after: vec![("rooms/r1", Some(json!({"count": 1}))), ("invites/alice", None)],
+    };
+    assert!(allowed(&rules.decide(&request, &batch)), "the batch bumps the count and spends the invite");
+    let alone = WithWrites { stored: batch.stored.clone(), after: vec![] };
+    assert!(!allowed(&rules.decide(&request, &alone)), "without the other writes, the count is still 0");
+    let unknown = WithWrites { stored: vec![], after: vec![] };
+    assert_eq!(rules.decide(&request, &unknown), Decision::NeedDocument("rooms/r1".into()));
 }

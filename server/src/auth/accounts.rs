@@ -51,6 +51,35 @@ pub struct AdminChange {
     pub email_verified: Option<bool>,
 }
 
+/// An account made by an admin (or an import), with a chosen id or a random one.
+#[derive(Debug, Default)]
+pub struct NewAccount {
+    pub id: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<SecretString>,
+    /// A password hash to keep as it is (imported; see `password::verify`).
+    pub password_hash: Option<String>,
+    pub email_verified: bool,
+    pub display_name: Option<String>,
+    pub claims: Option<Value>,
+    pub disabled: bool,
+}
+
+/// Longest chosen user id.
+const MAX_USER_ID: usize = 128;
+
+/// A chosen user id: 1–128 letters, digits, `-` and `_` (as Firebase uids in practice).
+pub fn validate_user_id(id: &str) -> Result<(), AuthError> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_USER_ID
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(AuthError::invalid("id", "must be 1 to 128 letters, digits, `-` or `_`"))
+    }
+}
+
 /// The auth service; cheap to clone.
 #[derive(Clone)]
 pub struct Accounts {
@@ -428,6 +457,48 @@ impl Accounts {
         let now = now_micros();
         self.store.revoke_email_tokens(&user.id, now).await?;
         Ok(self.store.revoke_user_sessions(&user.id, now).await?)
+    }
+
+    /// Creates an account as an admin: no sign-up hooks, no mail, no session.
+    pub async fn create_account(&self, account: NewAccount) -> Result<UserRow, AuthError> {
+        let id = match account.id {
+            Some(id) => {
+                validate_user_id(&id)?;
+                if self.store.user_by_id(&id).await?.is_some() {
+                    return Err(AuthError::UserIdTaken);
+                }
+                id
+            }
+            None => random_id(20),
+        };
+        let email = account.email.as_deref().map(normalize_email).transpose()?;
+        if let Some(email) = &email {
+            if self.store.user_by_email(email).await?.is_some() {
+                return Err(AuthError::EmailTaken);
+            }
+        }
+        if account.display_name.as_ref().is_some_and(|n| n.chars().count() > MAX_DISPLAY_NAME) {
+            return Err(AuthError::invalid("displayName", &format!("must be at most {MAX_DISPLAY_NAME} characters")));
+        }
+        let password_hash = match (&account.password, account.password_hash) {
+            (Some(password), _) => {
+                self.check_password_policy(password, "password")?;
+                Some(self.passwords.hash(password).await?)
+            }
+            (None, hash) => hash,
+        };
+        let claims = account.claims.as_ref().map(validate_claims).transpose()?.unwrap_or_else(|| "{}".into());
+        let mut user = new_user(email, password_hash, claims);
+        user.id = id;
+        user.anonymous = false;
+        user.email_verified = account.email_verified;
+        user.display_name = account.display_name;
+        user.disabled = account.disabled;
+        self.store.insert_user(&user).await.map_err(|e| match e {
+            StoreError::AlreadyExists => AuthError::UserIdTaken,
+            other => other.into(),
+        })?;
+        Ok(user)
     }
 
     pub async fn list_users(&self, after: &str, limit: i64, search: Option<&str>) -> Result<Vec<UserRow>, AuthError> {

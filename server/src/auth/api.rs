@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::accounts::{AdminChange, ProfileChange, SignedIn};
+use super::accounts::{AdminChange, NewAccount, ProfileChange, SignedIn};
 use super::tokens::AccessClaims;
 use super::{AuthError, Caller};
 use crate::app::AppState;
@@ -56,7 +56,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/auth/verify/send", post(request_verification))
         .route("/v1/auth/recover", post(request_recovery))
         .route("/v1/auth/recover/confirm", post(confirm_recovery))
-        .route("/v1/admin/users", get(admin_list_users))
+        .route("/v1/admin/users", get(admin_list_users).post(admin_create_user))
         .route("/v1/admin/users/{id}", get(admin_get_user).patch(admin_change_user).delete(admin_delete_user))
         .route("/v1/admin/users/{id}/revoke", post(admin_revoke))
         .route("/v1/admin/keys/rotate", post(admin_rotate_keys))
@@ -291,6 +291,40 @@ async fn admin_get_user(
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     Ok(Json(admin_user_json(&state.accounts.user(&id).await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct AdminCreateBody {
+    id: Option<String>,
+    email: Option<String>,
+    password: Option<SecretString>,
+    #[serde(default)]
+    email_verified: bool,
+    display_name: Option<String>,
+    claims: Option<Value>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+async fn admin_create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<AdminCreateBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require_admin()?;
+    let account = NewAccount {
+        id: body.id,
+        email: body.email,
+        password: body.password,
+        password_hash: None,
+        email_verified: body.email_verified,
+        display_name: body.display_name,
+        claims: body.claims,
+        disabled: body.disabled,
+    };
+    let user = state.accounts.create_account(account).await?;
+    Ok((StatusCode::CREATED, Json(json!({"user": admin_user_json(&user)}))))
 }
 
 #[derive(Deserialize)]

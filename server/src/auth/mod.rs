@@ -75,6 +75,8 @@ pub enum AuthError {
     InvalidRequest(String),
     #[error("an account with this email already exists")]
     EmailTaken,
+    #[error("a user with this id already exists")]
+    UserIdTaken,
     #[error("the current password is wrong")]
     WrongCurrentPassword,
     #[error("this account is disabled")]
@@ -127,7 +129,7 @@ impl ApiFailure for AuthError {
             AuthError::InvalidField { .. } | AuthError::InvalidRequest(_) | AuthError::BadEmailToken => {
                 ErrorCode::InvalidArgument
             }
-            AuthError::EmailTaken => ErrorCode::AlreadyExists,
+            AuthError::EmailTaken | AuthError::UserIdTaken => ErrorCode::AlreadyExists,
             AuthError::UserNotFound => ErrorCode::NotFound,
             AuthError::RateLimited { .. } => ErrorCode::ResourceExhausted,
             AuthError::Refused { code, .. } => *code,

@@ -1,7 +1,8 @@
 //! Security-rules checks for document requests. The rules language is pure,
 //! so documents that `get()`/`exists()` ask for are fetched here (at most 10
 //! per request, shared by every write of a batch so one request sees one
-//! consistent set) and the decision is taken again.
+//! consistent set) and the decision is taken again. `getAfter()` sees the
+//! request's own writes first.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,13 +21,28 @@ use crate::store::{Store, StoreError};
 /// Most documents one request's rules may read with `get()`/`exists()`.
 pub const MAX_RULE_READS: usize = 10;
 
-/// Documents fetched for rules during one request.
+/// Documents fetched for rules during one request, and the request's own
+/// writes (what `getAfter()`/`existsAfter()` see: `None` for a delete).
 #[derive(Default)]
-pub struct Fetched(HashMap<String, Option<Value>>);
+pub struct Fetched {
+    stored: HashMap<String, Option<Value>>,
+    after: HashMap<String, Option<Value>>,
+}
+
+impl Fetched {
+    /// Records that the request leaves `path` as `data` (`None`: deleted).
+    pub fn write_after(&mut self, path: String, data: Option<Value>) {
+        self.after.insert(path, data);
+    }
+}
 
 impl Lookup for Fetched {
     fn document(&self, path: &str) -> Option<Option<&Value>> {
-        self.0.get(path).map(Option::as_ref)
+        self.stored.get(path).map(Option::as_ref)
+    }
+
+    fn document_after(&self, path: &str) -> Option<Option<&Value>> {
+        self.after.get(path).map(Option::as_ref).or_else(|| self.document(path))
     }
 }
 
@@ -67,7 +83,7 @@ pub async fn allowed(
         match rules.decide(&request, fetched) {
             Decision::Allow(_) => return Ok(true),
             Decision::Deny => return Ok(false),
-            Decision::NeedDocument(_) if fetched.0.len() >= MAX_RULE_READS => return Ok(false),
+            Decision::NeedDocument(_) if fetched.stored.len() >= MAX_RULE_READS => return Ok(false),
             Decision::NeedDocument(path) => {
                 let data = match DocPath::parse(&path) {
                     Ok(doc) => {
@@ -76,7 +92,7 @@ pub async fn allowed(
                     }
                     Err(_) => None,
                 };
-                fetched.0.insert(path, data);
+                fetched.stored.insert(path, data);
             }
         }
     }

@@ -267,14 +267,21 @@ impl Documents {
         caller: &Caller,
         requests: &[WriteRequest],
     ) -> Result<Vec<Option<i64>>, DocumentError> {
-        let mut fetched = Fetched::default();
-        let mut versions = Vec::with_capacity(requests.len());
         let now = now_micros();
-        for (index, request) in requests.iter().enumerate() {
+        let mut views = Vec::with_capacity(requests.len());
+        for request in requests {
             let current = self.store.get_document(&key(&request.path)).await?;
             let existing = current.as_ref().map(parse_data).transpose()?;
             let (method, incoming) = rule_view(&request.op, existing.as_ref(), now);
             let existing = if method == Method::Create { None } else { existing };
+            views.push((current.map(|c| c.version), method, existing, incoming));
+        }
+        let mut fetched = Fetched::default();
+        for (request, (_, _, _, incoming)) in requests.iter().zip(&views) {
+            fetched.write_after(request.path.to_string(), incoming.clone());
+        }
+        let mut versions = Vec::with_capacity(requests.len());
+        for (index, (request, (version, method, existing, incoming))) in requests.iter().zip(views).enumerate() {
             let path = request.path.to_string();
             let check = access::Check { method, path: &path, existing: existing.as_ref(), incoming: incoming.as_ref() };
             if !self.allowed(caller, &mut fetched, &check).await? {
@@ -285,7 +292,7 @@ impl Documents {
                     denied(&format!("writes[{index}]: {what}"))
                 });
             }
-            versions.push(current.map(|c| c.version));
+            versions.push(version);
         }
         Ok(versions)
     }

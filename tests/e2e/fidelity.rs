@@ -1,0 +1,90 @@
+//! Firestore fidelity over HTTP (issue 16), on both backends: users with
+//! chosen ids, the rest of the rules language real files use (`getAfter`,
+//! `existsAfter`, `math.*`, the literal `(default)` database segment).
+
+use serde_json::{json, Value};
+
+use crate::harness::{Backend, Options, Server};
+use crate::on_both_backends;
+
+on_both_backends!(admin_creates_users_with_chosen_ids, rules_see_the_request_s_own_writes_and_math);
+
+async fn password_grant(server: &Server, email: &str, password: &str) -> (u16, Value) {
+    let body = json!({"grant_type": "password", "email": email, "password": password});
+    server.call("POST", "/v1/auth/token", None, Some(body)).await
+}
+
+fn sub_of(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap_or_default();
+    serde_json::from_slice::<Value>(&bytes).unwrap_or_default()["sub"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn admin_creates_users_with_chosen_ids(backend: Backend) {
+    let rules = "rules_version = '2';
+        service cloud.firestore { match /databases/{db}/documents {
+          match /config/{id} { allow read, write: if request.auth.uid in ['root', 'admin']; }
+        } }";
+    let server = Server::start_with(backend, Options::default().file("rules/app.rules", rules)).await;
+    let body = json!({"id": "root", "email": "Root@Example.com", "password": "correct horse",
+                      "emailVerified": true, "displayName": "Root", "claims": {"staff": true}});
+    let (status, created) = server.admin("POST", "/v1/admin/users", Some(body.clone())).await;
+    assert_eq!(status, 201, "{created}");
+    let user = &created["user"];
+    assert_eq!((user["id"].as_str(), user["email"].as_str()), (Some("root"), Some("root@example.com")));
+    assert_eq!((user["emailVerified"].as_bool(), user["displayName"].as_str()), (Some(true), Some("Root")));
+    let (status, session) = password_grant(&server, "root@example.com", "correct horse").await;
+    assert_eq!(status, 200, "{session}");
+    let token = session["access_token"].as_str().unwrap_or_default();
+    assert_eq!(sub_of(token), "root");
+    assert_eq!(server.call("PUT", "/v1/docs/config/site", Some(token), Some(json!({"open": true}))).await.0, 201);
+
+    let (status, again) = server.admin("POST", "/v1/admin/users", Some(json!({"id": "root"}))).await;
+    assert_eq!((status, again["error"]["code"].as_str()), (409, Some("already-exists")), "{again}");
+    let (status, _) = server.admin("POST", "/v1/admin/users", Some(json!({"email": "root@example.com"}))).await;
+    assert_eq!(status, 409, "the email is taken too");
+    for bad in ["a b", "", "x/y", &"x".repeat(129)] {
+        let (status, body) = server.admin("POST", "/v1/admin/users", Some(json!({ "id": bad }))).await;
+        assert_eq!(status, 400, "{bad:?}: {body}");
+    }
+    let (status, random) = server.admin("POST", "/v1/admin/users", Some(json!({"email": "x@example.com"}))).await;
+    assert_eq!(status, 201);
+    assert_eq!(random["user"]["id"].as_str().map(str::len), Some(20), "an id is made when none is given");
+    let (_, someone) = server
+        .call("POST", "/v1/auth/signup", None, Some(json!({"email": "u@example.com", "password": "correct horse"})))
+        .await;
+    let token = someone["access_token"].as_str().unwrap_or_default();
+    assert_eq!(server.call("POST", "/v1/admin/users", Some(token), Some(json!({"id": "mine"}))).await.0, 403);
+    assert_eq!(server.call("POST", "/v1/admin/users", None, Some(json!({"id": "mine"}))).await.0, 403);
+}
+
+async fn rules_see_the_request_s_own_writes_and_math(backend: Backend) {
+    let rules = "rules_version = '2';
+        service cloud.firestore {
+          match /databases/(default)/documents {
+            match /rooms/{room} {
+              allow create: if request.resource.data.count == 0 || existsAfter(/databases/(default)/documents/rooms/$(room)/members/first);
+            }
+            match /rooms/{room}/members/{uid} {
+              allow create: if getAfter(/databases/(default)/documents/rooms/$(room)).data.count == 1;
+            }
+            match /scores/{id} {
+              allow create: if math.abs(request.resource.data.n) < 10 && math.floor(request.resource.data.f) == 2;
+            }
+          }
+        }";
+    let server = Server::start_with(backend, Options::default().file("rules/app.rules", rules)).await;
+    let together = json!({"writes": [
+        {"op": "create", "path": "rooms/r1", "data": {"count": 1}},
+        {"op": "create", "path": "rooms/r1/members/first", "data": {"joined": true}},
+    ]});
+    let (status, body) = server.call("POST", "/v1/batch", None, Some(together)).await;
+    assert_eq!(status, 200, "each write's rule sees the other write: {body}");
+    let member_alone = json!({"joined": true});
+    assert_eq!(server.call("PUT", "/v1/docs/rooms/r2/members/first", None, Some(member_alone)).await.0, 403);
+    assert_eq!(server.call("PUT", "/v1/docs/rooms/r3", None, Some(json!({"count": 1}))).await.0, 403);
+    assert_eq!(server.call("PUT", "/v1/docs/scores/s1", None, Some(json!({"n": -9, "f": 2.7}))).await.0, 201);
+    assert_eq!(server.call("PUT", "/v1/docs/scores/s2", None, Some(json!({"n": -10, "f": 2.7}))).await.0, 403);
+    assert_eq!(server.call("PUT", "/v1/docs/scores/s3", None, Some(json!({"n": 1, "f": 3.0}))).await.0, 403);
+}
