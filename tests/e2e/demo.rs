@@ -77,7 +77,7 @@ async fn browse_search_and_purchase(backend: Backend) {
     let order_path = format!("/v1/docs/orders/{}", bought["orderId"].as_str().unwrap());
     let (status, stored) = server.call("GET", &order_path, Some(&token), None).await;
     assert_eq!((status, stored["data"]["owner"].as_str()), (200, Some(uid.as_str())), "the buyer reads their order");
-    assert!(stored["data"]["createdAt"].as_str().unwrap().ends_with('Z'));
+    assert!(stored["data"]["createdAt"]["$timestamp"].as_str().unwrap().ends_with('Z'), "a typed timestamp");
     let (_, other) = shopper(&server, "bob@example.com").await;
     assert_eq!(server.call("GET", &order_path, Some(&other), None).await.0, 403, "others cannot");
     let (_, product) = server.call("GET", "/v1/docs/products/cat-food", None, None).await;

@@ -175,7 +175,7 @@ async fn patch_merges_and_applies_transforms(backend: Backend) {
     assert_eq!(data["tags"], json!(["x", "y"]));
     assert_eq!(data["nothing"], Value::Null);
     assert!(data.get("gone").is_none());
-    assert_eq!(data["at"], doc["updateTime"], "server timestamps use the commit time");
+    assert_eq!(data["at"], json!({"$timestamp": doc["updateTime"]}), "server timestamps are typed, at the commit time");
     let (status, doc) = server.admin("PATCH", "/v1/docs/p/a", Some(json!({"tags": {"$arrayRemove": ["x"]}}))).await;
     assert_eq!((status, doc["data"]["tags"].clone(), doc["version"].as_i64()), (200, json!(["y"]), Some(3)));
     let (status, body) = server.admin("PATCH", "/v1/docs/p/missing", Some(json!({"a": 1}))).await;
@@ -369,13 +369,27 @@ fn ids(body: &Value) -> Vec<String> {
 async fn query_cases_match_on_both_backends(backend: Backend) {
     let server = Server::start(backend).await;
     seed_items(&server).await;
+    // Timestamps sort after numbers and before strings (Firestore's type order).
+    let timestamps = json!({"writes": [
+        {"op": "set", "path": "items/h", "data": {"n": {"$timestamp": "2026-01-02T03:04:05Z"}}},
+        {"op": "set", "path": "items/i", "data": {"n": {"$timestamp": "2025-06-01T00:00:00+02:00"},
+                                                    "tags": [{"$timestamp": "2025-06-01T00:00:00Z"}]}},
+    ]});
+    assert_eq!(server.admin("POST", "/v1/batch", Some(timestamps)).await.0, 200);
+    let at = |text: &str| json!({ "$timestamp": text });
     let cases: Vec<(Value, Value, &str)> = vec![
+        (json!([["n", ">", at("2025-12-31T23:59:59Z")]]), json!([]), "h"),
+        (json!([["n", "<=", at("2026-01-02T03:04:05Z")]]), json!(["n"]), "i h"),
+        (json!([["n", "==", at("2026-01-02T04:04:05+01:00")]]), json!([]), "h"),
+        (json!([["n", "==", "2026-01-02T03:04:05.000000Z"]]), json!([]), ""),
+        (json!([["n", "in", [at("2026-01-02T03:04:05.000Z"), 1]]]), json!([]), "a h"),
+        (json!([["tags", "array-contains", at("2025-06-01T00:00:00.000Z")]]), json!([]), "i"),
         (json!([["n", "==", 2]]), json!([]), "g"),
         (json!([["n", ">", 1]]), json!(["n"]), "g b e"),
         (json!([["n", "<", 2]]), json!([]), "a f"),
         (json!([["n", "==", "3"]]), json!([]), "c"),
         (json!([["n", "==", null]]), json!([]), "d"),
-        (json!([["n", "!=", 2]]), json!([]), "a b c d e f"),
+        (json!([["n", "!=", 2]]), json!([]), "a b c d e f h i"),
         (json!([["s", ">=", "b"]]), json!(["s"]), "b c e g f"),
         (json!([]), json!(["s"]), "d a b c e g f"),
         (json!([["b", "==", true]]), json!([]), "a g"),
@@ -384,12 +398,12 @@ async fn query_cases_match_on_both_backends(backend: Backend) {
         (json!([["tags", "array-contains", 1]]), json!([]), "f"),
         (json!([["tags", "array-contains-any", ["x", "z"]]]), json!([]), "a f"),
         (json!([["n", "in", [1, 2, "3"]]]), json!([]), "a c g"),
-        (json!([["n", "not-in", [1, 2]]]), json!([]), "b c d e f"),
+        (json!([["n", "not-in", [1, 2]]]), json!([]), "b c d e f h i"),
         (json!([["dims.w", "==", 20]]), json!([]), "b g"),
         (json!([{"or": [["n", "==", 1], ["s", "==", "fig"]]}]), json!([]), "a g"),
         (json!([{"and": [["b", "==", true], ["n", ">", 1]]}]), json!([]), "g"),
-        (json!([]), json!(["n"]), "d f a g b e c"),
-        (json!([]), json!([["n", "desc"]]), "c e b g a f d"),
+        (json!([]), json!(["n"]), "d f a g b e i h c"),
+        (json!([]), json!([["n", "desc"]]), "c h i e b g a f d"),
         (json!([]), json!([["dims.w", "desc"]]), "g b a"),
         (json!([["s", "<", "a"]]), json!([]), "d"),
         (json!([["missing", "==", null]]), json!([]), ""),

@@ -7,7 +7,11 @@ use serde_json::{json, Value};
 use crate::harness::{Backend, Options, Server};
 use crate::on_both_backends;
 
-on_both_backends!(admin_creates_users_with_chosen_ids, rules_see_the_request_s_own_writes_and_math);
+on_both_backends!(
+    admin_creates_users_with_chosen_ids,
+    rules_see_the_request_s_own_writes_and_math,
+    timestamps_are_a_type_for_rules_and_writes,
+);
 
 async fn password_grant(server: &Server, email: &str, password: &str) -> (u16, Value) {
     let body = json!({"grant_type": "password", "email": email, "password": password});
@@ -87,4 +91,43 @@ async fn rules_see_the_request_s_own_writes_and_math(backend: Backend) {
     assert_eq!(server.call("PUT", "/v1/docs/scores/s1", None, Some(json!({"n": -9, "f": 2.7}))).await.0, 201);
     assert_eq!(server.call("PUT", "/v1/docs/scores/s2", None, Some(json!({"n": -10, "f": 2.7}))).await.0, 403);
     assert_eq!(server.call("PUT", "/v1/docs/scores/s3", None, Some(json!({"n": 1, "f": 3.0}))).await.0, 403);
+}
+
+async fn timestamps_are_a_type_for_rules_and_writes(backend: Backend) {
+    let rules = "rules_version = '2';
+        service cloud.firestore { match /databases/{db}/documents {
+          match /posts/{id} {
+            allow create: if request.resource.data.createdAt == request.time
+                          && request.resource.data.createdAt is timestamp
+                          && request.resource.data.createdAt + duration.value(1, 'd') > request.time;
+            allow read: if resource.data.publishedAt <= request.time;
+          }
+        } }";
+    let server = Server::start_with(backend, Options::default().file("rules/app.rules", rules)).await;
+    let (status, created) =
+        server.call("POST", "/v1/docs/posts", None, Some(json!({"createdAt": {"$serverTimestamp": true}}))).await;
+    assert_eq!(status, 201, "a server timestamp equals request.time: {created}");
+    assert_eq!(created["data"]["createdAt"], json!({"$timestamp": created["updateTime"]}));
+    let old = json!({"createdAt": {"$timestamp": "2020-01-01T00:00:00Z"}});
+    assert_eq!(server.call("POST", "/v1/docs/posts", None, Some(old)).await.0, 403);
+    let as_string = json!({"createdAt": created["updateTime"]});
+    assert_eq!(server.call("POST", "/v1/docs/posts", None, Some(as_string)).await.0, 403, "a string is no timestamp");
+
+    for (id, when) in [("past", "2020-01-01T00:00:00Z"), ("future", "2999-01-01T00:00:00Z")] {
+        let data = json!({"publishedAt": {"$timestamp": when}});
+        assert_eq!(server.admin("PUT", &format!("/v1/docs/posts/{id}"), Some(data)).await.0, 201);
+    }
+    assert_eq!(server.call("GET", "/v1/docs/posts/past", None, None).await.0, 200);
+    assert_eq!(server.call("GET", "/v1/docs/posts/future", None, None).await.0, 403);
+    let query = json!({"collection": "posts", "where": [["publishedAt", "<", {"$timestamp": "2100-01-01T00:00:00Z"}]]});
+    let (status, listed) = server.call("POST", "/v1/query", None, Some(query)).await;
+    assert_eq!(status, 200, "{listed}");
+    let ids: Vec<&str> =
+        listed["documents"].as_array().into_iter().flatten().filter_map(|d| d["id"].as_str()).collect();
+    assert_eq!(ids, ["past"]);
+    let (_, stored) = server.admin("GET", "/v1/docs/posts/past", None).await;
+    assert_eq!(stored["data"]["publishedAt"], json!({"$timestamp": "2020-01-01T00:00:00.000000Z"}), "canonical text");
+    let bad = json!({"publishedAt": {"$timestamp": "next tuesday"}});
+    let (status, body) = server.admin("PUT", "/v1/docs/posts/bad", Some(bad)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid-argument")), "{body}");
 }

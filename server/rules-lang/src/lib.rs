@@ -12,6 +12,7 @@ pub mod lexer;
 pub mod methods;
 pub mod parser;
 pub mod pushdown;
+pub mod time;
 pub mod value;
 
 use std::collections::{BTreeMap, HashMap};

@@ -71,7 +71,9 @@ pub fn call_namespace(namespace: &str, function: &str, args: Vec<Value>) -> Eval
             if !(1..=9999).contains(y) || !(1..=12).contains(m) || !(1..=31).contains(d) {
                 return error("timestamp.date(year, month, day) needs a valid date in years 1 to 9999");
             }
-            Ok(Value::Timestamp(crate::eval::checked(days_from_civil(*y, *m, *d).checked_mul(MICROS_PER_DAY))?))
+            Ok(Value::Timestamp(crate::eval::checked(
+                crate::time::days_from_civil(*y, *m, *d).checked_mul(MICROS_PER_DAY),
+            )?))
         }
         ("math", _, _) => math(function, &args),
         _ => error(format!("{namespace}.{function}() does not take these arguments")),
@@ -109,30 +111,6 @@ fn math(function: &str, args: &[Value]) -> Eval {
         ("isNaN", [x]) if number(x).is_some() => Ok(Value::Bool(number(x).unwrap_or_default().is_nan())),
         _ => error(format!("math.{function}() takes numbers")),
     }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// (year, month, day) of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 fn error<T>(message: impl Into<String>) -> Result<T, EvalError> {
@@ -286,7 +264,7 @@ pub fn call_method(target: Value, method: &str, args: Vec<Value>) -> Eval {
             no_args(Value::Timestamp(crate::eval::checked(t.div_euclid(MICROS_PER_DAY).checked_mul(MICROS_PER_DAY))?))
         }
         (Value::Timestamp(t), part @ ("year" | "month" | "day" | "hours" | "minutes" | "seconds")) => {
-            let (year, month, day) = civil_from_days(t.div_euclid(MICROS_PER_DAY));
+            let (year, month, day) = crate::time::civil_from_days(t.div_euclid(MICROS_PER_DAY));
             let second_of_day = t.rem_euclid(MICROS_PER_DAY) / 1_000_000;
             no_args(Value::Int(match part {
                 "year" => year,

@@ -311,6 +311,7 @@ fn scalar(value: &Value) -> Option<serde_json::Value> {
         Value::Int(n) => Some(serde_json::Value::from(*n)),
         Value::Float(f) => serde_json::Number::from_f64(*f).map(serde_json::Value::Number),
         Value::Str(s) => Some(serde_json::Value::String(s.clone())),
+        Value::Timestamp(micros) => Some(crate::time::to_json(*micros)),
         _ => None,
     }
 }

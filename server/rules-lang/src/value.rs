@@ -1,4 +1,5 @@
-//! Runtime values of the rules language and their conversion from JSON.
+//! Runtime values of the rules language and their conversion from JSON
+//! (`{"$timestamp": "…"}` is a timestamp, as on the wire).
 
 use std::collections::BTreeMap;
 
@@ -34,9 +35,10 @@ impl Value {
             },
             serde_json::Value::String(s) => Value::Str(s.clone()),
             serde_json::Value::Array(items) => Value::List(items.iter().map(Value::from_json).collect()),
-            serde_json::Value::Object(map) => {
-                Value::Map(map.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect())
-            }
+            serde_json::Value::Object(map) => match crate::time::from_json(json) {
+                Some(micros) => Value::Timestamp(micros),
+                None => Value::Map(map.iter().map(|(k, v)| (k.clone(), Value::from_json(v))).collect()),
+            },
         }
     }
 

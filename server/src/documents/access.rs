@@ -110,7 +110,7 @@ pub struct Pushed {
 /// The store filter for a pushed-down rules condition. Parts the store cannot
 /// write in SQL stay unfiltered (checked per row). A comparison counts as
 /// exact only where the store's semantics equal the rules' for every stored
-/// value: `==`/`!=`/`in` with null, bools and strings. Numbers are compared
+/// value: `==`/`!=`/`in` with null, bools, strings and timestamps. Numbers are compared
 /// as doubles in SQL (ints above 2^53 would differ) and string ranges follow
 /// the database collation, so those are still checked per row.
 pub fn pushed_filter(condition: &Condition) -> Pushed {
@@ -176,7 +176,10 @@ fn scalar(value: &Value) -> Option<Scalar> {
         Value::Bool(b) => Some(Scalar::Bool(*b)),
         Value::Number(n) => n.as_f64().map(Scalar::Number),
         Value::String(s) => Some(Scalar::String(s.clone())),
-        _ => None,
+        Value::Object(_) => {
+            nimbus_rules_lang::time::from_json(value).map(|t| Scalar::Timestamp(nimbus_rules_lang::time::format(t)))
+        }
+        Value::Array(_) => None,
     }
 }
 

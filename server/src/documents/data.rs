@@ -1,9 +1,13 @@
 //! Document data: validation at the edge (an object, depth, field names,
-//! transform syntax) and, inside the commit, resolving field transforms and
-//! merges against the current data. Transforms are one-key objects:
-//! `{"$serverTimestamp": true}`, `{"$increment": n}`, `{"$arrayUnion": [..]}`,
-//! `{"$arrayRemove": [..]}`, `{"$delete": true}` (merge only).
+//! transform syntax, typed values) and, inside the commit, resolving field
+//! transforms and merges against the current data. Transforms are one-key
+//! objects: `{"$serverTimestamp": true}`, `{"$increment": n}`,
+//! `{"$arrayUnion": [..]}`, `{"$arrayRemove": [..]}`, `{"$delete": true}`
+//! (merge only). A timestamp is the typed value `{"$timestamp": "<RFC 3339>"}`,
+//! stored in its canonical text (UTC, six fraction digits) so it sorts in
+//! time order.
 
+use nimbus_rules_lang::time::{self, TIMESTAMP_KEY};
 use serde_json::{Map, Value};
 
 /// Limits on one document's data.
@@ -100,6 +104,13 @@ fn validate_value(
         return Err(format!("field `{}`: nested deeper than {} levels", path.join("."), limits.max_depth));
     }
     match value {
+        Value::Object(object) if object.contains_key(TIMESTAMP_KEY) => match time::from_json(value) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "field `{}`: `$timestamp` takes one RFC 3339 date-time string, years 1 to 9999 (e.g. \"2026-01-02T03:04:05Z\")",
+                path.join(".")
+            )),
+        },
         Value::Object(object) => {
             if let Some(first) = object.keys().next().filter(|k| k.starts_with('$')) {
                 let Some((transform, arg)) = transform_of(object) else {
@@ -159,14 +170,27 @@ fn check_transform(
 /// combined with `current` by `mode`, transforms resolved at `now_text`.
 /// Fails (with the field named) only when a transform has no representable
 /// result, such as an `$increment` beyond the largest double.
-pub fn resolve(current: Option<Value>, incoming: &Value, mode: Mode, now_text: &str) -> Result<Value, String> {
+/// `now` is the commit time (what `$serverTimestamp` becomes).
+pub fn resolve(current: Option<Value>, incoming: &Value, mode: Mode, now: i64) -> Result<Value, String> {
     let base = match (mode, current) {
         (Mode::Merge, Some(Value::Object(map))) => map,
         _ => Map::new(),
     };
     match incoming {
-        Value::Object(fields) => Ok(Value::Object(merge_into(base, fields, now_text, "")?)),
+        Value::Object(fields) => Ok(Value::Object(merge_into(base, fields, now, "")?)),
         _ => Ok(Value::Object(base)),
+    }
+}
+
+/// `value` with every timestamp in its canonical text (validated before).
+fn canonical(value: &Value) -> Value {
+    match value {
+        Value::Object(_) if time::from_json(value).is_some() => {
+            time::from_json(value).map_or(Value::Null, time::to_json)
+        }
+        Value::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), canonical(v))).collect()),
+        Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
+        other => other.clone(),
     }
 }
 
@@ -174,13 +198,13 @@ pub fn resolve(current: Option<Value>, incoming: &Value, mode: Mode, now_text: &
 fn merge_into(
     mut base: Map<String, Value>,
     fields: &Map<String, Value>,
-    now_text: &str,
+    now: i64,
     prefix: &str,
 ) -> Result<Map<String, Value>, String> {
     for (name, value) in fields {
         let at = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
         let current = base.remove(name);
-        if let Some(next) = resolve_value(current, value, now_text, &at)? {
+        if let Some(next) = resolve_value(current, value, now, &at)? {
             base.insert(name.clone(), next);
         }
     }
@@ -188,45 +212,47 @@ fn merge_into(
 }
 
 /// The new value of the field at `at`, or `None` to delete it.
-fn resolve_value(current: Option<Value>, incoming: &Value, now_text: &str, at: &str) -> Result<Option<Value>, String> {
+fn resolve_value(current: Option<Value>, incoming: &Value, now: i64, at: &str) -> Result<Option<Value>, String> {
     let Value::Object(object) = incoming else {
-        return Ok(Some(incoming.clone()));
+        return Ok(Some(canonical(incoming)));
     };
+    if let Some(micros) = time::from_json(incoming) {
+        return Ok(Some(time::to_json(micros)));
+    }
     if let Some((transform, arg)) = transform_of(object) {
-        return apply_transform(transform, arg, current, now_text)
-            .map_err(|problem| format!("field `{at}`: {problem}"));
+        return apply_transform(transform, arg, current, now).map_err(|problem| format!("field `{at}`: {problem}"));
     }
     let base = match current {
         Some(Value::Object(map)) => map,
         _ => Map::new(),
     };
-    Ok(Some(Value::Object(merge_into(base, object, now_text, at)?)))
+    Ok(Some(Value::Object(merge_into(base, object, now, at)?)))
 }
 
 fn apply_transform(
     transform: Transform,
     arg: &Value,
     current: Option<Value>,
-    now_text: &str,
+    now: i64,
 ) -> Result<Option<Value>, String> {
     Ok(match transform {
         Transform::Delete => None,
-        Transform::ServerTimestamp => Some(Value::String(now_text.to_owned())),
+        Transform::ServerTimestamp => Some(time::to_json(now)),
         Transform::Increment => Some(increment(current.as_ref(), arg)?),
         Transform::ArrayUnion => {
             let mut items = match current {
                 Some(Value::Array(items)) => items,
                 _ => Vec::new(),
             };
-            for item in arg.as_array().into_iter().flatten() {
-                if !items.contains(item) {
-                    items.push(item.clone());
+            for item in arg.as_array().into_iter().flatten().map(canonical) {
+                if !items.contains(&item) {
+                    items.push(item);
                 }
             }
             Some(Value::Array(items))
         }
         Transform::ArrayRemove => {
-            let remove = arg.as_array().cloned().unwrap_or_default();
+            let remove: Vec<Value> = arg.as_array().into_iter().flatten().map(canonical).collect();
             let items = match current {
                 Some(Value::Array(items)) => items.into_iter().filter(|i| !remove.contains(i)).collect(),
                 _ => Vec::new(),
@@ -258,7 +284,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const NOW: &str = "2026-01-01T00:00:00.000000Z";
+    /// 2026-01-01T00:00:00Z.
+    const NOW: i64 = 1_767_225_600_000_000;
 
     #[test]
     fn merge_keeps_untouched_fields_and_merges_nested_objects() {
@@ -276,7 +303,10 @@ mod tests {
             "arr": {"$arrayRemove": [1]}, "at": {"$serverTimestamp": true}
         });
         let merged = resolve(Some(current), &patch, Mode::Merge, NOW).unwrap();
-        assert_eq!(merged, json!({"n": 42, "f": 2.5, "s": 2, "arr": [2], "at": NOW}));
+        assert_eq!(
+            merged,
+            json!({"n": 42, "f": 2.5, "s": 2, "arr": [2], "at": {"$timestamp": "2026-01-01T00:00:00.000000Z"}})
+        );
     }
 
     #[test]
@@ -294,6 +324,26 @@ mod tests {
         assert_eq!(error, "field `a.n`: `$increment` overflows the largest number a document can hold");
         let ints = resolve(Some(json!({"n": i64::MAX})), &json!({"n": {"$increment": 1}}), Mode::Merge, NOW);
         assert_eq!(ints.unwrap(), json!({"n": 9.223372036854776e18}));
+    }
+
+    #[test]
+    fn timestamps_are_typed_values_stored_canonically() {
+        let limits = DataLimits::default();
+        let data = json!({"at": {"$timestamp": "2026-01-02T04:04:05.5+01:00"}, "list": [{"$timestamp": "2026-01-02T03:04:05Z"}]});
+        assert_eq!(validate(&data, Mode::Replace, limits), Ok(()));
+        let stored = resolve(None, &data, Mode::Replace, NOW).unwrap();
+        assert_eq!(
+            stored,
+            json!({"at": {"$timestamp": "2026-01-02T03:04:05.500000Z"}, "list": [{"$timestamp": "2026-01-02T03:04:05.000000Z"}]})
+        );
+        for bad in [
+            json!({"$timestamp": "yesterday"}),
+            json!({"$timestamp": 5}),
+            json!({"$timestamp": "2026-01-02T03:04:05Z", "x": 1}),
+        ] {
+            let err = validate(&json!({ "at": bad }), Mode::Replace, limits).unwrap_err();
+            assert!(err.starts_with("field `at`: `$timestamp` takes"), "{err}");
+        }
     }
 
     #[test]

@@ -19,7 +19,6 @@ use sha2::Digest;
 use serde_json::Value;
 
 use crate::auth::Caller;
-use crate::clock::format_time;
 use crate::clock::now_micros;
 use crate::error::{ApiFailure, ErrorCode};
 use crate::rules::RulesService;
@@ -219,9 +218,20 @@ impl Documents {
         fetched: &mut Fetched,
         check: &access::Check<'_>,
     ) -> Result<bool, DocumentError> {
+        self.allowed_at(caller, fetched, check, now_micros()).await
+    }
+
+    /// `allowed` with `request.time` = `time`.
+    async fn allowed_at(
+        &self,
+        caller: &Caller,
+        fetched: &mut Fetched,
+        check: &access::Check<'_>,
+        time: i64,
+    ) -> Result<bool, DocumentError> {
         let rules = self.rules.current();
         let auth = access::rules_auth(caller);
-        Ok(access::allowed(&rules, &self.store, fetched, auth.as_deref(), now_micros(), check).await?)
+        Ok(access::allowed(&rules, &self.store, fetched, auth.as_deref(), time, check).await?)
     }
 
     /// Applies the writes atomically; returns each write's result in order.
@@ -245,11 +255,14 @@ impl Documents {
             }
         }
         if *caller == Caller::Service {
-            return self.commit(caller, &requests, None).await;
+            return self.commit(caller, &requests, None, None).await;
         }
         for attempt in 1..=WRITE_ATTEMPTS {
-            let seen_versions = self.authorize_writes(caller, &requests).await?;
-            match self.commit(caller, &requests, Some(&seen_versions)).await {
+            let now = now_micros();
+            let seen_versions = self.authorize_writes(caller, &requests, now).await?;
+            // The commit happens at the `request.time` the rules saw, so a
+            // `$serverTimestamp` equals `request.time` (and `updateTime`).
+            match self.commit(caller, &requests, Some(&seen_versions), Some(now)).await {
                 Err(DocumentError::Store(StoreError::Conflict(_))) if attempt < WRITE_ATTEMPTS => continue,
                 other => return other,
             }
@@ -266,8 +279,8 @@ impl Documents {
         &self,
         caller: &Caller,
         requests: &[WriteRequest],
+        now: i64,
     ) -> Result<Vec<Option<i64>>, DocumentError> {
-        let now = now_micros();
         let mut views = Vec::with_capacity(requests.len());
         for request in requests {
             let current = self.store.get_document(&key(&request.path)).await?;
@@ -284,7 +297,7 @@ impl Documents {
         for (index, (request, (version, method, existing, incoming))) in requests.iter().zip(views).enumerate() {
             let path = request.path.to_string();
             let check = access::Check { method, path: &path, existing: existing.as_ref(), incoming: incoming.as_ref() };
-            if !self.allowed(caller, &mut fetched, &check).await? {
+            if !self.allowed_at(caller, &mut fetched, &check, now).await? {
                 let what = format!("{} of {path}", method.name());
                 return Err(if requests.len() == 1 {
                     denied(&what)
@@ -302,12 +315,13 @@ impl Documents {
         caller: &Caller,
         requests: &[WriteRequest],
         seen: Option<&[Option<i64>]>,
+        time: Option<i64>,
     ) -> Result<Vec<Committed>, DocumentError> {
         let writes =
             requests.iter().enumerate().map(|(i, r)| self.store_write(r, seen.map(|versions| versions[i]))).collect();
         let jobs = self.triggers.jobs_for(caller.to_json());
         let enqueues = jobs.is_some();
-        match self.store.commit(writes, jobs).await {
+        match self.store.commit(writes, jobs, time).await {
             Ok(committed) => {
                 // Waking the worker for nothing would cost a job claim, a write.
                 if enqueues && self.triggers.matches_any(&committed) {
@@ -524,6 +538,9 @@ impl Documents {
     }
 }
 
+/// The version of the sort-key expressions that declared indexes are built on.
+const SORT_KEYS_VERSION: &str = "|keys-v2";
+
 /// Creates the expression indexes declared in configuration (idempotent).
 pub async fn ensure_indexes(store: &Store, indexes: &[crate::config::IndexSetting]) -> Result<(), String> {
     for (i, index) in indexes.iter().enumerate() {
@@ -541,8 +558,15 @@ pub async fn ensure_indexes(store: &Store, indexes: &[crate::config::IndexSettin
                     .ok_or_else(|| format!("{context}.fields: invalid field path {f:?}"))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let identity = format!("{pattern}|{}", index.fields.join(","));
-        let name = format!("documents_idx_{}", &hex::encode(sha2::Sha256::digest(identity.as_bytes()))[..16]);
+        // The identity names the sort-key expressions' version: when they
+        // change (timestamps got their own type rank), the index is built
+        // again under a new name and the old one is dropped.
+        let name_of = |version: &str| {
+            let identity = format!("{pattern}|{}{version}", index.fields.join(","));
+            format!("documents_idx_{}", &hex::encode(sha2::Sha256::digest(identity.as_bytes()))[..16])
+        };
+        let (name, previous) = (name_of(SORT_KEYS_VERSION), name_of(""));
+        store.drop_index(&previous).await.map_err(|e| format!("{context}: {e}"))?;
         // A pattern (`rooms/*/messages`) spans many collections: index them all.
         let collection = (!pattern.contains('*')).then_some(pattern);
         store.ensure_index(&name, collection, &fields).await.map_err(|e| format!("{context}: {e}"))?;
@@ -562,17 +586,16 @@ fn key(path: &DocPath) -> DocKey {
 /// `$increment` overflow) `request.resource` is left out, so the rule errs
 /// and denies unless it does not look; the commit then names the problem.
 fn rule_view(op: &WriteOp, existing: Option<&Value>, now: i64) -> (Method, Option<Value>) {
-    let now_text = format_time(now);
     match op {
         WriteOp::Delete => (Method::Delete, None),
         WriteOp::Create(data) | WriteOp::CreateNew(data) => {
-            (Method::Create, data::resolve(None, data, Mode::Replace, &now_text).ok())
+            (Method::Create, data::resolve(None, data, Mode::Replace, now).ok())
         }
         WriteOp::Set(data) => {
             let method = if existing.is_some() { Method::Update } else { Method::Create };
-            (method, data::resolve(None, data, Mode::Replace, &now_text).ok())
+            (method, data::resolve(None, data, Mode::Replace, now).ok())
         }
-        WriteOp::Update(data) => (Method::Update, data::resolve(existing.cloned(), data, Mode::Merge, &now_text).ok()),
+        WriteOp::Update(data) => (Method::Update, data::resolve(existing.cloned(), data, Mode::Merge, now).ok()),
     }
 }
 
@@ -592,18 +615,17 @@ fn decide(
         (Precondition::MustNotExist, Some(_)) => return Err(Rejection::AlreadyExists),
         _ => {}
     }
-    let now_text = format_time(now);
     let data = match (op, current) {
         (WriteOp::Delete, _) => return Ok(Outcome::Delete),
         (WriteOp::Create(_) | WriteOp::CreateNew(_), Some(_)) => return Err(Rejection::AlreadyExists),
         (WriteOp::Update(_), None) => return Err(Rejection::NotFound),
         (WriteOp::Create(data) | WriteOp::CreateNew(data) | WriteOp::Set(data), _) => {
-            data::resolve(None, data, Mode::Replace, &now_text)
+            data::resolve(None, data, Mode::Replace, now)
         }
         (WriteOp::Update(data), Some(doc)) => {
             let current: Value = serde_json::from_str(&doc.data)
                 .map_err(|_| Rejection::Invalid("the stored document is not valid JSON".into()))?;
-            data::resolve(Some(current), data, Mode::Merge, &now_text)
+            data::resolve(Some(current), data, Mode::Merge, now)
         }
     }
     .map_err(Rejection::Invalid)?;

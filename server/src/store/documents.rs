@@ -58,10 +58,13 @@ pub struct Write {
     pub fresh: bool,
 }
 
-/// The writes of one transaction and how to derive its trigger jobs.
+/// The writes of one transaction, its time, and how to derive its trigger jobs.
 pub struct Commit {
     pub writes: Vec<Write>,
     pub jobs: Option<JobsFor>,
+    /// The commit time: `updateTime`, `$serverTimestamp` and the change's
+    /// time. A rules-checked write commits at the `request.time` its rules saw.
+    pub time: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,13 +96,15 @@ pub struct Committed {
     pub before: Option<String>,
     /// The row after the write (`None` after a delete).
     pub doc: Option<StoredDoc>,
+    /// The commit time (microseconds), the change's time in the change log.
+    pub time: i64,
 }
 
 impl Committed {
     /// A document created at `now` with `data`.
     pub(super) fn created(key: DocKey, data: String, now: i64) -> Committed {
         let doc = StoredDoc { id: key.id.clone(), data, version: 1, create_time: now, update_time: now };
-        Committed { key, kind: Some(ChangeKind::Create), version: 1, before: None, doc: Some(doc) }
+        Committed { key, kind: Some(ChangeKind::Create), version: 1, before: None, doc: Some(doc), time: now }
     }
 }
 
@@ -157,7 +162,7 @@ pub(super) fn changes_insert(sql: &WriteSql, rows: usize) -> String {
 /// Appends one change-log row per changed document of `$committed` (an
 /// iterator of `&Committed`) on `$conn`, a few hundred rows per statement.
 macro_rules! record_changes {
-    ($conn:expr, $sql:expr, $committed:expr, $now:expr) => {{
+    ($conn:expr, $sql:expr, $committed:expr) => {{
         async {
             let changed: Vec<&$crate::store::documents::Committed> = $committed.filter(|c| c.kind.is_some()).collect();
             for chunk in changed.chunks($crate::store::documents::CHANGES_PER_INSERT) {
@@ -171,7 +176,7 @@ macro_rules! record_changes {
                         .bind(c.version)
                         .bind(c.before.as_deref())
                         .bind(c.doc.as_ref().map(|d| d.data.as_str()))
-                        .bind($now);
+                        .bind(c.time);
                 }
                 query.execute(&mut *$conn).await.map_err($crate::store::StoreError::from)?;
             }
@@ -255,6 +260,7 @@ macro_rules! apply_writes {
                     version,
                     before: current.map(|c| c.data),
                     doc: after,
+                    time: $now,
                 });
             }
             Ok::<_, $crate::store::documents::CommitError>(committed)
@@ -306,8 +312,14 @@ impl Store {
 
     /// Applies all writes in one transaction, or none of them, with their
     /// change-log rows and the trigger jobs `jobs` decides.
-    pub async fn commit(&self, writes: Vec<Write>, jobs: Option<JobsFor>) -> Result<Vec<Committed>, CommitError> {
-        let commit = Commit { writes, jobs };
+    /// Commits `writes` atomically at `time` (now when `None`).
+    pub async fn commit(
+        &self,
+        writes: Vec<Write>,
+        jobs: Option<JobsFor>,
+        time: Option<i64>,
+    ) -> Result<Vec<Committed>, CommitError> {
+        let commit = Commit { writes, jobs, time: time.unwrap_or_else(now_micros) };
         match &*self.pools {
             Pools::Sqlite(pools) => pools.queue.commit(commit).await,
             Pools::Postgres(pool) => super::postgres::commit(pool, commit).await,
@@ -394,6 +406,13 @@ impl Store {
         if let (Some(collection), Ok(mut indexed)) = (collection, self.indexed.write()) {
             indexed.insert(collection.to_owned());
         }
+        Ok(())
+    }
+
+    /// Drops an index by name, if it exists.
+    pub async fn drop_index(&self, name: &str) -> Result<(), StoreError> {
+        let sql = format!("DROP INDEX IF EXISTS {name}");
+        on_writer!(self, |pool| sqlx::query(&sql).execute(pool).await.map(|_| ())?);
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::documents::{apply_writes, now_micros, record_changes, Commit, CommitError, Committed, WriteSql};
+use super::documents::{apply_writes, record_changes, Commit, CommitError, Committed, WriteSql};
 use super::jobs::record_jobs;
 use super::query::{Dialect, FieldPath, Param, Scalar};
 use super::StoreError;
@@ -58,12 +58,19 @@ fn json_path(field: &FieldPath) -> String {
     format!("'{{{}}}'", field.segments().join(","))
 }
 
+/// The path of a timestamp's text inside the field (`{at,$timestamp}`).
+fn timestamp_path(field: &FieldPath) -> String {
+    format!("'{{{},{}}}'", field.segments().join(","), nimbus_rules_lang::time::TIMESTAMP_KEY)
+}
+
 impl Dialect for PostgresDialect {
     fn rank(&self, field: &FieldPath) -> String {
         format!(
             "(CASE jsonb_typeof(data #> {}) WHEN 'null' THEN 0::int8 WHEN 'boolean' THEN 1::int8 WHEN 'number' THEN 2::int8 \
-             WHEN 'string' THEN 3::int8 WHEN 'array' THEN 4::int8 WHEN 'object' THEN 5::int8 END)",
-            json_path(field)
+             WHEN 'string' THEN 4::int8 WHEN 'array' THEN 5::int8 \
+             WHEN 'object' THEN (CASE jsonb_typeof(data #> {}) WHEN 'string' THEN 3::int8 ELSE 6::int8 END) END)",
+            json_path(field),
+            timestamp_path(field)
         )
     }
 
@@ -77,7 +84,11 @@ impl Dialect for PostgresDialect {
 
     fn text(&self, field: &FieldPath) -> String {
         let p = json_path(field);
-        format!("((CASE jsonb_typeof(data #> {p}) WHEN 'string' THEN data #>> {p} ELSE '' END) COLLATE \"C\")")
+        let t = timestamp_path(field);
+        format!(
+            "((CASE jsonb_typeof(data #> {p}) WHEN 'string' THEN data #>> {p} \
+             WHEN 'object' THEN COALESCE(data #>> {t}, '') ELSE '' END) COLLATE \"C\")"
+        )
     }
 
     fn array_contains(&self, field: &FieldPath, _value: &Scalar, param: &str) -> String {
@@ -91,6 +102,7 @@ impl Dialect for PostgresDialect {
             Scalar::Bool(b) => serde_json::Value::Bool(*b),
             Scalar::Number(n) => serde_json::json!(n),
             Scalar::String(s) => serde_json::Value::String(s.clone()),
+            Scalar::Timestamp(t) => serde_json::json!({ nimbus_rules_lang::time::TIMESTAMP_KEY: t }),
         };
         Some(Param::Text(json.to_string()))
     }
@@ -121,12 +133,12 @@ pub(super) async fn commit(pool: &PgPool, commit: Commit) -> Result<Vec<Committe
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let now = now_micros();
+        let now = commit.time;
         let mut tx = pool.begin().await.map_err(StoreError::from)?;
         let result = match apply_writes!(tx, &WRITE_SQL, writes, now) {
             Ok(committed) => {
                 let jobs = commit.jobs.as_ref().map(|jobs_for| jobs_for(&committed, now)).unwrap_or_default();
-                let recorded = match record_changes!(tx, &WRITE_SQL, committed.iter(), now) {
+                let recorded = match record_changes!(tx, &WRITE_SQL, committed.iter()) {
                     Ok(()) => record_jobs!(tx, &jobs, now),
                     Err(e) => Err(e),
                 };

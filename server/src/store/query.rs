@@ -2,9 +2,10 @@
 //! parameters. The SQL is written once here; the two dialects differ only in
 //! how a JSON field is read (`Dialect`). Every field is compared through three
 //! sort keys that both databases compute the same way — its type rank
-//! (null < bool < number < string < array < map), its numeric value and its
-//! string value — so filters, ordering, cursors and declared expression
-//! indexes agree on SQLite and PostgreSQL.
+//! (null < bool < number < timestamp < string < array < map, Firestore's type
+//! order), its numeric value and its string value (a timestamp's canonical
+//! text) — so filters, ordering, cursors and declared expression indexes
+//! agree on SQLite and PostgreSQL.
 
 use std::fmt::Write as _;
 
@@ -38,7 +39,33 @@ pub enum Scalar {
     Null,
     Bool(bool),
     Number(f64),
+    /// A timestamp, as its canonical RFC 3339 text.
+    Timestamp(String),
     String(String),
+}
+
+/// Type ranks of the sort keys (`Dialect::rank` writes the same in SQL).
+pub mod rank {
+    pub const NULL: i64 = 0;
+    pub const BOOL: i64 = 1;
+    pub const NUMBER: i64 = 2;
+    pub const TIMESTAMP: i64 = 3;
+    pub const STRING: i64 = 4;
+    pub const ARRAY: i64 = 5;
+    pub const MAP: i64 = 6;
+}
+
+impl Scalar {
+    /// The value's sort keys: (rank, numeric value, text value).
+    fn keys(&self) -> (i64, f64, String) {
+        match self {
+            Scalar::Null => (rank::NULL, 0.0, String::new()),
+            Scalar::Bool(b) => (rank::BOOL, if *b { 1.0 } else { 0.0 }, String::new()),
+            Scalar::Number(n) => (rank::NUMBER, *n, String::new()),
+            Scalar::Timestamp(t) => (rank::TIMESTAMP, 0.0, t.clone()),
+            Scalar::String(s) => (rank::STRING, 0.0, s.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,12 +125,15 @@ impl SortKey {
     pub fn of(value: &serde_json::Value) -> SortKey {
         use serde_json::Value;
         let (rank, num, text) = match value {
-            Value::Null => (0, 0.0, String::new()),
-            Value::Bool(b) => (1, if *b { 1.0 } else { 0.0 }, String::new()),
-            Value::Number(n) => (2, n.as_f64().unwrap_or(0.0), String::new()),
-            Value::String(s) => (3, 0.0, s.clone()),
-            Value::Array(_) => (4, 0.0, String::new()),
-            Value::Object(_) => (5, 0.0, String::new()),
+            Value::Null => (rank::NULL, 0.0, String::new()),
+            Value::Bool(b) => (rank::BOOL, if *b { 1.0 } else { 0.0 }, String::new()),
+            Value::Number(n) => (rank::NUMBER, n.as_f64().unwrap_or(0.0), String::new()),
+            Value::String(s) => (rank::STRING, 0.0, s.clone()),
+            Value::Array(_) => (rank::ARRAY, 0.0, String::new()),
+            Value::Object(map) => match map.get(nimbus_rules_lang::time::TIMESTAMP_KEY).and_then(Value::as_str) {
+                Some(text) => (rank::TIMESTAMP, 0.0, text.to_owned()),
+                None => (rank::MAP, 0.0, String::new()),
+            },
         };
         SortKey { rank, num, text }
     }
@@ -158,7 +188,8 @@ pub(super) enum Param {
 
 /// How a dialect reads one JSON field; everything else is shared SQL.
 pub(super) trait Dialect {
-    /// Type rank: 0 null, 1 bool, 2 number, 3 string, 4 array, 5 map; NULL when missing.
+    /// Type rank (see `rank`): 0 null, 1 bool, 2 number, 3 timestamp, 4 string,
+    /// 5 array, 6 map; NULL when missing.
     fn rank(&self, field: &FieldPath) -> String;
     /// Numeric value of bools (0/1) and numbers, 0 otherwise.
     fn num(&self, field: &FieldPath) -> String;
@@ -253,7 +284,12 @@ pub(super) fn aggregate(
                 AggregateFn::Min => "MIN",
                 AggregateFn::Max => "MAX",
             };
-            format!("{function}(CASE WHEN {} = 2 THEN {} END)", dialect.rank(&a.field), dialect.num(&a.field))
+            format!(
+                "{function}(CASE WHEN {} = {} THEN {} END)",
+                dialect.rank(&a.field),
+                rank::NUMBER,
+                dialect.num(&a.field)
+            )
         })
         .collect();
     sql.text.push_str(&columns.join(", "));
@@ -381,12 +417,7 @@ fn join(parts: Vec<String>, separator: &str, sql: &mut Sql) {
 /// order on the fields after it.
 fn compare_sql(dialect: &dyn Dialect, field: &FieldPath, op: CompareOp, value: &Scalar, sql: &mut Sql) {
     let rank = dialect.rank(field);
-    let (value_rank, num, text) = match value {
-        Scalar::Null => (0, 0.0, String::new()),
-        Scalar::Bool(b) => (1, if *b { 1.0 } else { 0.0 }, String::new()),
-        Scalar::Number(n) => (2, *n, String::new()),
-        Scalar::String(s) => (3, 0.0, s.clone()),
-    };
+    let (value_rank, num, text) = value.keys();
     let same_type_match = match op {
         CompareOp::Eq | CompareOp::Ne => {
             let n = sql.bind(Param::Real(num));
@@ -394,13 +425,13 @@ fn compare_sql(dialect: &dyn Dialect, field: &FieldPath, op: CompareOp, value: &
             format!("{rank} = {value_rank} AND {} = {n} AND {} = {t}", dialect.num(field), dialect.text(field))
         }
         CompareOp::Lt | CompareOp::Le | CompareOp::Gt | CompareOp::Ge => match value {
-            Scalar::Null if matches!(op, CompareOp::Le | CompareOp::Ge) => format!("{rank} = 0"),
+            Scalar::Null if matches!(op, CompareOp::Le | CompareOp::Ge) => format!("{rank} = {}", rank::NULL),
             Scalar::Null => "1 = 0".to_owned(),
             Scalar::Bool(_) | Scalar::Number(_) => {
                 let n = sql.bind(Param::Real(num));
                 format!("{rank} = {value_rank} AND {} {} {n}", dialect.num(field), op.sql())
             }
-            Scalar::String(_) => {
+            Scalar::String(_) | Scalar::Timestamp(_) => {
                 let t = sql.bind(Param::Text(text));
                 format!("{rank} = {value_rank} AND {} {} {t}", dialect.text(field), op.sql())
             }

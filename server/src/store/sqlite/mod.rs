@@ -115,12 +115,19 @@ fn json_path(field: &FieldPath) -> String {
     format!("'$.{}'", field.segments().join("."))
 }
 
+/// The path of a timestamp's text inside the field (`$.at."$timestamp"`).
+fn timestamp_path(field: &FieldPath) -> String {
+    format!("'$.{}.\"{}\"'", field.segments().join("."), nimbus_rules_lang::time::TIMESTAMP_KEY)
+}
+
 impl Dialect for SqliteDialect {
     fn rank(&self, field: &FieldPath) -> String {
         format!(
             "(CASE json_type(data, {}) WHEN 'null' THEN 0 WHEN 'true' THEN 1 WHEN 'false' THEN 1 \
-             WHEN 'integer' THEN 2 WHEN 'real' THEN 2 WHEN 'text' THEN 3 WHEN 'array' THEN 4 WHEN 'object' THEN 5 END)",
-            json_path(field)
+             WHEN 'integer' THEN 2 WHEN 'real' THEN 2 WHEN 'text' THEN 4 WHEN 'array' THEN 5 \
+             WHEN 'object' THEN (CASE json_type(data, {}) WHEN 'text' THEN 3 ELSE 6 END) END)",
+            json_path(field),
+            timestamp_path(field)
         )
     }
 
@@ -134,7 +141,11 @@ impl Dialect for SqliteDialect {
 
     fn text(&self, field: &FieldPath) -> String {
         let p = json_path(field);
-        format!("(CASE json_type(data, {p}) WHEN 'text' THEN json_extract(data, {p}) ELSE '' END)")
+        let t = timestamp_path(field);
+        format!(
+            "(CASE json_type(data, {p}) WHEN 'text' THEN json_extract(data, {p}) \
+             WHEN 'object' THEN COALESCE(json_extract(data, {t}), '') ELSE '' END)"
+        )
     }
 
     fn array_contains(&self, field: &FieldPath, value: &Scalar, param: &str) -> String {
@@ -145,6 +156,10 @@ impl Dialect for SqliteDialect {
             Scalar::Bool(false) => "je.type = 'false'".to_owned(),
             Scalar::Number(_) => format!("je.type IN ('integer', 'real') AND je.value = {param}"),
             Scalar::String(_) => format!("je.type = 'text' AND je.value = {param}"),
+            Scalar::Timestamp(_) => format!(
+                "je.type = 'object' AND json_extract(je.value, '$.\"{}\"') = {param}",
+                nimbus_rules_lang::time::TIMESTAMP_KEY
+            ),
         };
         format!(
             "(json_type(data, {p}) = 'array' AND EXISTS (SELECT 1 FROM json_each(documents.data, {p}) AS je WHERE {element}))"
@@ -155,7 +170,7 @@ impl Dialect for SqliteDialect {
         match value {
             Scalar::Null | Scalar::Bool(_) => None,
             Scalar::Number(n) => Some(Param::Real(*n)),
-            Scalar::String(s) => Some(Param::Text(s.clone())),
+            Scalar::String(s) | Scalar::Timestamp(s) => Some(Param::Text(s.clone())),
         }
     }
 

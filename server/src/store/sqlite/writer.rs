@@ -168,10 +168,10 @@ async fn commit_group(
 ) -> Result<CommitResults, StoreError> {
     let now = now_micros();
     let one_at_a_time = || vec![None; group.len()];
-    let Some(created) = fresh_creates(group, now) else {
+    let Some(created) = fresh_creates(group) else {
         return Ok(run_group(connection, group, one_at_a_time(), Savepoints::Yes, now).await?.unwrap_or_default());
     };
-    let created = match commit_creates_at_once(connection, group, created, now).await? {
+    let created = match commit_creates_at_once(connection, group, created).await? {
         AtOnce::Committed(results) => return Ok(results),
         AtOnce::NotApplicable(created) => created,
     };
@@ -202,7 +202,7 @@ async fn run_group(
     now: i64,
 ) -> Result<Option<CommitResults>, StoreError> {
     let mut tx = sqlx::Connection::begin(connection).await?;
-    if insert_fresh(&mut tx, &created, now).await.is_err() {
+    if insert_fresh(&mut tx, &created).await.is_err() {
         return Ok(None);
     }
     let mut results = Vec::with_capacity(group.len());
@@ -213,14 +213,14 @@ async fn run_group(
         }
         let result = if savepoints == Savepoints::Yes {
             let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-            let result = apply_writes!(savepoint, &WRITE_SQL, commit.writes, now);
+            let result = apply_writes!(savepoint, &WRITE_SQL, commit.writes, commit.time);
             match result {
                 Ok(_) => savepoint.commit().await?,
                 Err(_) => savepoint.rollback().await?,
             }
             result
         } else {
-            let result = apply_writes!(tx, &WRITE_SQL, commit.writes, now);
+            let result = apply_writes!(tx, &WRITE_SQL, commit.writes, commit.time);
             if result.is_err() {
                 tx.rollback().await?;
                 return Ok(None);
@@ -229,13 +229,13 @@ async fn run_group(
         };
         results.push(result);
     }
-    record_changes!(tx, &WRITE_SQL, committed_writes(&results), now)?;
-    record_jobs!(tx, &group_jobs(group, &results, now), now)?;
+    record_changes!(tx, &WRITE_SQL, committed_writes(&results))?;
+    record_jobs!(tx, &group_jobs(group, &results), now)?;
     tx.commit().await?;
     Ok(Some(results))
 }
 
-/// Most documents `commit_creates_at_once` writes (3 parameters each).
+/// Most documents `commit_creates_at_once` writes (4 parameters each).
 const MAX_CREATES_AT_ONCE: usize = 1000;
 
 /// A group whose commits all create documents at fresh ids, and want no
@@ -247,7 +247,6 @@ async fn commit_creates_at_once(
     connection: &mut SqliteConnection,
     group: &[(Commit, Reply)],
     created: Created,
-    now: i64,
 ) -> Result<AtOnce, StoreError> {
     if created.iter().any(Option::is_none) {
         return Ok(AtOnce::NotApplicable(created));
@@ -256,12 +255,11 @@ async fn commit_creates_at_once(
     let not_applicable =
         |results: CommitResults| Ok(AtOnce::NotApplicable(results.into_iter().map(Result::ok).collect()));
     let rows: Vec<&Committed> = committed_writes(&results).collect();
-    if rows.is_empty() || rows.len() > MAX_CREATES_AT_ONCE || !group_jobs(group, &results, now).is_empty() {
+    if rows.is_empty() || rows.len() > MAX_CREATES_AT_ONCE || !group_jobs(group, &results).is_empty() {
         return not_applicable(results);
     }
-    let now_param = rows.len() * 3 + 1;
     let changes: Vec<String> = (0..rows.len())
-        .map(|r| format!("(${}, ${}, 'create', 1, NULL, ${}, ${now_param})", r * 3 + 1, r * 3 + 2, r * 3 + 3))
+        .map(|r| format!("(${}, ${}, 'create', 1, NULL, ${}, ${})", r * 4 + 1, r * 4 + 2, r * 4 + 3, r * 4 + 4))
         .collect();
     let text = format!(
         "BEGIN IMMEDIATE; {}; \
@@ -269,7 +267,7 @@ async fn commit_creates_at_once(
         documents_insert(rows.len()),
         changes.join(", ")
     );
-    let written = bind_documents(sqlx::query(&text), &rows).bind(now).execute(&mut *connection).await;
+    let written = bind_documents(sqlx::query(&text), &rows).execute(&mut *connection).await;
     drop(rows);
     match written {
         Ok(_) => Ok(AtOnce::Committed(results)),
@@ -287,11 +285,13 @@ enum AtOnce {
 }
 
 /// `INSERT INTO documents … VALUES` for `rows` new documents: parameters
-/// `3r+1..3r+3` are collection, id and data of row `r`; the time follows them.
+/// `4r+1..4r+4` are collection, id, data and commit time of row `r`.
 fn documents_insert(rows: usize) -> String {
-    let now_param = rows * 3 + 1;
     let values: Vec<String> = (0..rows)
-        .map(|r| format!("(${}, ${}, ${}, 1, ${now_param}, ${now_param})", r * 3 + 1, r * 3 + 2, r * 3 + 3))
+        .map(|r| {
+            let p = r * 4;
+            format!("(${}, ${}, ${}, 1, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 4)
+        })
         .collect();
     format!(
         "INSERT INTO documents (collection, id, data, version, create_time, update_time) VALUES {}",
@@ -305,7 +305,7 @@ fn bind_documents<'q>(
 ) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
     for committed in rows {
         let data = committed.doc.as_ref().map(|d| d.data.as_str());
-        query = query.bind(&committed.key.collection).bind(&committed.key.id).bind(data);
+        query = query.bind(&committed.key.collection).bind(&committed.key.id).bind(data).bind(committed.time);
     }
     query
 }
@@ -314,15 +314,15 @@ fn bind_documents<'q>(
 /// collection), its result, decided without reading (no row can exist);
 /// `None` for the other commits. `None` overall when such a mutation
 /// rejects, so the group runs one commit at a time.
-fn fresh_creates(group: &[(Commit, Reply)], now: i64) -> Option<Created> {
+fn fresh_creates(group: &[(Commit, Reply)]) -> Option<Created> {
     group
         .iter()
         .map(|(commit, _)| {
             if !commit.writes.iter().all(|w| w.fresh) {
                 return Some(None);
             }
-            let committed = commit.writes.iter().map(|write| match (write.mutation)(None, now) {
-                Ok(Outcome::Put(data)) => Some(Committed::created(write.key.clone(), data, now)),
+            let committed = commit.writes.iter().map(|write| match (write.mutation)(None, commit.time) {
+                Ok(Outcome::Put(data)) => Some(Committed::created(write.key.clone(), data, commit.time)),
                 Ok(Outcome::Delete) | Err(_) => None,
             });
             committed.collect::<Option<Vec<_>>>().map(Some)
@@ -330,26 +330,26 @@ fn fresh_creates(group: &[(Commit, Reply)], now: i64) -> Option<Created> {
         .collect()
 }
 
-/// Most rows in one multi-row `INSERT` of fresh documents (3 parameters each).
+/// Most rows in one multi-row `INSERT` of fresh documents (4 parameters each).
 const FRESH_ROWS_PER_INSERT: usize = 200;
 
 /// Inserts the documents of `created` with a few multi-row statements instead
 /// of one statement per document.
-async fn insert_fresh(tx: &mut sqlx::Transaction<'_, Sqlite>, created: &Created, now: i64) -> Result<(), StoreError> {
+async fn insert_fresh(tx: &mut sqlx::Transaction<'_, Sqlite>, created: &Created) -> Result<(), StoreError> {
     let rows: Vec<&Committed> = created.iter().flatten().flatten().collect();
     for chunk in rows.chunks(FRESH_ROWS_PER_INSERT) {
         let text = documents_insert(chunk.len());
-        bind_documents(sqlx::query(&text), chunk).bind(now).execute(&mut **tx).await?;
+        bind_documents(sqlx::query(&text), chunk).execute(&mut **tx).await?;
     }
     Ok(())
 }
 
 /// The trigger jobs of every successful commit of the group.
-fn group_jobs(group: &[(Commit, Reply)], results: &[Result<Vec<Committed>, CommitError>], now: i64) -> Vec<NewJob> {
+fn group_jobs(group: &[(Commit, Reply)], results: &[Result<Vec<Committed>, CommitError>]) -> Vec<NewJob> {
     group
         .iter()
         .zip(results)
-        .filter_map(|((commit, _), result)| Some(commit.jobs.as_ref()?(result.as_ref().ok()?, now)))
+        .filter_map(|((commit, _), result)| Some(commit.jobs.as_ref()?(result.as_ref().ok()?, commit.time)))
         .flatten()
         .collect()
 }
