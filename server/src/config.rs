@@ -142,7 +142,11 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct IndexSetting {
-    pub collection: String,
+    /// A collection or a pattern (`rooms/*/messages`) …
+    pub collection: Option<String>,
+    /// … or a collection group (`collectionGroup = "comments"`).
+    #[serde(rename = "collectionGroup")]
+    pub collection_group: Option<String>,
     pub fields: Vec<String>,
 }
 

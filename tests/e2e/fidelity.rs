@@ -11,6 +11,7 @@ on_both_backends!(
     admin_creates_users_with_chosen_ids,
     rules_see_the_request_s_own_writes_and_math,
     timestamps_are_a_type_for_rules_and_writes,
+    collection_group_queries_span_every_collection_of_the_id,
 );
 
 async fn password_grant(server: &Server, email: &str, password: &str) -> (u16, Value) {
@@ -130,4 +131,98 @@ async fn timestamps_are_a_type_for_rules_and_writes(backend: Backend) {
     let bad = json!({"publishedAt": {"$timestamp": "next tuesday"}});
     let (status, body) = server.admin("PUT", "/v1/docs/posts/bad", Some(bad)).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid-argument")), "{body}");
+}
+
+async fn signed_up(server: &Server, email: &str) -> (String, String) {
+    let body = json!({"email": email, "password": "correct horse"});
+    let (_, session) = server.call("POST", "/v1/auth/signup", None, Some(body)).await;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    (text(&session["user"]["id"]), text(&session["access_token"]))
+}
+
+fn ids_of(body: &Value) -> Vec<String> {
+    body["documents"].as_array().into_iter().flatten().filter_map(|d| d["path"].as_str().map(str::to_owned)).collect()
+}
+
+async fn collection_group_queries_span_every_collection_of_the_id(backend: Backend) {
+    let rules = "rules_version = '2';
+        service cloud.firestore { match /databases/{db}/documents {
+          match /{path=**}/comments/{id} {
+            allow read: if resource.data.author == request.auth.uid;
+          }
+        } }";
+    let toml = "[[indexes]]\ncollectionGroup = \"comments\"\nfields = [\"n\"]\n";
+    let options = Options::default().file("rules/app.rules", rules).file("nimbus.toml", toml);
+    let server = Server::start_with(backend, options).await;
+    let (alice, alice_token) = signed_up(&server, "alice@example.com").await;
+    let (bob, _) = signed_up(&server, "bob@example.com").await;
+    let comments = [
+        ("posts/p1/comments/c1", &alice, 5),
+        ("posts/p1/comments/c2", &bob, 1),
+        ("posts/p2/comments/c3", &alice, 2),
+        ("comments/c4", &alice, 9),
+        ("users/u/posts/p9/comments/c5", &alice, 7),
+        ("posts/p1/mycomments/c6", &alice, 3),
+        ("posts/p3/comments/c7", &bob, 4),
+    ];
+    let writes: Vec<Value> = comments
+        .iter()
+        .map(|(path, author, n)| json!({"op": "set", "path": path, "data": {"author": author, "n": n}}))
+        .collect();
+    assert_eq!(server.admin("POST", "/v1/batch", Some(json!({ "writes": writes }))).await.0, 200);
+
+    let all = json!({"collectionGroup": "comments", "orderBy": ["n"]});
+    let (status, body) = server.admin("POST", "/v1/query", Some(all)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        ids_of(&body),
+        [
+            "posts/p1/comments/c2",
+            "posts/p2/comments/c3",
+            "posts/p3/comments/c7",
+            "posts/p1/comments/c1",
+            "users/u/posts/p9/comments/c5",
+            "comments/c4"
+        ],
+        "every collection named comments, not mycomments"
+    );
+
+    let mine = json!({"collectionGroup": "comments", "orderBy": ["n"], "limit": 2});
+    let (status, first) = server.call("POST", "/v1/query", Some(&alice_token), Some(mine.clone())).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(ids_of(&first), ["posts/p2/comments/c3", "posts/p1/comments/c1"], "only her own, across all posts");
+    let mut next = mine.clone();
+    next["startAfter"] = first["nextCursor"].clone();
+    let (_, second) = server.call("POST", "/v1/query", Some(&alice_token), Some(next)).await;
+    assert_eq!(ids_of(&second), ["users/u/posts/p9/comments/c5", "comments/c4"]);
+    let count = json!({"collectionGroup": "comments", "count": true});
+    let (_, counted) = server.call("POST", "/v1/query", Some(&alice_token), Some(count)).await;
+    assert_eq!(counted["count"], 4, "{counted}");
+    let filtered = json!({"collectionGroup": "comments", "where": [["n", ">", 4]], "orderBy": [["n", "desc"]]});
+    let (_, big) = server.call("POST", "/v1/query", Some(&alice_token), Some(filtered)).await;
+    assert_eq!(ids_of(&big), ["comments/c4", "users/u/posts/p9/comments/c5", "posts/p1/comments/c1"]);
+    let mut wrong = mine.clone();
+    wrong["collectionGroup"] = json!("mycomments");
+    wrong["startAfter"] = first["nextCursor"].clone();
+    assert_eq!(
+        server.call("POST", "/v1/query", Some(&alice_token), Some(wrong)).await.0,
+        400,
+        "a cursor fits its group"
+    );
+    let signed_out = json!({"collectionGroup": "mycomments"});
+    assert_eq!(server.call("POST", "/v1/query", None, Some(signed_out)).await.0, 403, "no rule reaches that group");
+    let both = json!({"collection": "comments", "collectionGroup": "comments"});
+    assert_eq!(server.admin("POST", "/v1/query", Some(both)).await.0, 400);
+    let nested = json!({"collectionGroup": "posts/p1/comments"});
+    assert_eq!(server.admin("POST", "/v1/query", Some(nested)).await.0, 400);
+
+    let filler: Vec<Value> =
+        (0..300).map(|i| json!({"op": "set", "path": format!("other/o{i}"), "data": {"n": i}})).collect();
+    assert_eq!(server.admin("POST", "/v1/batch", Some(json!({ "writes": filler }))).await.0, 200);
+    server.sql_rows("ANALYZE").await;
+    let ordered = json!({"collectionGroup": "comments", "orderBy": ["n"], "limit": 3});
+    let (status, plan) = server.admin("POST", "/v1/admin/explain", Some(ordered)).await;
+    assert_eq!(status, 200, "{plan}");
+    let plan = plan["plan"].as_str().unwrap_or_default();
+    assert!(plan.contains("documents_idx_"), "the plan uses the collection group index:\n{plan}");
 }

@@ -62,11 +62,9 @@
     update: (data, options = {}) => host({ op: "update", path, data, ...options }),
     delete: (options = {}) => host({ op: "delete", path, ...options }),
   });
-  const collection = (path) => {
-    const query = { collection: path, where: [], orderBy: [] };
+  const queryOf = (scope) => {
+    const query = { ...scope, where: [], orderBy: [] };
     const builder = {
-      doc: (id) => doc(`${path}/${id}`),
-      add: (data) => host({ op: "add", collection: path, data }),
       where: (field, op, value) => { query.where.push([field, op, value]); return builder; },
       orderBy: (field, direction = "asc") => { query.orderBy.push([field, direction]); return builder; },
       limit: (n) => { query.limit = n; return builder; },
@@ -75,6 +73,12 @@
     };
     return builder;
   };
+  const collection = (path) => ({
+    ...queryOf({ collection: path }),
+    doc: (id) => doc(`${path}/${id}`),
+    add: (data) => host({ op: "add", collection: path, data }),
+  });
+  const collectionGroup = (id) => queryOf({ collectionGroup: id });
   const batch = () => {
     const writes = [];
     const add = (op) => (path, data, precondition) => {
@@ -90,7 +94,7 @@
     };
     return b;
   };
-  const db = { doc, collection, batch };
+  const db = { doc, collection, collectionGroup, batch };
   // fetch() to the hosts allowed in configuration; the host makes the request.
   globalThis.fetch = async (url, init = {}) => {
     const reply = await host({

@@ -144,13 +144,33 @@ impl Rules {
     pub fn list_condition(&self, collection: &str, auth: Option<&Auth>, time_micros: i64) -> pushdown::Condition {
         let request =
             Request { method: Method::List, path: collection, auth, time_micros, existing: None, incoming: None };
-        let rules = self.rules.iter().map(|rule| {
+        pushdown::list_condition(self.list_rules(), collection, &request)
+    }
+
+    /// The condition on `resource.data` for `list` over the collection group
+    /// `group` (every collection whose last segment it is); see `pushdown`.
+    pub fn group_list_condition(&self, group: &str, auth: Option<&Auth>, time_micros: i64) -> pushdown::Condition {
+        let request = Request { method: Method::List, path: group, auth, time_micros, existing: None, incoming: None };
+        pushdown::group_list_condition(self.list_rules(), group, &request)
+    }
+
+    /// Whether any `allow` for `method` can apply to a document in some
+    /// collection of the group `group`.
+    pub fn covers_group(&self, method: Method, group: &str) -> bool {
+        self.rules
+            .iter()
+            .filter(|rule| rule.allows.iter().any(|a| a.methods.contains(&method)))
+            .any(|rule| pushdown::group_reach(&rule.pattern, group, rule.version) != pushdown::GroupReach::None)
+    }
+
+    /// Each rule's pattern, version, `allow list` conditions, functions and fixed variables.
+    fn list_rules(&self) -> impl Iterator<Item = pushdown::RuleView<'_>> {
+        self.rules.iter().map(|rule| {
             let conditions: Vec<&ast::Expr> =
                 rule.allows.iter().filter(|a| a.methods.contains(&Method::List)).map(|a| &a.condition).collect();
             let functions: Vec<&[Function]> = rule.functions.iter().map(|f| f.as_slice()).collect();
             (rule.pattern.as_slice(), rule.version, conditions, functions, rule.fixed.as_slice())
-        });
-        pushdown::list_condition(rules, collection, &request)
+        })
     }
 
     /// Whether any `allow` for `method` applies to some document directly in

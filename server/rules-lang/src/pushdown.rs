@@ -102,10 +102,76 @@ impl Lookup for NoDocuments {
     }
 }
 
+/// One rule as the push-down sees it: pattern, version, its `allow list`
+/// conditions, the functions it sees, and fixed variables.
+pub(crate) type RuleView<'r> = (&'r [Segment], u8, Vec<&'r Expr>, Vec<&'r [Function]>, &'r [(String, String)]);
+
+/// How much of a collection group a rule's pattern reaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GroupReach {
+    /// No document of the group.
+    None,
+    /// Documents of some of the group's collections (`/posts/{p}/comments/{c}`).
+    Some,
+    /// Every document of the group (`/{path=**}/comments/{c}`).
+    All,
+}
+
+/// Which documents `<any path>/<group>/<id>` a pattern can match.
+pub(crate) fn group_reach(pattern: &[Segment], group: &str, version: u8) -> GroupReach {
+    match pattern {
+        [Segment::Rest(_), Segment::Literal(g), Segment::Var(_)] if g == group && version >= 2 => GroupReach::All,
+        [.., Segment::Rest(_)] => GroupReach::Some,
+        [.., Segment::Rest(_), Segment::Var(_)] => GroupReach::Some,
+        [.., Segment::Literal(g), Segment::Var(_)] if g == group => GroupReach::Some,
+        [.., Segment::Var(_), Segment::Var(_)] => GroupReach::Some,
+        _ => GroupReach::None,
+    }
+}
+
+/// The filter for `list` over the collection group `group`. The path
+/// variables differ from row to row, so every one of them is left to the
+/// per-row check; a rule that reaches only part of the group makes the
+/// result inexact (its documents elsewhere must be checked one by one).
+pub(crate) fn group_list_condition<'r>(
+    rules: impl Iterator<Item = RuleView<'r>>,
+    group: &str,
+    request: &crate::Request,
+) -> Condition {
+    let lookup = NoDocuments;
+    let env = Env::new(request, &lookup);
+    let mut result = Condition::Nothing;
+    for (pattern, version, conditions, functions, fixed) in rules {
+        let reach = group_reach(pattern, group, version);
+        if conditions.is_empty() || reach == GroupReach::None {
+            continue;
+        }
+        if matches!(pattern.last(), Some(Segment::Literal(_))) {
+            return Condition::Unknown;
+        }
+        let mut row = vec!["resource".to_owned()];
+        row.extend(pattern.iter().filter_map(|s| match s {
+            Segment::Var(name) | Segment::Rest(name) => Some(name.clone()),
+            Segment::Literal(_) => None,
+        }));
+        let vars = fixed.iter().map(|(k, v)| (k.clone(), Value::Str(v.clone()))).collect();
+        let scope = Scope { vars, functions };
+        let mut allowed = Condition::Nothing;
+        for condition in conditions {
+            allowed = or(allowed, residual(condition, &scope, &env, &row, 0));
+        }
+        if reach == GroupReach::Some {
+            allowed = and(allowed, Condition::Unknown);
+        }
+        result = or(result, allowed);
+    }
+    result
+}
+
 /// The filter for `list` in `collection`, given the bindings and functions of
-/// each matching rule. `rules` yields (pattern, version, allows' conditions, functions).
+/// each matching rule.
 pub(crate) fn list_condition<'r>(
-    rules: impl Iterator<Item = (&'r [Segment], u8, Vec<&'r Expr>, Vec<&'r [Function]>, &'r [(String, String)])>,
+    rules: impl Iterator<Item = RuleView<'r>>,
     collection: &str,
     request: &crate::Request,
 ) -> Condition {

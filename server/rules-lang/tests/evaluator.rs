@@ -526,11 +526,39 @@ fn list_conditions_leave_what_they_cannot_express_for_per_row_checks() {
         match /stamps/{id} { allow list: if resource.data.at < request.time; }"#,
     );
     let alice = alice();
-    for collection in ["groups", "fetched", "single", "stamps"] {
+    for collection in ["groups", "fetched", "single"] {
         let condition = rules.list_condition(collection, Some(&alice), 0);
         assert!(!condition.is_exact(), "{collection}: {condition:?}");
         assert_ne!(condition, Condition::Nothing, "{collection}: a necessary condition never drops visible rows");
     }
+    assert_eq!(
+        rules.list_condition("stamps", Some(&alice), 0),
+        Condition::Compare {
+            field: vec!["at".into()],
+            op: nimbus_rules_lang::pushdown::CompareOp::Lt,
+            value: json!({"$timestamp": "1970-01-01T00:00:00.000000Z"})
+        },
+        "a timestamp comparison is pushed down in the wire form"
+    );
+}
+
+#[test]
+fn collection_groups_push_down_what_reaches_the_whole_group() {
+    use nimbus_rules_lang::pushdown::{CompareOp, Condition};
+    let rules = documents_rules(
+        r#"
+        match /{path=**}/comments/{id} { allow list: if resource.data.author == request.auth.uid; }
+        match /posts/{p}/reviews/{id} { allow list: if resource.data.public == true; }"#,
+    );
+    let alice = alice();
+    let comments = rules.group_list_condition("comments", Some(&alice), 0);
+    assert_eq!(comments, Condition::Compare { field: vec!["author".into()], op: CompareOp::Eq, value: json!("alice") });
+    assert!(comments.is_exact());
+    let reviews = rules.group_list_condition("reviews", Some(&alice), 0);
+    assert!(!reviews.is_exact(), "a rule for part of the group leaves every row to be checked: {reviews:?}");
+    assert!(rules.covers_group(Method::List, "reviews"));
+    assert!(!rules.covers_group(Method::List, "orders"));
+    assert_eq!(rules.group_list_condition("orders", Some(&alice), 0), Condition::Nothing);
 }
 
 /// Documents as stored, and the request's own writes for `getAfter`.

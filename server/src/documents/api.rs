@@ -88,14 +88,14 @@ fn json_response(status: StatusCode, body: String, version: Option<i64>) -> Resp
     response
 }
 
-fn render_page(collection: &str, documents: &[StoredDoc], next_cursor: Option<String>) -> String {
+fn render_page(documents: &[StoredDoc], next_cursor: Option<String>) -> String {
     let mut out = String::with_capacity(documents.iter().map(|d| d.data.len() + 160).sum::<usize>() + 64);
     out.push_str("{\"documents\":[");
     for (i, stored) in documents.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        write_document(&mut out, collection, stored);
+        write_document(&mut out, &stored.collection, stored);
     }
     let _ = write!(out, "],\"nextCursor\":{}}}", next_cursor.map_or(Value::Null, Value::from));
     out
@@ -103,9 +103,7 @@ fn render_page(collection: &str, documents: &[StoredDoc], next_cursor: Option<St
 
 fn render_query_result(result: QueryResult) -> String {
     match result {
-        QueryResult::Documents { collection, documents, next_cursor } => {
-            render_page(collection.as_str(), &documents, next_cursor)
-        }
+        QueryResult::Documents { documents, next_cursor } => render_page(&documents, next_cursor),
         QueryResult::Count(n) => serde_json::json!({ "count": n }).to_string(),
         QueryResult::Aggregates(list) => {
             let map: serde_json::Map<String, Value> = list.into_iter().collect();

@@ -118,8 +118,11 @@ mod tests {
             field: FieldPath::parse("budget").unwrap_or_else(|| unreachable!()),
             direction: Direction::Asc,
         }];
-        let cursor =
-            Cursor { keys: vec![SortKey { rank: 2, num: 123456.0, text: String::new() }], id: "secret-id".into() };
+        let cursor = Cursor {
+            keys: vec![SortKey { rank: 2, num: 123456.0, text: String::new() }],
+            collection: None,
+            id: "secret-id".into(),
+        };
         let sealed = seal.seal("ads", &order, &cursor);
         let bytes = URL_SAFE_NO_PAD.decode(&sealed).unwrap_or_default();
         let visible = String::from_utf8_lossy(&bytes);

@@ -22,14 +22,14 @@ use crate::auth::Caller;
 use crate::clock::now_micros;
 use crate::error::{ApiFailure, ErrorCode};
 use crate::rules::RulesService;
-use crate::store::documents::{CommitError, Committed, DocKey, Outcome, Rejection, StoredDoc, Write};
+use crate::store::documents::{CommitError, Committed, DocKey, IndexScope, Outcome, Rejection, StoredDoc, Write};
 use crate::store::{Store, StoreError};
 use crate::triggers::TriggerIndex;
 use access::Fetched;
 use data::{DataLimits, Mode};
 use nimbus_rules_lang::ast::Method;
 use path::{CollectionPath, DocPath, PathError};
-use query::{ParsedQuery, Wanted};
+use query::{ParsedQuery, QueryScope, Wanted};
 use schema::Schemas;
 
 /// Most writes in one batch.
@@ -107,7 +107,11 @@ pub struct Document {
 /// The result of a query.
 #[derive(Debug)]
 pub enum QueryResult {
-    Documents { collection: CollectionPath, documents: Vec<StoredDoc>, next_cursor: Option<String> },
+    /// Each document knows its collection (a collection group spans several).
+    Documents {
+        documents: Vec<StoredDoc>,
+        next_cursor: Option<String>,
+    },
     Count(i64),
     Aggregates(Vec<(String, Value)>),
 }
@@ -364,10 +368,11 @@ impl Documents {
     }
 
     pub async fn query(&self, caller: &Caller, parsed: ParsedQuery) -> Result<QueryResult, DocumentError> {
-        let ParsedQuery { collection, mut query, wanted, start_after, end_before } = parsed;
+        let ParsedQuery { scope, mut query, wanted, start_after, end_before } = parsed;
+        let binding = scope.binding();
         let open = |token: Option<cursor::CursorToken>| {
             token
-                .map(|t| self.cursors.open(&t, collection.as_str(), &query.order))
+                .map(|t| self.cursors.open(&t, &binding, &query.order))
                 .transpose()
                 .map_err(DocumentError::InvalidArgument)
         };
@@ -377,11 +382,11 @@ impl Documents {
         let query = match caller {
             Caller::Service => query,
             Caller::Public | Caller::User(_) => {
-                let ruled = self.with_pushed_rules(caller, &collection, query)?;
+                let ruled = self.with_pushed_rules(caller, &scope, query)?;
                 if !ruled.exact {
                     return match wanted {
-                        Wanted::Documents => self.filtered_query(caller, collection, ruled.query).await,
-                        _ => self.filtered_aggregate(caller, collection, ruled.query, wanted).await,
+                        Wanted::Documents => self.filtered_query(caller, &binding, ruled.query).await,
+                        _ => self.filtered_aggregate(caller, ruled.query, wanted).await,
                     };
                 }
                 ruled.query
@@ -411,8 +416,8 @@ impl Documents {
                 if *caller != Caller::Service {
                     self.rows_read.inc_by(page.documents.len() as u64);
                 }
-                let next_cursor = page.next.map(|cursor| self.cursors.seal(collection.as_str(), &query.order, &cursor));
-                Ok(QueryResult::Documents { collection, documents: page.documents, next_cursor })
+                let next_cursor = page.next.map(|cursor| self.cursors.seal(&binding, &query.order, &cursor));
+                Ok(QueryResult::Documents { documents: page.documents, next_cursor })
             }
         }
     }
@@ -423,25 +428,23 @@ impl Documents {
     async fn filtered_query(
         &self,
         caller: &Caller,
-        collection: CollectionPath,
+        binding: &str,
         query: crate::store::query::Query,
     ) -> Result<QueryResult, DocumentError> {
-        let scan =
-            self.scan_visible(caller, &collection, query.clone(), query.limit as usize, MAX_SCANNED_PER_QUERY).await?;
-        let next_cursor = scan.next.map(|cursor| self.cursors.seal(collection.as_str(), &query.order, &cursor));
-        Ok(QueryResult::Documents { collection, documents: scan.visible, next_cursor })
+        let scan = self.scan_visible(caller, query.clone(), query.limit as usize, MAX_SCANNED_PER_QUERY).await?;
+        let next_cursor = scan.next.map(|cursor| self.cursors.seal(binding, &query.order, &cursor));
+        Ok(QueryResult::Documents { documents: scan.visible, next_cursor })
     }
 
     /// Counts and aggregates over the documents the caller may `list`.
     async fn filtered_aggregate(
         &self,
         caller: &Caller,
-        collection: CollectionPath,
         mut query: crate::store::query::Query,
         wanted: Wanted,
     ) -> Result<QueryResult, DocumentError> {
         query.limit = 1000;
-        let scan = self.scan_visible(caller, &collection, query, usize::MAX, MAX_COUNTED_UNDER_RULES).await?;
+        let scan = self.scan_visible(caller, query, usize::MAX, MAX_COUNTED_UNDER_RULES).await?;
         if scan.next.is_some() {
             return Err(DocumentError::InvalidArgument(format!(
                 "more than {MAX_COUNTED_UNDER_RULES} documents to check against the rules; narrow the query"
@@ -464,15 +467,26 @@ impl Documents {
     fn with_pushed_rules(
         &self,
         caller: &Caller,
-        collection: &CollectionPath,
+        scope: &QueryScope,
         mut query: crate::store::query::Query,
     ) -> Result<RuledQuery, DocumentError> {
         let rules = self.rules.current();
-        if !rules.covers(Method::List, collection.as_str()) {
-            return Err(denied(&format!("listing {collection}")));
-        }
         let auth = access::rules_auth(caller);
-        let pushed = access::pushed_filter(&rules.list_condition(collection.as_str(), auth.as_deref(), now_micros()));
+        let condition = match scope {
+            QueryScope::Collection(collection) => {
+                if !rules.covers(Method::List, collection.as_str()) {
+                    return Err(denied(&format!("listing {collection}")));
+                }
+                rules.list_condition(collection.as_str(), auth.as_deref(), now_micros())
+            }
+            QueryScope::Group(id) => {
+                if !rules.covers_group(Method::List, id) {
+                    return Err(denied(&format!("listing the collection group {id}")));
+                }
+                rules.group_list_condition(id, auth.as_deref(), now_micros())
+            }
+        };
+        let pushed = access::pushed_filter(&condition);
         if let Some(filter) = pushed.filter {
             query.filter = Some(match query.filter.take() {
                 Some(own) => crate::store::query::Filter::And(vec![own, filter]),
@@ -487,7 +501,6 @@ impl Documents {
     async fn scan_visible(
         &self,
         caller: &Caller,
-        collection: &CollectionPath,
         mut query: crate::store::query::Query,
         want: usize,
         budget: usize,
@@ -500,7 +513,7 @@ impl Documents {
             self.rows_read.inc_by(page.documents.len() as u64);
             for stored in page.documents {
                 scanned += 1;
-                let path = format!("{collection}/{}", stored.id);
+                let path = format!("{}/{}", stored.collection, stored.id);
                 let data = parse_data(&stored)?;
                 let check = access::Check { method: Method::List, path: &path, existing: Some(&data), incoming: None };
                 if self.allowed(caller, &mut fetched, &check).await? {
@@ -545,8 +558,25 @@ const SORT_KEYS_VERSION: &str = "|keys-v2";
 pub async fn ensure_indexes(store: &Store, indexes: &[crate::config::IndexSetting]) -> Result<(), String> {
     for (i, index) in indexes.iter().enumerate() {
         let context = format!("nimbus.toml: indexes[{i}]");
-        let pattern = index.collection.trim_matches('/');
-        CollectionPath::parse(&pattern.replace('*', "x")).map_err(|e| format!("{context}.collection: {}", e.0))?;
+        let (target, scope) = match (&index.collection, &index.collection_group) {
+            (Some(collection), None) => {
+                let pattern = collection.trim_matches('/');
+                CollectionPath::parse(&pattern.replace('*', "x"))
+                    .map_err(|e| format!("{context}.collection: {}", e.0))?;
+                // A pattern (`rooms/*/messages`) spans many collections: index them all.
+                let scope =
+                    if pattern.contains('*') { IndexScope::Everything } else { IndexScope::Collection(pattern) };
+                (pattern.to_owned(), scope)
+            }
+            (None, Some(group)) => {
+                let valid = CollectionPath::parse(group).is_ok_and(|p| !p.as_str().contains('/'));
+                if !valid {
+                    return Err(format!("{context}.collectionGroup: a collection id, one segment (e.g. \"comments\")"));
+                }
+                (format!("**/{group}"), IndexScope::Group(group))
+            }
+            _ => return Err(format!("{context}: give either `collection` or `collectionGroup`")),
+        };
         if index.fields.is_empty() || index.fields.len() > 8 {
             return Err(format!("{context}.fields: list 1 to 8 fields"));
         }
@@ -562,14 +592,12 @@ pub async fn ensure_indexes(store: &Store, indexes: &[crate::config::IndexSettin
         // change (timestamps got their own type rank), the index is built
         // again under a new name and the old one is dropped.
         let name_of = |version: &str| {
-            let identity = format!("{pattern}|{}{version}", index.fields.join(","));
+            let identity = format!("{target}|{}{version}", index.fields.join(","));
             format!("documents_idx_{}", &hex::encode(sha2::Sha256::digest(identity.as_bytes()))[..16])
         };
         let (name, previous) = (name_of(SORT_KEYS_VERSION), name_of(""));
         store.drop_index(&previous).await.map_err(|e| format!("{context}: {e}"))?;
-        // A pattern (`rooms/*/messages`) spans many collections: index them all.
-        let collection = (!pattern.contains('*')).then_some(pattern);
-        store.ensure_index(&name, collection, &fields).await.map_err(|e| format!("{context}: {e}"))?;
+        store.ensure_index(&name, scope, &fields).await.map_err(|e| format!("{context}: {e}"))?;
     }
     Ok(())
 }

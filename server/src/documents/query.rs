@@ -25,7 +25,10 @@ pub const MAX_DISJUNCTIONS: u64 = 30;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct QueryRequest {
-    pub collection: String,
+    /// One collection (`rooms/r1/messages`) …
+    pub collection: Option<String>,
+    /// … or a collection group: every collection with this last segment.
+    pub collection_group: Option<String>,
     #[serde(default, rename = "where")]
     pub filters: Vec<Value>,
     #[serde(default)]
@@ -46,10 +49,28 @@ pub enum Wanted {
     Aggregates(Vec<(String, Option<Aggregate>)>),
 }
 
+/// What a query reads.
+#[derive(Debug, Clone)]
+pub enum QueryScope {
+    Collection(CollectionPath),
+    /// Every collection whose last segment is this collection id.
+    Group(String),
+}
+
+impl QueryScope {
+    /// What a cursor of this query is bound to (a group cannot be mistaken for a collection).
+    pub fn binding(&self) -> String {
+        match self {
+            QueryScope::Collection(path) => path.as_str().to_owned(),
+            QueryScope::Group(id) => format!("**/{id}"),
+        }
+    }
+}
+
 /// A parsed query: the store query, its cursor tokens (not opened yet), and what to return.
 #[derive(Debug)]
 pub struct ParsedQuery {
-    pub collection: CollectionPath,
+    pub scope: QueryScope,
     pub query: Query,
     pub wanted: Wanted,
     pub start_after: Option<CursorToken>,
@@ -58,7 +79,19 @@ pub struct ParsedQuery {
 
 impl QueryRequest {
     pub fn parse(self) -> Result<ParsedQuery, String> {
-        let collection = CollectionPath::parse(&self.collection).map_err(|e| format!("`collection`: {}", e.0))?;
+        let scope = match (&self.collection, &self.collection_group) {
+            (Some(path), None) => {
+                QueryScope::Collection(CollectionPath::parse(path).map_err(|e| format!("`collection`: {}", e.0))?)
+            }
+            (None, Some(id)) => {
+                let single = CollectionPath::parse(id).map_err(|e| format!("`collectionGroup`: {}", e.0))?;
+                if single.as_str().contains('/') {
+                    return Err("`collectionGroup`: a collection id, one segment (e.g. \"comments\")".into());
+                }
+                QueryScope::Group(id.clone())
+            }
+            _ => return Err("give either `collection` or `collectionGroup`".into()),
+        };
         let mut clauses = 0;
         let filters = self.filters.iter().map(|f| parse_filter(f, &mut clauses)).collect::<Result<Vec<_>, _>>()?;
         let order = self.order_by.iter().map(parse_order).collect::<Result<Vec<_>, _>>()?;
@@ -78,14 +111,11 @@ impl QueryRequest {
                 if disjunctions == u64::MAX { "over " } else { "" }
             ));
         }
-        let query = Query {
-            collection: collection.as_str().to_owned(),
-            filter,
-            start_after: None,
-            end_before: None,
-            order,
-            limit,
+        let (collection, group) = match &scope {
+            QueryScope::Collection(path) => (path.as_str().to_owned(), false),
+            QueryScope::Group(id) => (id.clone(), true),
         };
+        let query = Query { collection, group, filter, start_after: None, end_before: None, order, limit };
         let wanted = match (self.count, self.aggregate) {
             (true, Some(_)) => {
                 return Err("`count` and `aggregate` cannot be combined; use an aggregate [\"count\"]".into())
@@ -96,7 +126,7 @@ impl QueryRequest {
         };
         let token = |field, token: Option<String>| token.map(|token| CursorToken { field, token });
         Ok(ParsedQuery {
-            collection,
+            scope,
             query,
             wanted,
             start_after: token("startAfter", self.start_after),
@@ -117,6 +147,7 @@ pub fn list_query(
     }
     let query = Query {
         collection: collection.as_str().to_owned(),
+        group: false,
         filter: None,
         order: Vec::new(),
         limit,
@@ -124,7 +155,7 @@ pub fn list_query(
         end_before: None,
     };
     Ok(ParsedQuery {
-        collection: collection.clone(),
+        scope: QueryScope::Collection(collection.clone()),
         query,
         wanted: Wanted::Documents,
         start_after: page_token.map(|t| CursorToken { field: "pageToken", token: t.to_owned() }),

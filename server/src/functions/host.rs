@@ -230,10 +230,10 @@ async fn handle(documents: &Documents, messages: &Messages, request: Value) -> R
             let query: QueryRequest = crate::http::extract::decode_value(request["query"].clone())?;
             let parsed = query.parse().map_err(invalid)?;
             match documents.query(&Caller::Service, parsed).await? {
-                QueryResult::Documents { collection, documents, next_cursor } => Ok(json!({
+                QueryResult::Documents { documents, next_cursor } => Ok(json!({
                     "documents": documents
                         .iter()
-                        .map(|d| document_json(&format!("{collection}/{}", d.id), d))
+                        .map(|d| document_json(&format!("{}/{}", d.collection, d.id), d))
                         .collect::<Vec<_>>(),
                     "nextCursor": next_cursor,
                 })),

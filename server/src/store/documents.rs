@@ -17,6 +17,8 @@ pub struct DocKey {
 /// A document row. `data` is the stored JSON text, returned without re-parsing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredDoc {
+    /// The collection the document is in (`posts/p1/comments`).
+    pub collection: String,
     pub id: String,
     pub data: String,
     pub version: i64,
@@ -84,6 +86,17 @@ impl ChangeKind {
     }
 }
 
+/// Which documents a declared index holds.
+#[derive(Debug, Clone, Copy)]
+pub enum IndexScope<'a> {
+    /// Every document (a collection pattern such as `rooms/*/messages`).
+    Everything,
+    /// One collection's documents (a partial index).
+    Collection(&'a str),
+    /// A collection group's documents (a partial index).
+    Group(&'a str),
+}
+
 /// The result of one committed write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Committed {
@@ -103,7 +116,14 @@ pub struct Committed {
 impl Committed {
     /// A document created at `now` with `data`.
     pub(super) fn created(key: DocKey, data: String, now: i64) -> Committed {
-        let doc = StoredDoc { id: key.id.clone(), data, version: 1, create_time: now, update_time: now };
+        let doc = StoredDoc {
+            collection: key.collection.clone(),
+            id: key.id.clone(),
+            data,
+            version: 1,
+            create_time: now,
+            update_time: now,
+        };
         Committed { key, kind: Some(ChangeKind::Create), version: 1, before: None, doc: Some(doc), time: now }
     }
 }
@@ -209,6 +229,7 @@ macro_rules! apply_writes {
                         .await
                         .map_err($crate::store::StoreError::from)?
                         .map(|(id, data, version, create_time, update_time)| $crate::store::documents::StoredDoc {
+                            collection: write.key.collection.clone(),
                             id,
                             data,
                             version,
@@ -243,6 +264,7 @@ macro_rules! apply_writes {
                             .await
                             .map_err($crate::store::StoreError::from)?;
                         let doc = $crate::store::documents::StoredDoc {
+                            collection: write.key.collection.clone(),
                             id: write.key.id.clone(),
                             data,
                             version: old.map_or(1, |o| o.version + 1),
@@ -302,6 +324,7 @@ impl Store {
             sqlx::query_as(&sql).bind(&key.collection).bind(&key.id).fetch_optional(pool).await?
         });
         Ok(row.map(|(id, data, version, create_time, update_time)| StoredDoc {
+            collection: key.collection.clone(),
             id,
             data,
             version,
@@ -330,13 +353,14 @@ impl Store {
     pub async fn query_documents(&self, query: &Query) -> Result<Page, StoreError> {
         let _slot = self.query_slot().await?;
         let sql = query::select(dialect(&self.pools), query, self.collection_term(&query.collection));
-        let rows: Vec<(String, String, i64, i64, i64)> =
+        let rows: Vec<(String, String, String, i64, i64, i64)> =
             on_reader!(self, |pool| bind_params!(sqlx::query_as(&sql.text), &sql.params).fetch_all(pool).await?);
         let has_more = rows.len() > query.limit as usize;
         let documents: Vec<StoredDoc> = rows
             .into_iter()
             .take(query.limit as usize)
-            .map(|(id, data, version, create_time, update_time)| StoredDoc {
+            .map(|(collection, id, data, version, create_time, update_time)| StoredDoc {
+                collection,
                 id,
                 data,
                 version,
@@ -385,16 +409,27 @@ impl Store {
     pub async fn ensure_index(
         &self,
         name: &str,
-        collection: Option<&str>,
+        scope: IndexScope<'_>,
         fields: &[FieldPath],
     ) -> Result<(), StoreError> {
         let dialect = dialect(&self.pools);
-        let mut columns = vec!["collection".to_owned()];
+        // The columns follow the order keys of the queries the index serves.
+        let mut columns = Vec::new();
+        if !matches!(scope, IndexScope::Group(_)) {
+            columns.push("collection".to_owned());
+        }
         for field in fields {
             columns.extend(query::index_expressions(dialect, field).into_iter().map(|e| format!("({e})")));
         }
+        if matches!(scope, IndexScope::Group(_)) {
+            columns.push("collection".to_owned());
+        }
         columns.push("id".to_owned());
-        let only = collection.map(|c| format!(" WHERE collection = {}", query::text_literal(c))).unwrap_or_default();
+        let only = match scope {
+            IndexScope::Everything => String::new(),
+            IndexScope::Collection(c) => format!(" WHERE collection = {}", query::text_literal(c)),
+            IndexScope::Group(g) => format!(" WHERE {}", query::group_condition(dialect, g)),
+        };
         let sql = format!("CREATE INDEX IF NOT EXISTS {name} ON documents ({}){only}", columns.join(", "));
         match &*self.pools {
             Pools::Sqlite(pools) => {
@@ -403,7 +438,7 @@ impl Store {
             }
             Pools::Postgres(pool) => super::postgres::execute_without_time_limit(pool, &sql).await?,
         }
-        if let (Some(collection), Ok(mut indexed)) = (collection, self.indexed.write()) {
+        if let (IndexScope::Collection(collection), Ok(mut indexed)) = (scope, self.indexed.write()) {
             indexed.insert(collection.to_owned());
         }
         Ok(())
@@ -450,5 +485,6 @@ pub fn cursor_after(doc: &StoredDoc, query: &Query) -> Result<Cursor, StoreError
         .map_err(|e| StoreError::Internal(format!("stored document is not JSON: {e}")))?;
     let keys =
         query.order.iter().map(|o| SortKey::of(o.field.lookup(&data).unwrap_or(&serde_json::Value::Null))).collect();
-    Ok(Cursor { keys, id: doc.id.clone() })
+    let collection = query.group.then(|| doc.collection.clone());
+    Ok(Cursor { keys, collection, id: doc.id.clone() })
 }

@@ -110,6 +110,10 @@ impl Dialect for PostgresDialect {
     fn data_text(&self) -> &'static str {
         "data::text"
     }
+
+    fn last_chars(&self, column: &str, n: usize) -> String {
+        format!("right({column}, {n})")
+    }
 }
 
 static WRITE_SQL: WriteSql = WriteSql {

@@ -146,16 +146,23 @@ impl FieldPath {
     }
 }
 
-/// A position in a query's order: the sort keys of the order fields and the id.
+/// A position in a query's order: the sort keys of the order fields, the
+/// collection (collection group queries only) and the id.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Cursor {
     pub keys: Vec<SortKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
     pub id: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
+    /// The collection path; for a collection group query, the collection id
+    /// every matching collection ends with (`comments`).
     pub collection: String,
+    /// A collection group query: every collection whose last segment is `collection`.
+    pub group: bool,
     pub filter: Option<Filter>,
     pub order: Vec<OrderBy>,
     pub limit: u32,
@@ -201,6 +208,8 @@ pub(super) trait Dialect {
     fn array_element_param(&self, value: &Scalar) -> Option<Param>;
     /// The select expression for the document data as JSON text.
     fn data_text(&self) -> &'static str;
+    /// The last `n` characters of a text column.
+    fn last_chars(&self, column: &str, n: usize) -> String;
 }
 
 /// SQL text and its parameters, built left to right.
@@ -240,10 +249,10 @@ pub(super) fn text_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// `SELECT id, data, version, create_time, update_time FROM documents …`
+/// `SELECT collection, id, data, version, create_time, update_time FROM documents …`
 pub(super) fn select(dialect: &dyn Dialect, query: &Query, collection: CollectionTerm) -> Sql {
     let mut sql = Sql::new();
-    let _ = write!(sql.text, "SELECT id, {}, version, create_time, update_time", dialect.data_text());
+    let _ = write!(sql.text, "SELECT collection, id, {}, version, create_time, update_time", dialect.data_text());
     sql.text.push_str(" FROM documents WHERE ");
     where_clause(dialect, query, collection, &mut sql);
     sql.text.push_str(" ORDER BY ");
@@ -299,11 +308,15 @@ pub(super) fn aggregate(
 }
 
 fn where_clause(dialect: &dyn Dialect, query: &Query, collection: CollectionTerm, sql: &mut Sql) {
-    let collection = match collection {
-        CollectionTerm::Parameter => sql.bind(Param::Text(query.collection.clone())),
-        CollectionTerm::Literal => text_literal(&query.collection),
-    };
-    let _ = write!(sql.text, "collection = {collection}");
+    if query.group {
+        sql.text.push_str(&group_condition(dialect, &query.collection));
+    } else {
+        let collection = match collection {
+            CollectionTerm::Parameter => sql.bind(Param::Text(query.collection.clone())),
+            CollectionTerm::Literal => text_literal(&query.collection),
+        };
+        let _ = write!(sql.text, "collection = {collection}");
+    }
     for order in &query.order {
         let _ = write!(sql.text, " AND {} IS NOT NULL", dialect.rank(&order.field));
     }
@@ -321,7 +334,21 @@ fn where_clause(dialect: &dyn Dialect, query: &Query, collection: CollectionTerm
     }
 }
 
-/// The full ORDER BY key list: three keys per order field, then the id.
+/// Every collection of the group `group`: the collection itself at the top
+/// level, or any collection path ending in `/group`. Written with literals,
+/// the same text as a group index's predicate, so planners can use one.
+pub(super) fn group_condition(dialect: &dyn Dialect, group: &str) -> String {
+    let suffix = format!("/{group}");
+    format!(
+        "(collection = {} OR {} = {})",
+        text_literal(group),
+        dialect.last_chars("collection", suffix.chars().count()),
+        text_literal(&suffix)
+    )
+}
+
+/// The full ORDER BY key list: three keys per order field, then (for a
+/// collection group) the collection, then the id.
 fn order_keys(dialect: &dyn Dialect, query: &Query) -> Vec<(String, Direction)> {
     let mut keys = Vec::new();
     for order in &query.order {
@@ -330,6 +357,9 @@ fn order_keys(dialect: &dyn Dialect, query: &Query) -> Vec<(String, Direction)> 
         }
     }
     let id_direction = query.order.last().map_or(Direction::Asc, |o| o.direction);
+    if query.group {
+        keys.push(("collection".to_owned(), id_direction));
+    }
     keys.push(("id".to_owned(), id_direction));
     keys
 }
@@ -348,6 +378,9 @@ fn cursor_sql(dialect: &dyn Dialect, query: &Query, cursor: &Cursor, after: Afte
         values.push(Param::Int(key.rank));
         values.push(Param::Real(key.num));
         values.push(Param::Text(key.text.clone()));
+    }
+    if query.group {
+        values.push(Param::Text(cursor.collection.clone().unwrap_or_default()));
     }
     values.push(Param::Text(cursor.id.clone()));
     let mut alternatives = Vec::new();

@@ -177,6 +177,10 @@ impl Dialect for SqliteDialect {
     fn data_text(&self) -> &'static str {
         "data"
     }
+
+    fn last_chars(&self, column: &str, n: usize) -> String {
+        format!("substr({column}, -{n})")
+    }
 }
 
 pub(super) static WRITE_SQL: WriteSql = WriteSql {
