@@ -1,7 +1,8 @@
-//! The one place that wires the parts together. `build` is shared by `main`
-//! and by tests: it connects the store, applies migrations, establishes the
-//! service key, binds the listener and assembles the router; `App::run` serves
-//! until the shutdown future resolves, then finishes in-flight requests.
+//! The one place that wires the parts together. `assemble` connects the
+//! store, applies migrations, establishes the keys and wires every part;
+//! `build` (shared by `main` and tests) also starts the background work, binds
+//! the listener and assembles the router; `App::run` serves until the
+//! shutdown future resolves, then finishes in-flight requests.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -75,7 +76,27 @@ pub struct App {
     pub new_service_key: Option<secrecy::SecretString>,
 }
 
-pub async fn build(config: Config) -> Result<App, StartError> {
+/// Every part of a Nimbus process, wired together but not yet serving: no
+/// listener and no background work (watchers, scheduler, trigger worker).
+/// `build` starts those; commands such as `nimbus import` use the parts alone.
+pub struct Parts {
+    pub config: Config,
+    pub store: Store,
+    pub metrics: Metrics,
+    pub service_key: ServiceKey,
+    pub new_service_key: Option<secrecy::SecretString>,
+    pub documents: Documents,
+    pub accounts: Accounts,
+    pub rules: RulesService,
+    pub functions: Functions,
+    pub triggers: TriggerIndex,
+    pub messages: Messages,
+    schedules: Schedules,
+    queue_metrics: QueueMetrics,
+}
+
+/// Connects the store, applies migrations, and wires every part.
+pub async fn assemble(config: Config) -> Result<Parts, StartError> {
     let store = Store::connect(&config.database, config.query_timeout).await.map_err(StartError::Store)?;
     store.migrate().await.map_err(StartError::Store)?;
     let (service_key, new_service_key) =
@@ -94,13 +115,9 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .map_err(StartError::Config)?;
     let accounts = Accounts::new(store.clone(), tokens, mailer, auth.clone());
     let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| StartError::Bind { addr: config.listen, reason: e.to_string() })?;
     let schemas = Schemas::compile(&config.schemas).map_err(StartError::Config)?;
     crate::documents::ensure_indexes(&store, &config.indexes).await.map_err(StartError::Config)?;
     let rules = RulesService::load(&config.rules_dir).map_err(StartError::Config)?;
-    rules.watch();
     let rows_read = metrics
         .counter("nimbus_documents_rows_read_total", "Documents read by rules-filtered lists and queries")
         .map_err(|e| StartError::Metrics(e.to_string()))?;
@@ -116,9 +133,9 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         cursors,
     );
     let messages = Messages::new(store.clone(), triggers.clone());
-    let functions = start_functions(&config, &metrics, &documents, &triggers, &messages).await?;
+    let schedules = Schedules::default();
+    let functions = start_functions(&config, &metrics, &documents, &triggers, &messages, &schedules).await?;
     accounts.set_hooks(Arc::new(FunctionSignUpHooks::new(functions.clone(), store.clone(), triggers.clone())));
-    let settings = &config.functions;
     let metric = |e: prometheus::Error| StartError::Metrics(e.to_string());
     let queue_metrics = QueueMetrics {
         depth: metrics.gauge("nimbus_jobs_pending", "Trigger and message jobs waiting (not dead)").map_err(metric)?,
@@ -129,26 +146,55 @@ pub async fn build(config: Config) -> Result<App, StartError> {
             .counter("nimbus_job_dead_letters_total", "Jobs moved to the dead letters")
             .map_err(metric)?,
     };
-    TriggerWorker::new(
-        store.clone(),
-        functions.clone(),
-        triggers.clone(),
-        (settings.retry_attempts, settings.retry_backoff),
-        settings.timeout + std::time::Duration::from_secs(2),
-        queue_metrics,
-    )
-    .spawn();
-    let state = AppState(Arc::new(Services {
-        config: Arc::new(config),
+    Ok(Parts {
+        config,
         store,
-        metrics: Arc::new(metrics),
+        metrics,
         service_key,
+        new_service_key,
         documents,
         accounts,
         rules,
         functions,
         triggers,
         messages,
+        schedules,
+        queue_metrics,
+    })
+}
+
+/// Assembles the parts, starts their background work, binds the listener
+/// and builds the router.
+pub async fn build(config: Config) -> Result<App, StartError> {
+    let parts = assemble(config).await?;
+    let listener = TcpListener::bind(parts.config.listen)
+        .await
+        .map_err(|e| StartError::Bind { addr: parts.config.listen, reason: e.to_string() })?;
+    parts.rules.watch();
+    parts.functions.watch();
+    parts.schedules.clone().spawn(parts.store.clone(), parts.triggers.clone());
+    let settings = &parts.config.functions;
+    TriggerWorker::new(
+        parts.store.clone(),
+        parts.functions.clone(),
+        parts.triggers.clone(),
+        (settings.retry_attempts, settings.retry_backoff),
+        settings.timeout + std::time::Duration::from_secs(2),
+        parts.queue_metrics,
+    )
+    .spawn();
+    let new_service_key = parts.new_service_key;
+    let state = AppState(Arc::new(Services {
+        config: Arc::new(parts.config),
+        store: parts.store,
+        metrics: Arc::new(parts.metrics),
+        service_key: parts.service_key,
+        documents: parts.documents,
+        accounts: parts.accounts,
+        rules: parts.rules,
+        functions: parts.functions,
+        triggers: parts.triggers,
+        messages: parts.messages,
     }));
     let router = crate::http::router(state.clone());
     Ok(App { listener, router, state, new_service_key })
@@ -160,9 +206,8 @@ async fn start_functions(
     documents: &Documents,
     triggers: &TriggerIndex,
     messages: &Messages,
+    schedules: &Schedules,
 ) -> Result<Functions, StartError> {
-    let schedules = Schedules::default();
-    schedules.clone().spawn(documents.store().clone(), triggers.clone());
     let settings = &config.functions;
     let function_metrics = FunctionMetrics {
         invocations: metrics
@@ -196,7 +241,6 @@ async fn start_functions(
         schedules.clone(),
     )
     .await;
-    functions.watch();
     Ok(functions)
 }
 

@@ -1,4 +1,5 @@
-//! The command line: `nimbus serve`, `nimbus migrate`, `nimbus version`.
+//! The command line: `nimbus serve`, `migrate`, `version`, `rules`, `functions`,
+//! `import`, `export`.
 //! Parses arguments, loads the configuration and runs one command; every
 //! failure ends in one line on stderr and a non-zero exit code.
 
@@ -30,6 +31,54 @@ pub enum Command {
     /// Check function modules without a server.
     #[command(subcommand)]
     Functions(FunctionsCommand),
+    /// Import a Firebase project's users or documents.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Export documents.
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Users from `firebase auth:export users.json --format=json`, with the
+    /// project's password hash parameters (console → Authentication → ⋮ →
+    /// Password hash parameters). Existing ids are skipped.
+    FirebaseAuth {
+        file: std::path::PathBuf,
+        /// base64_signer_key
+        #[arg(long, env = "NIMBUS_FIREBASE_HASH_KEY", hide_env_values = true)]
+        hash_key: String,
+        /// base64_salt_separator
+        #[arg(long)]
+        salt_separator: String,
+        #[arg(long)]
+        rounds: u32,
+        #[arg(long)]
+        mem_cost: u32,
+        #[command(flatten)]
+        config: Overrides,
+    },
+    /// Documents from a file of `{"path", "data"}` lines, through the documents
+    /// layer (change log and triggers apply).
+    Firestore {
+        file: std::path::PathBuf,
+        /// Enqueue no trigger jobs for these writes.
+        #[arg(long)]
+        no_triggers: bool,
+        #[command(flatten)]
+        config: Overrides,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Every document as `{"path", "data"}` lines.
+    Firestore {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        config: Overrides,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -92,6 +141,17 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Import(command) => import(command),
+        Command::Export(ExportCommand::Firestore { file, config }) => {
+            let export = move |config| {
+                with_parts(config, move |parts| async move {
+                    let written = crate::import::export_firestore(&parts.documents, &file).await?;
+                    println!("{written} documents exported to {}", file.display());
+                    Ok(true)
+                })
+            };
+            with_config(&config, export)
+        }
         Command::Rules(RulesCommand::Test { cases, rules }) => {
             match crate::rules::cases::run_file(&cases, rules.as_deref()) {
                 Ok((_, 0)) => ExitCode::SUCCESS,
@@ -105,16 +165,83 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn with_config(flags: &Overrides, command: fn(Config) -> Result<(), String>) -> ExitCode {
+fn with_config<R: Into<CommandOutcome>>(
+    flags: &Overrides,
+    command: impl FnOnce(Config) -> Result<R, String>,
+) -> ExitCode {
     let result = Config::load(flags, &ProcessEnv).map_err(|e| e.to_string()).and_then(|config| {
         crate::telemetry::init(&config.log, config.log_format)?;
         command(config)
     });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match result.map(Into::into) {
+        Ok(CommandOutcome(true)) => ExitCode::SUCCESS,
+        Ok(CommandOutcome(false)) => ExitCode::FAILURE,
         Err(line) => {
             eprintln!("error: {line}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether a command that ran to its end did all it was asked (exit 0) or not (exit 1).
+struct CommandOutcome(bool);
+
+impl From<()> for CommandOutcome {
+    fn from((): ()) -> Self {
+        CommandOutcome(true)
+    }
+}
+
+impl From<bool> for CommandOutcome {
+    fn from(all_done: bool) -> Self {
+        CommandOutcome(all_done)
+    }
+}
+
+/// Runs `work` on the assembled parts (no listener, no background work).
+fn with_parts<F, Fut>(config: Config, work: F) -> Result<bool, String>
+where
+    F: FnOnce(crate::app::Parts) -> Fut,
+    Fut: std::future::Future<Output = Result<bool, String>>,
+{
+    tokio_runtime()?.block_on(async move {
+        let parts = crate::app::assemble(config).await.map_err(|e| e.to_string())?;
+        let store = parts.store.clone();
+        let outcome = work(parts).await;
+        store.close().await;
+        outcome
+    })
+}
+
+/// Prints an import's report; `true` when nothing was refused.
+fn print_report(report: &crate::import::Report, what: &str) -> bool {
+    report.refused.iter().for_each(|line| eprintln!("refused: {line}"));
+    println!("{}", report.summary(what));
+    report.refused.is_empty()
+}
+
+fn import(command: ImportCommand) -> ExitCode {
+    match command {
+        ImportCommand::FirebaseAuth { file, hash_key, salt_separator, rounds, mem_cost, config } => {
+            let parameters = crate::import::HashParameters { signer_key: hash_key, salt_separator, rounds, mem_cost };
+            let run = move |config| {
+                with_parts(config, move |parts| async move {
+                    let report = crate::import::firebase_auth(&parts.accounts, &file, &parameters).await?;
+                    Ok(print_report(&report, "users"))
+                })
+            };
+            with_config(&config, run)
+        }
+        ImportCommand::Firestore { file, no_triggers, config } => {
+            let run = move |config| {
+                with_parts(config, move |parts| async move {
+                    let documents =
+                        if no_triggers { parts.documents.without_triggers() } else { parts.documents.clone() };
+                    let report = crate::import::firestore(&documents, &file).await?;
+                    Ok(print_report(&report, "documents"))
+                })
+            };
+            with_config(&config, run)
         }
     }
 }

@@ -23,6 +23,8 @@ pub mod functions;
 pub mod http;
 /// Random ids and secret tokens, and how tokens are hashed for storage.
 pub mod ids;
+/// Moving a Firebase project in (users, documents) and documents out.
+pub mod import;
 /// Security rules: loading the rules folder and the rules in force.
 pub mod rules;
 /// The only module that speaks SQL: SQLite and PostgreSQL backends.

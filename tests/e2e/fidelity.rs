@@ -12,6 +12,7 @@ on_both_backends!(
     rules_see_the_request_s_own_writes_and_math,
     timestamps_are_a_type_for_rules_and_writes,
     collection_group_queries_span_every_collection_of_the_id,
+    a_firebase_project_is_imported_in_two_commands,
 );
 
 async fn password_grant(server: &Server, email: &str, password: &str) -> (u16, Value) {
@@ -225,4 +226,99 @@ async fn collection_group_queries_span_every_collection_of_the_id(backend: Backe
     assert_eq!(status, 200, "{plan}");
     let plan = plan["plan"].as_str().unwrap_or_default();
     assert!(plan.contains("documents_idx_"), "the plan uses the collection group index:\n{plan}");
+}
+
+/// The public test vector of Firebase's scrypt (github.com/firebase/scrypt).
+const SIGNER_KEY: &str = "jxspr8Ki0RYycVU8zykbdLGjFQ3McFUH0uiiTvC8pVMXAn210wjLNmdZJzxUECKbm0QsEmYUSDzZvpjeJ9WmXA==";
+
+fn text_of(output: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+async fn a_firebase_project_is_imported_in_two_commands(backend: Backend) {
+    let receipts = r#"
+        import { onCreate } from "nimbus:functions";
+        export const receipt = onCreate("imported/{id}", async (event, ctx) => {
+            await ctx.db.doc(`receipts/${event.params.id}`).set({ from: event.path });
+        });
+    "#;
+    let users = json!({"users": [
+        {"localId": "u1", "email": "user1@example.com", "emailVerified": true, "displayName": "User One",
+         "passwordHash": "lSrfV15cpx95/sZS2W9c9Kp6i/LVgQNDNC/qzrCnh1SAyZvqmZqAjTdn3aoItz+VHjoZilo78198JAdRuid5lQ==",
+         "salt": "42xEC+ixf3L2lw==", "customAttributes": "{\"team\":\"editors\"}", "createdAt": "1600000000000",
+         "providerUserInfo": [{"providerId": "password"}]},
+        {"localId": "google-only", "email": "g@example.com", "providerUserInfo": [{"providerId": "google.com"}]},
+        {"localId": "broken", "email": "not an email"},
+        {"localId": "gone", "email": "gone@example.com", "disabled": true}
+    ]});
+    let documents = [
+        r#"{"path": "imported/a", "data": {"n": 1, "at": {"$timestamp": "2026-01-01T01:00:00+01:00"}}}"#,
+        r#"{"path": "imported/b", "data": {"n": 2}}"#,
+        "not json",
+        r#"{"path": "imported", "data": {}}"#,
+    ];
+    let options = Options::default()
+        .file("functions/receipts.js", receipts)
+        .file("users.json", &users.to_string())
+        .file("docs.jsonl", &documents.join("\n"))
+        .file("later.jsonl", r#"{"path": "imported/c", "data": {"n": 3}}"#);
+    let server = Server::start_with(backend, options).await;
+    let import_users = [
+        "import",
+        "firebase-auth",
+        "users.json",
+        "--hash-key",
+        SIGNER_KEY,
+        "--salt-separator",
+        "Bw==",
+        "--rounds",
+        "8",
+        "--mem-cost",
+        "14",
+    ];
+    let output = server.run_cli(&import_users);
+    let text = text_of(&output);
+    assert!(!output.status.success(), "one user was refused: {text}");
+    assert!(text.contains("3 users imported, 0 skipped (already there), 1 refused"), "{text}");
+    assert!(text.contains("users[2] (localId broken)"), "{text}");
+
+    let (status, session) = password_grant(&server, "user1@example.com", "user1password").await;
+    assert_eq!(status, 200, "the old Firebase password works: {session}");
+    let token = session["access_token"].as_str().unwrap_or_default();
+    assert_eq!(sub_of(token), "u1");
+    let (_, me) = server.call("GET", "/v1/auth/user", Some(token), None).await;
+    assert_eq!((me["emailVerified"].as_bool(), me["displayName"].as_str()), (Some(true), Some("User One")), "{me}");
+    let (_, admin_view) = server.admin("GET", "/v1/admin/users/u1", None).await;
+    assert_eq!(admin_view["claims"]["team"], "editors", "{admin_view}");
+    let hash = server.sql_rows("SELECT password_hash FROM users WHERE id = 'u1'").await;
+    assert!(hash[0][0].as_deref().unwrap_or_default().starts_with("$argon2id$"), "rehashed at the first sign-in");
+    assert_eq!(password_grant(&server, "user1@example.com", "user1password").await.0, 200, "and still works");
+    assert_eq!(password_grant(&server, "user1@example.com", "wrong").await.0, 401);
+    assert_eq!(password_grant(&server, "g@example.com", "anything at all").await.0, 401, "no password: OAuth only");
+    assert_eq!(password_grant(&server, "gone@example.com", "anything at all").await.0, 401);
+    let again = text_of(&server.run_cli(&import_users));
+    assert!(again.contains("0 users imported, 3 skipped"), "importing twice skips existing ids: {again}");
+
+    let output = server.run_cli(&["import", "firestore", "docs.jsonl"]);
+    let text = text_of(&output);
+    assert!(text.contains("2 documents imported, 0 skipped (already there), 2 refused"), "{text}");
+    assert!(text.contains("line 3: not JSON") && text.contains("line 4: path"), "{text}");
+    let (_, a) = server.admin("GET", "/v1/docs/imported/a", None).await;
+    assert_eq!(a["data"]["at"], json!({"$timestamp": "2026-01-01T00:00:00.000000Z"}));
+    crate::harness::eventually(std::time::Duration::from_secs(20), "the import's trigger ran", || async {
+        (server.admin("GET", "/v1/docs/receipts/b", None).await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(server.run_cli(&["import", "firestore", "later.jsonl", "--no-triggers"]).status.success());
+    assert_eq!(server.admin("GET", "/v1/docs/imported/c", None).await.0, 200);
+    let jobs = server.sql_rows("SELECT CAST(COUNT(*) AS TEXT) FROM jobs WHERE payload LIKE '%imported/c%'").await;
+    assert_eq!(jobs[0][0].as_deref(), Some("0"), "--no-triggers enqueues no job");
+
+    let output = server.run_cli(&["export", "firestore", "out.jsonl"]);
+    assert!(output.status.success(), "{}", text_of(&output));
+    let exported = std::fs::read_to_string(server.dir.path().join("out.jsonl")).unwrap_or_default();
+    let lines: Vec<Value> = exported.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let paths: Vec<&str> = lines.iter().filter_map(|l| l["path"].as_str()).collect();
+    assert_eq!(paths, ["imported/a", "imported/b", "imported/c", "receipts/a", "receipts/b"]);
+    assert_eq!(lines[0]["data"], a["data"], "the wire form, timestamps included");
 }

@@ -233,6 +233,22 @@ impl Server {
         }
     }
 
+    /// Runs `nimbus <args>` in this server's project folder, against the same
+    /// database, and returns its output.
+    pub fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        let mut command = Command::new(nimbus_bin());
+        command
+            .args(args)
+            .current_dir(self.dir.path())
+            .env_remove("NIMBUS_DATABASE_URL")
+            .env("NIMBUS_SERVICE_KEY", SERVICE_KEY)
+            .env("NIMBUS_LOG", "warn");
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        command.output().expect("run nimbus")
+    }
+
     /// The Prometheus text of `/metrics`, read with the service key.
     pub async fn metrics(&self) -> String {
         let response = self.client.get(self.url("/metrics")).bearer_auth(SERVICE_KEY).send().await.expect("metrics");
@@ -307,5 +323,23 @@ pub fn spawn_and_wait_for_address(
             let _ = child.kill();
             panic!("nimbus did not print its address; output: {:?}", lines.lock().expect("lines"));
         }
+    }
+}
+
+/// Polls `check` until it gives a value or `timeout` passes (then panics with `what`).
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!("{what}: not within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::limits::{Action, RateLimits};
 use super::mailer::{Mail, Mailer};
-use super::password::{Passwords, MAX_PASSWORD_BYTES};
+use super::password::{FirebaseHash, Passwords, MAX_PASSWORD_BYTES};
 use super::tokens::{AccessClaims, Role, Tokens, RESERVED_CLAIMS};
 use super::AuthError;
 use crate::clock::now_micros;
@@ -63,6 +63,8 @@ pub struct NewAccount {
     pub display_name: Option<String>,
     pub claims: Option<Value>,
     pub disabled: bool,
+    /// When the account was made (imported accounts keep theirs).
+    pub created_at: Option<i64>,
 }
 
 /// Longest chosen user id.
@@ -215,15 +217,26 @@ impl Accounts {
             return Err(AuthError::RateLimited { retry_after_secs: wait.max(1) as u64 });
         }
         let hash = user.as_ref().and_then(|u| u.password_hash.as_deref());
-        if !self.passwords.verify(&password, hash).await? {
+        let imported = hash.is_some_and(FirebaseHash::is_firebase);
+        let verified = match hash {
+            Some(stored) if imported => self.passwords.verify_firebase(&password, stored).await?,
+            other => self.passwords.verify(&password, other).await?,
+        };
+        if !verified {
             if !email.is_empty() {
                 self.store.record_failed_signin(&email, now, window_start).await?;
             }
             return Err(AuthError::InvalidCredentials);
         }
-        let user = user.ok_or(AuthError::InvalidCredentials)?;
+        let mut user = user.ok_or(AuthError::InvalidCredentials)?;
         if user.disabled {
             return Err(AuthError::Disabled);
+        }
+        if imported {
+            // The first sign-in after an import moves the password to argon2id.
+            user.password_hash = Some(self.passwords.hash(&password).await?);
+            user.updated_at = now_micros();
+            self.store.save_user(&user).await?;
         }
         if failures.is_some() {
             self.store.clear_failed_signins(&email).await?;
@@ -494,6 +507,9 @@ impl Accounts {
         user.email_verified = account.email_verified;
         user.display_name = account.display_name;
         user.disabled = account.disabled;
+        if let Some(created_at) = account.created_at {
+            user.created_at = created_at;
+        }
         self.store.insert_user(&user).await.map_err(|e| match e {
             StoreError::AlreadyExists => AuthError::UserIdTaken,
             other => other.into(),

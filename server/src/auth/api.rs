@@ -322,6 +322,7 @@ async fn admin_create_user(
         display_name: body.display_name,
         claims: body.claims,
         disabled: body.disabled,
+        created_at: None,
     };
     let user = state.accounts.create_account(account).await?;
     Ok((StatusCode::CREATED, Json(json!({"user": admin_user_json(&user)}))))

@@ -549,6 +549,11 @@ impl Documents {
     pub fn store(&self) -> &Store {
         &self.store
     }
+
+    /// The same service, but its writes enqueue no trigger jobs (`nimbus import … --no-triggers`).
+    pub fn without_triggers(&self) -> Documents {
+        Documents { triggers: TriggerIndex::default(), ..self.clone() }
+    }
 }
 
 /// The version of the sort-key expressions that declared indexes are built on.

@@ -444,6 +444,35 @@ impl Store {
         Ok(())
     }
 
+    /// Every document in (collection, id) order after `after`, `limit` at a
+    /// time (for exports; clients read through `Documents`).
+    pub async fn all_documents(
+        &self,
+        after: Option<&(String, String)>,
+        limit: i64,
+    ) -> Result<Vec<StoredDoc>, StoreError> {
+        let sql = format!(
+            "SELECT collection, id, {}, version, create_time, update_time FROM documents \
+             WHERE collection > $1 OR (collection = $1 AND id > $2) ORDER BY collection, id LIMIT $3",
+            dialect(&self.pools).data_text()
+        );
+        let (collection, id) = after.cloned().unwrap_or_default();
+        let rows: Vec<(String, String, String, i64, i64, i64)> = on_reader!(self, |pool| {
+            sqlx::query_as(&sql).bind(&collection).bind(&id).bind(limit).fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(collection, id, data, version, create_time, update_time)| StoredDoc {
+                collection,
+                id,
+                data,
+                version,
+                create_time,
+                update_time,
+            })
+            .collect())
+    }
+
     /// Drops an index by name, if it exists.
     pub async fn drop_index(&self, name: &str) -> Result<(), StoreError> {
         let sql = format!("DROP INDEX IF EXISTS {name}");
