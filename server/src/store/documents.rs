@@ -86,6 +86,13 @@ impl ChangeKind {
     }
 }
 
+/// `collection, id, data, version, create_time, update_time` of a documents row.
+type DocRow = (String, String, String, i64, i64, i64);
+
+fn stored_doc((collection, id, data, version, create_time, update_time): DocRow) -> StoredDoc {
+    StoredDoc { collection, id, data, version, create_time, update_time }
+}
+
 /// Which documents a declared index holds.
 #[derive(Debug, Clone, Copy)]
 pub enum IndexScope<'a> {
@@ -353,21 +360,10 @@ impl Store {
     pub async fn query_documents(&self, query: &Query) -> Result<Page, StoreError> {
         let _slot = self.query_slot().await?;
         let sql = query::select(dialect(&self.pools), query, self.collection_term(&query.collection));
-        let rows: Vec<(String, String, String, i64, i64, i64)> =
+        let rows: Vec<DocRow> =
             on_reader!(self, |pool| bind_params!(sqlx::query_as(&sql.text), &sql.params).fetch_all(pool).await?);
         let has_more = rows.len() > query.limit as usize;
-        let documents: Vec<StoredDoc> = rows
-            .into_iter()
-            .take(query.limit as usize)
-            .map(|(collection, id, data, version, create_time, update_time)| StoredDoc {
-                collection,
-                id,
-                data,
-                version,
-                create_time,
-                update_time,
-            })
-            .collect();
+        let documents: Vec<StoredDoc> = rows.into_iter().take(query.limit as usize).map(stored_doc).collect();
         let next = match documents.last() {
             Some(last) if has_more => Some(cursor_after(last, query)?),
             _ => None,
@@ -457,20 +453,10 @@ impl Store {
             dialect(&self.pools).data_text()
         );
         let (collection, id) = after.cloned().unwrap_or_default();
-        let rows: Vec<(String, String, String, i64, i64, i64)> = on_reader!(self, |pool| {
+        let rows: Vec<DocRow> = on_reader!(self, |pool| {
             sqlx::query_as(&sql).bind(&collection).bind(&id).bind(limit).fetch_all(pool).await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(collection, id, data, version, create_time, update_time)| StoredDoc {
-                collection,
-                id,
-                data,
-                version,
-                create_time,
-                update_time,
-            })
-            .collect())
+        Ok(rows.into_iter().map(stored_doc).collect())
     }
 
     /// Drops an index by name, if it exists.
