@@ -73,3 +73,35 @@ pub fn panicked(counter: &prometheus::IntCounter, panic: Box<dyn std::any::Any +
     tracing::error!(error_id = %id, "a request handler panicked: {detail}");
     ApiError::new(ErrorCode::Internal, format!("internal error (id {id})")).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+    use tower_http::catch_panic::CatchPanicLayer;
+
+    use super::*;
+
+    async fn boom() -> &'static str {
+        panic!("a bug holding a secret: hunter2")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_with_an_id_and_is_counted() {
+        let counter = prometheus::IntCounter::new("panics", "test").unwrap_or_else(|e| panic!("{e}"));
+        let seen = counter.clone();
+        let app = axum::Router::new()
+            .route("/boom", get(boom))
+            .layer(CatchPanicLayer::custom(move |panic| panicked(&seen, panic)));
+        let request = axum::http::Request::builder().uri("/boom").body(Body::empty()).unwrap_or_default();
+        let response = app.oneshot(request).await.unwrap_or_else(|e| match e {});
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), 4096).await.unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        assert_eq!(body["error"]["code"], "internal");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("internal error (id ") && !message.contains("hunter2"), "{message}");
+        assert_eq!(counter.get(), 1);
+    }
+}
