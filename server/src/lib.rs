@@ -31,6 +31,8 @@ pub mod rules;
 pub mod store;
 /// Background loops restarted (and logged) when they panic.
 pub mod supervise;
+/// A value read often and replaced whole (rules, registry, trigger tables).
+pub mod swap;
 /// Log setup.
 pub mod telemetry;
 /// Durable triggers: the outbox of trigger jobs and the worker that runs them.

@@ -12,7 +12,9 @@ pub mod signup;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use crate::swap::Swap;
 use std::time::Duration;
 
 use nimbus_js_runtime::{Descriptor, Invocation, Limits, Module, Pool};
@@ -73,7 +75,7 @@ pub struct Functions {
     triggers: crate::triggers::TriggerIndex,
     schedules: crate::triggers::schedule::Schedules,
     config: Arc<FunctionsConfig>,
-    registry: Arc<RwLock<Arc<Registry>>>,
+    registry: Swap<Registry>,
     metrics: Arc<FunctionMetrics>,
     limiters: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
     recent: Arc<std::sync::Mutex<std::collections::VecDeque<InvocationRecord>>>,
@@ -100,7 +102,7 @@ impl Functions {
             triggers,
             schedules,
             config: Arc::new(config),
-            registry: Arc::new(RwLock::new(Arc::new(Registry::default()))),
+            registry: Swap::default(),
             metrics: Arc::new(metrics),
             limiters: Arc::default(),
             recent: Arc::default(),
@@ -110,7 +112,7 @@ impl Functions {
     }
 
     pub fn registry(&self) -> Arc<Registry> {
-        self.registry.read().map(|r| r.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+        self.registry.load()
     }
 
     /// Re-reads the folder: changed modules are loaded again; a module that
@@ -142,9 +144,7 @@ impl Functions {
         next.http = routes::http_routes(&next.modules);
         self.triggers.replace(document_triggers(&next.modules), consumers(&next.modules));
         self.schedules.replace(schedules(&next.modules, &mut next.errors));
-        if let Ok(mut slot) = self.registry.write() {
-            *slot = Arc::new(next);
-        }
+        self.registry.store(next);
     }
 
     /// Polls the folder and reloads when it changes.

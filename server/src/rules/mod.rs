@@ -9,7 +9,9 @@ pub mod api;
 pub mod cases;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use crate::swap::Swap;
 
 use nimbus_rules_lang::Rules;
 
@@ -78,8 +80,8 @@ pub fn load_dir(dir: &Path) -> Result<Rules, String> {
 #[derive(Clone)]
 pub struct RulesService {
     dir: PathBuf,
-    current: Arc<RwLock<Arc<Rules>>>,
-    files: Arc<RwLock<Vec<RulesFile>>>,
+    current: Swap<Rules>,
+    files: Swap<Vec<RulesFile>>,
     /// Serializes replacements (admin API and folder watcher).
     replacing: Arc<tokio::sync::Mutex<()>>,
 }
@@ -91,27 +93,23 @@ impl RulesService {
         let rules = compile(dir, &files).map_err(|e| e.to_string())?;
         Ok(RulesService {
             dir: dir.to_path_buf(),
-            current: Arc::new(RwLock::new(Arc::new(rules))),
-            files: Arc::new(RwLock::new(files)),
+            current: Swap::new(rules),
+            files: Swap::new(files),
             replacing: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
     pub fn current(&self) -> Arc<Rules> {
-        self.current.read().map(|r| r.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+        self.current.load()
     }
 
     pub fn files(&self) -> Vec<RulesFile> {
-        self.files.read().map(|f| f.clone()).unwrap_or_default()
+        self.files.load().as_ref().clone()
     }
 
     fn swap(&self, rules: Rules, files: Vec<RulesFile>) {
-        if let Ok(mut current) = self.current.write() {
-            *current = Arc::new(rules);
-        }
-        if let Ok(mut slot) = self.files.write() {
-            *slot = files;
-        }
+        self.current.store(rules);
+        self.files.store(files);
     }
 
     /// Checks `files`, writes them as the rules folder's contents (removing

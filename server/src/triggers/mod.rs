@@ -8,7 +8,9 @@
 pub mod api;
 pub mod schedule;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use crate::swap::Swap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -87,26 +89,22 @@ pub struct Consumer {
 /// also wakes the worker.
 #[derive(Clone, Default)]
 pub struct TriggerIndex {
-    triggers: Arc<RwLock<Arc<Vec<DocTrigger>>>>,
-    consumers: Arc<RwLock<Arc<Vec<Consumer>>>>,
+    triggers: Swap<Vec<DocTrigger>>,
+    consumers: Swap<Vec<Consumer>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
 impl TriggerIndex {
     pub fn replace(&self, triggers: Vec<DocTrigger>, consumers: Vec<Consumer>) {
-        if let Ok(mut slot) = self.triggers.write() {
-            *slot = Arc::new(triggers);
-        }
-        if let Ok(mut slot) = self.consumers.write() {
-            *slot = Arc::new(consumers);
-        }
+        self.triggers.store(triggers);
+        self.consumers.store(consumers);
     }
 
     /// One job per consumer of `topic`, all with the same message id.
     pub fn message_jobs(&self, topic: &str, data: &Value) -> (String, Vec<NewJob>) {
         let id = uuid::Uuid::new_v4().to_string();
         let event = json!({"id": id, "topic": topic, "data": data, "time": format_time(now_micros())}).to_string();
-        let consumers = self.consumers.read().map(|c| c.clone()).unwrap_or_default();
+        let consumers = self.consumers.load();
         let jobs = consumers
             .iter()
             .filter(|c| c.topic == topic)
@@ -122,7 +120,7 @@ impl TriggerIndex {
     }
 
     fn current(&self) -> Arc<Vec<DocTrigger>> {
-        self.triggers.read().map(|t| t.clone()).unwrap_or_default()
+        self.triggers.load()
     }
 
     /// How a commit by `auth` derives its jobs; `None` when no trigger exists.

@@ -4,7 +4,9 @@
 //! job for it. Ticks missed while no instance ran are not replayed.
 
 use std::str::FromStr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use crate::swap::Swap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -41,17 +43,15 @@ impl Schedule {
 
 /// The schedules in force; replaced by functions on reload.
 #[derive(Clone, Default)]
-pub struct Schedules(Arc<RwLock<Arc<Vec<Schedule>>>>);
+pub struct Schedules(Swap<Vec<Schedule>>);
 
 impl Schedules {
     pub fn replace(&self, schedules: Vec<Schedule>) {
-        if let Ok(mut slot) = self.0.write() {
-            *slot = Arc::new(schedules);
-        }
+        self.0.store(schedules);
     }
 
     fn current(&self) -> Arc<Vec<Schedule>> {
-        self.0.read().map(|s| s.clone()).unwrap_or_default()
+        self.0.load()
     }
 
     /// Runs the scheduler until the process ends.
