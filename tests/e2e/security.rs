@@ -448,6 +448,14 @@ async fn slow_sockets_are_closed_and_cannot_exhaust_the_server() {
     let server = Server::start_with(Backend::Sqlite, options).await;
     let port = port_of(&server);
     let mut sockets: Vec<std::net::TcpStream> = (0..300).map(|_| slow_socket(port)).collect();
+    // A keep-alive connection that got its answer and then sits idle is closed too.
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    idle.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let mut answer = [0u8; 1024];
+    let read = idle.read(&mut answer).expect("answer");
+    assert!(String::from_utf8_lossy(&answer[..read]).starts_with("HTTP/1.1 200"));
+    sockets.push(idle);
     let started = Instant::now();
     assert_eq!(server.call("GET", "/healthz", None, None).await.0, 200, "a normal request while 300 sockets dawdle");
     assert!(started.elapsed() < Duration::from_secs(2));

@@ -6,6 +6,7 @@
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod idle;
 pub mod metrics;
 pub mod openapi;
 pub mod serve;

@@ -1,9 +1,9 @@
 //! The accept loop: every connection a client can hold is bounded. A
-//! connection must send a request's headers within the header timeout (which
-//! also closes keep-alive connections that sit idle that long, since hyper
-//! restarts the timer while it waits for the next request); bodies are bounded
-//! by the router's body timeout; at most `max_connections` are served at once
-//! and one more is answered `503` and closed. Accept errors (for example
+//! connection that leaves the server waiting to read, with no request in
+//! flight, for longer than the header timeout is closed (`idle`: that covers
+//! silent sockets, half-sent headers and idle keep-alive connections); bodies
+//! are bounded by the router's body timeout; at most `max_connections` are
+//! served at once and one more is answered `503` and closed. Accept errors (for example
 //! running out of file descriptors) pause the loop briefly instead of spinning.
 //! Shutdown stops accepting and lets in-flight requests finish.
 
@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, Request};
 use axum::Router;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use super::idle::{Reaper, Watch, Watched};
 use crate::config::HttpLimits;
 
 /// How long a refused connection gets to receive its `503`.
@@ -38,8 +39,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    let http = hyper::server::conn::http1::Builder::new();
+    let reaper = Reaper::start(limits.header_timeout);
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -58,13 +59,25 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = router.clone().map_request(move |mut request: Request<hyper::body::Incoming>| {
+        let watch = reaper.watch();
+        let router = router.clone();
+        let requests = watch.clone();
+        let service = tower::service_fn(move |mut request: Request<hyper::body::Incoming>| {
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
-            request
+            let in_flight = InFlight::new(requests.clone());
+            let response = router.clone().oneshot(request);
+            async move {
+                let response = response.await;
+                if response.as_ref().is_ok_and(|r| r.status() == axum::http::StatusCode::SWITCHING_PROTOCOLS) {
+                    in_flight.0.upgraded();
+                }
+                drop(in_flight);
+                response
+            }
         });
-        let connection = http
-            .serve_connection(TokioIo::new(stream), hyper_util::service::TowerToHyperService::new(service))
-            .with_upgrades();
+        let io = TokioIo::new(Watched::new(stream, watch));
+        let connection =
+            http.serve_connection(io, hyper_util::service::TowerToHyperService::new(service)).with_upgrades();
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
             let mut connection = std::pin::pin!(connection);
@@ -85,6 +98,22 @@ pub async fn serve(
         tracing::warn!("shutdown: some connections were still open after {DRAIN_TIMEOUT:?}");
     }
     Ok(())
+}
+
+/// A request in flight on a watched connection, for as long as it lives.
+struct InFlight(Arc<Watch>);
+
+impl InFlight {
+    fn new(watch: Arc<Watch>) -> InFlight {
+        watch.request_started();
+        InFlight(watch)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
 }
 
 /// Answers a connection over the limit with `503` in the error shape and closes it.

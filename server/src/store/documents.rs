@@ -360,8 +360,13 @@ impl Store {
     pub async fn query_documents(&self, query: &Query) -> Result<Page, StoreError> {
         let _slot = self.query_slot().await?;
         let sql = query::select(dialect(&self.pools), query, self.collection_term(&query.collection));
-        let rows: Vec<DocRow> =
-            on_reader!(self, |pool| bind_params!(sqlx::query_as(&sql.text), &sql.params).fetch_all(pool).await?);
+        let rows: Vec<DocRow> = if query.group {
+            on_reader!(self, |pool| bind_params!(sqlx::query_as(&sql.text), &sql.params).fetch_all(pool).await?)
+        } else {
+            let rows: Vec<(String, String, i64, i64, i64)> =
+                on_reader!(self, |pool| bind_params!(sqlx::query_as(&sql.text), &sql.params).fetch_all(pool).await?);
+            rows.into_iter().map(|(id, data, v, c, u)| (query.collection.clone(), id, data, v, c, u)).collect()
+        };
         let has_more = rows.len() > query.limit as usize;
         let documents: Vec<StoredDoc> = rows.into_iter().take(query.limit as usize).map(stored_doc).collect();
         let next = match documents.last() {

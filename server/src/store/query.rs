@@ -249,10 +249,13 @@ pub(super) fn text_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// `SELECT collection, id, data, version, create_time, update_time FROM documents …`
+/// `SELECT [collection,] id, data, version, create_time, update_time FROM documents …`:
+/// the collection only for a collection group (every column costs a copy per
+/// row in the driver).
 pub(super) fn select(dialect: &dyn Dialect, query: &Query, collection: CollectionTerm) -> Sql {
     let mut sql = Sql::new();
-    let _ = write!(sql.text, "SELECT collection, id, {}, version, create_time, update_time", dialect.data_text());
+    let first = if query.group { "collection, " } else { "" };
+    let _ = write!(sql.text, "SELECT {first}id, {}, version, create_time, update_time", dialect.data_text());
     sql.text.push_str(" FROM documents WHERE ");
     where_clause(dialect, query, collection, &mut sql);
     sql.text.push_str(" ORDER BY ");
