@@ -46,14 +46,11 @@ async fn ad_clicks_redirect_and_charge_once(backend: Backend) {
         assert_eq!(response.headers()["location"], "https://example.com/shoes");
     }
     assert_eq!(client.get(server.url("/fn/click/nope")).send().await.unwrap().status(), 404);
-    let mut ad = json!(null);
-    for _ in 0..200 {
-        ad = server.admin("GET", "/v1/docs/ads/a1", None).await.1;
-        if ad["data"]["clicks"] == 5 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let ad = crate::harness::eventually(std::time::Duration::from_secs(10), "five clicks charged", || async {
+        let ad = server.admin("GET", "/v1/docs/ads/a1", None).await.1;
+        (ad["data"]["clicks"] == 5).then_some(ad)
+    })
+    .await;
     assert_eq!((ad["data"]["clicks"].as_i64(), ad["data"]["budget"].as_i64()), (Some(5), Some(85)), "{ad}");
     let (_, charges) = server.admin("POST", "/v1/query", Some(json!({"collection": "charges", "count": true}))).await;
     assert_eq!(charges["count"], 5);
@@ -83,15 +80,11 @@ async fn browse_search_and_purchase(backend: Backend) {
     let (_, product) = server.call("GET", "/v1/docs/products/cat-food", None, None).await;
     assert_eq!(product["data"]["stock"], 1);
     let confirmation_path = format!("/v1/docs/confirmations/{}", bought["orderId"].as_str().unwrap());
-    let mut confirmation = json!(null);
-    for _ in 0..200 {
+    let confirmation = crate::harness::eventually(std::time::Duration::from_secs(10), "the confirmation", || async {
         let (status, body) = server.admin("GET", &confirmation_path, None).await;
-        if status == 200 {
-            confirmation = body;
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+        (status == 200).then_some(body)
+    })
+    .await;
     assert_eq!(confirmation["data"]["owner"].as_str(), Some(uid.as_str()), "the onCreate trigger confirmed the order");
 
     let (status, body) =

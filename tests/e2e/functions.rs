@@ -158,28 +158,22 @@ async fn functions_reload_live_and_keep_the_last_good_version(backend: Backend) 
     let server = start(backend).await;
     let file = server.dir.path().join("functions/hello.js");
     std::fs::write(&file, HELLO.replace("hello ${req.params.name}", "hi ${req.params.name}")).unwrap();
-    let mut answered = Value::Null;
-    for _ in 0..100 {
-        answered = server.call("GET", "/fn/hello/ann", None, None).await.1;
-        if answered["greeting"] == "hi ann" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let answered = crate::harness::eventually(std::time::Duration::from_secs(10), "the edited module", || async {
+        let answered = server.call("GET", "/fn/hello/ann", None, None).await.1;
+        (answered["greeting"] == "hi ann").then_some(answered)
+    })
+    .await;
     assert_eq!(answered["greeting"], "hi ann", "the edited module serves");
     std::fs::write(
         &file,
         "import { onHttp } from \"nimbus:functions\";\nexport const hello = onHttp({ path: \"/x\" }, () => 1;\n",
     )
     .unwrap();
-    let mut errors = Value::Null;
-    for _ in 0..100 {
-        errors = server.admin("GET", "/v1/admin/functions", None).await.1["errors"].clone();
-        if errors.get("hello.js").is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let errors = crate::harness::eventually(std::time::Duration::from_secs(10), "the load error", || async {
+        let errors = server.admin("GET", "/v1/admin/functions", None).await.1["errors"].clone();
+        errors.get("hello.js").is_some().then_some(errors)
+    })
+    .await;
     let message = errors["hello.js"].as_str().unwrap_or_default();
     assert!(message.contains("hello.js:2"), "the error names the file and line: {errors}");
     let (status, body) = server.call("GET", "/fn/hello/ann", None, None).await;

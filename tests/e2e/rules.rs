@@ -75,13 +75,10 @@ const OPEN_PRODUCTS: &str = "service cloud.firestore { match /products/{id} { al
 const CLOSED_PRODUCTS: &str = "service cloud.firestore { match /products/{id} { allow read: if false; } }";
 
 async fn eventually_status(server: &Server, path: &str, expected: u16) {
-    for _ in 0..100 {
-        if server.call("GET", path, None, None).await.0 == expected {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("{path} never answered {expected}");
+    crate::harness::eventually(std::time::Duration::from_secs(10), &format!("{path} answering {expected}"), || async {
+        (server.call("GET", path, None, None).await.0 == expected).then_some(())
+    })
+    .await
 }
 
 async fn rules_reload_from_the_folder_and_keep_serving_on_a_broken_file(backend: Backend) {

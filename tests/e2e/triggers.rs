@@ -47,15 +47,13 @@ export const slow = onCreate("jobs/{id}", async (event, ctx) => {
 });
 "#;
 
+/// The document at `path`, once it exists.
 async fn eventually(server: &Server, path: &str) -> Value {
-    for _ in 0..200 {
+    crate::harness::eventually(Duration::from_secs(10), path, || async {
         let (status, body) = server.admin("GET", path, None).await;
-        if status == 200 {
-            return body;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{path} never appeared");
+        (status == 200).then_some(body)
+    })
+    .await
 }
 
 async fn count(server: &Server, collection: &str) -> i64 {
@@ -109,12 +107,10 @@ async fn document_triggers_run_with_their_event(backend: Backend) {
     assert!(data["eventId"].as_str().unwrap().len() >= 32);
     server.admin("PATCH", "/v1/docs/orders/o1", Some(json!({"item": "dog food"}))).await;
     server.admin("DELETE", "/v1/docs/orders/o1", None).await;
-    for _ in 0..200 {
-        if count(&server, "audit").await == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::harness::eventually(Duration::from_secs(10), "three audit entries", || async {
+        (count(&server, "audit").await == 3).then_some(())
+    })
+    .await;
     let (_, audit) = server.admin("POST", "/v1/query", Some(json!({"collection": "audit"}))).await;
     let mut kinds: Vec<String> =
         audit["documents"].as_array().unwrap().iter().map(|d| d["data"]["type"].as_str().unwrap().to_owned()).collect();
@@ -131,14 +127,11 @@ async fn failing_triggers_retry_then_dead_letter_and_replay(backend: Backend) {
         .env("NIMBUS_FUNCTIONS_RETRY_BACKOFF_MS", "20");
     let server = Server::start_with(backend, options).await;
     server.admin("PUT", "/v1/docs/payments/p1", Some(json!({"amount": 5}))).await;
-    let mut dead = Value::Null;
-    for _ in 0..200 {
-        dead = server.admin("GET", "/v1/admin/functions/dead-letters", None).await.1;
-        if dead["deadLetters"].as_array().is_some_and(|d| !d.is_empty()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let dead = crate::harness::eventually(Duration::from_secs(10), "a dead letter", || async {
+        let dead = server.admin("GET", "/v1/admin/functions/dead-letters", None).await.1;
+        dead["deadLetters"].as_array().is_some_and(|d| !d.is_empty()).then_some(dead)
+    })
+    .await;
     let letter = &dead["deadLetters"][0];
     assert_eq!(
         (letter["function"].as_str(), letter["attempts"].as_i64()),
@@ -171,12 +164,10 @@ async fn a_crash_after_commit_still_runs_the_trigger(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     server.crash_and_restart().await;
     eventually(&server, "/v1/docs/jobs/j1").await;
-    for _ in 0..300 {
-        if count(&server, "effects").await > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::harness::eventually(Duration::from_secs(15), "the trigger's effect", || async {
+        (count(&server, "effects").await > 0).then_some(())
+    })
+    .await;
     assert_eq!(count(&server, "effects").await, 1, "the trigger ran after the restart, once per event id");
 }
 
