@@ -80,17 +80,8 @@ pub struct App {
 /// listener and no background work (watchers, scheduler, trigger worker).
 /// `build` starts those; commands such as `nimbus import` use the parts alone.
 pub struct Parts {
-    pub config: Config,
-    pub store: Store,
-    pub metrics: Metrics,
-    pub service_key: ServiceKey,
+    pub services: Services,
     pub new_service_key: Option<secrecy::SecretString>,
-    pub documents: Documents,
-    pub accounts: Accounts,
-    pub rules: RulesService,
-    pub functions: Functions,
-    pub triggers: TriggerIndex,
-    pub messages: Messages,
     schedules: Schedules,
     queue_metrics: QueueMetrics,
 }
@@ -146,56 +137,42 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
             .counter("nimbus_job_dead_letters_total", "Jobs moved to the dead letters")
             .map_err(metric)?,
     };
-    Ok(Parts {
-        config,
+    let services = Services {
+        config: Arc::new(config),
         store,
-        metrics,
+        metrics: Arc::new(metrics),
         service_key,
-        new_service_key,
         documents,
         accounts,
         rules,
         functions,
         triggers,
         messages,
-        schedules,
-        queue_metrics,
-    })
+    };
+    Ok(Parts { services, new_service_key, schedules, queue_metrics })
 }
 
 /// Assembles the parts, starts their background work, binds the listener
 /// and builds the router.
 pub async fn build(config: Config) -> Result<App, StartError> {
-    let parts = assemble(config).await?;
-    let listener = TcpListener::bind(parts.config.listen)
+    let Parts { services, new_service_key, schedules, queue_metrics } = assemble(config).await?;
+    let listener = TcpListener::bind(services.config.listen)
         .await
-        .map_err(|e| StartError::Bind { addr: parts.config.listen, reason: e.to_string() })?;
-    parts.rules.watch();
-    parts.functions.watch();
-    parts.schedules.clone().spawn(parts.store.clone(), parts.triggers.clone());
-    let settings = &parts.config.functions;
+        .map_err(|e| StartError::Bind { addr: services.config.listen, reason: e.to_string() })?;
+    services.rules.watch();
+    services.functions.watch();
+    schedules.spawn(services.store.clone(), services.triggers.clone());
+    let settings = &services.config.functions;
     TriggerWorker::new(
-        parts.store.clone(),
-        parts.functions.clone(),
-        parts.triggers.clone(),
+        services.store.clone(),
+        services.functions.clone(),
+        services.triggers.clone(),
         (settings.retry_attempts, settings.retry_backoff),
         settings.timeout + std::time::Duration::from_secs(2),
-        parts.queue_metrics,
+        queue_metrics,
     )
     .spawn();
-    let new_service_key = parts.new_service_key;
-    let state = AppState(Arc::new(Services {
-        config: Arc::new(parts.config),
-        store: parts.store,
-        metrics: Arc::new(parts.metrics),
-        service_key: parts.service_key,
-        documents: parts.documents,
-        accounts: parts.accounts,
-        rules: parts.rules,
-        functions: parts.functions,
-        triggers: parts.triggers,
-        messages: parts.messages,
-    }));
+    let state = AppState(Arc::new(services));
     let router = crate::http::router(state.clone());
     Ok(App { listener, router, state, new_service_key })
 }

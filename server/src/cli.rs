@@ -145,7 +145,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Export(ExportCommand::Firestore { file, config }) => {
             let export = move |config| {
                 with_parts(config, move |parts| async move {
-                    let written = crate::import::export_firestore(&parts.documents, &file).await?;
+                    let written = crate::import::export_firestore(&parts.services.documents, &file).await?;
                     println!("{written} documents exported to {}", file.display());
                     Ok(true)
                 })
@@ -206,7 +206,7 @@ where
 {
     tokio_runtime()?.block_on(async move {
         let parts = crate::app::assemble(config).await.map_err(|e| e.to_string())?;
-        let store = parts.store.clone();
+        let store = parts.services.store.clone();
         let outcome = work(parts).await;
         store.close().await;
         outcome
@@ -226,7 +226,7 @@ fn import(command: ImportCommand) -> ExitCode {
             let parameters = crate::import::HashParameters { signer_key: hash_key, salt_separator, rounds, mem_cost };
             let run = move |config| {
                 with_parts(config, move |parts| async move {
-                    let report = crate::import::firebase_auth(&parts.accounts, &file, &parameters).await?;
+                    let report = crate::import::firebase_auth(&parts.services.accounts, &file, &parameters).await?;
                     Ok(print_report(&report, "users"))
                 })
             };
@@ -235,8 +235,11 @@ fn import(command: ImportCommand) -> ExitCode {
         ImportCommand::Firestore { file, no_triggers, config } => {
             let run = move |config| {
                 with_parts(config, move |parts| async move {
-                    let documents =
-                        if no_triggers { parts.documents.without_triggers() } else { parts.documents.clone() };
+                    let documents = if no_triggers {
+                        parts.services.documents.without_triggers()
+                    } else {
+                        parts.services.documents.clone()
+                    };
                     let report = crate::import::firestore(&documents, &file).await?;
                     Ok(print_report(&report, "documents"))
                 })
