@@ -89,10 +89,19 @@ async fn rules_reload_from_the_folder_and_keep_serving_on_a_broken_file(backend:
     std::fs::write(&file, OPEN_PRODUCTS).unwrap();
     eventually_status(&server, "/v1/docs/products/p1", 200).await;
     std::fs::write(&file, "service cloud.firestore { match /products/{id} { allow read: if nope(); } }").unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    // The watcher refuses the broken file: the admin API says so, with its position.
+    let refused = crate::harness::eventually(std::time::Duration::from_secs(10), "the refusal", || async {
+        let (_, body) = server.admin("GET", "/v1/admin/rules", None).await;
+        body["error"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(refused.contains("a.rules:1:") && refused.contains("nope"), "{refused}");
     assert_eq!(server.call("GET", "/v1/docs/products/p1", None, None).await.0, 200, "the last good rules keep serving");
     std::fs::write(&file, CLOSED_PRODUCTS).unwrap();
     eventually_status(&server, "/v1/docs/products/p1", 403).await;
+    let (_, status) = server.admin("GET", "/v1/admin/rules", None).await;
+    assert_eq!(status["error"], Value::Null, "a good reload clears the error: {status}");
+    assert!(status["loadedAt"].as_str().is_some_and(|t| t.ends_with('Z')), "{status}");
 }
 
 async fn admin_api_reads_replaces_and_tests_rules(backend: Backend) {

@@ -25,7 +25,10 @@ pub fn router() -> Router<AppState> {
 
 async fn read_rules(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    Ok(Json(json!({ "files": state.rules.files() })))
+    let status = state.rules.status();
+    Ok(Json(
+        json!({ "files": state.rules.files(), "loadedAt": status.loaded_at, "error": status.error, "errorAt": status.error_at }),
+    ))
 }
 
 #[derive(Deserialize)]

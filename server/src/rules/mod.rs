@@ -84,6 +84,20 @@ pub struct RulesService {
     files: Swap<Vec<RulesFile>>,
     /// Serializes replacements (admin API and folder watcher).
     replacing: Arc<tokio::sync::Mutex<()>>,
+    /// How the last load from the folder went.
+    status: Swap<LoadStatus>,
+}
+
+/// How the last load of the rules went, as the admin rules API shows it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LoadStatus {
+    /// When rules were last put in force (RFC 3339).
+    pub loaded_at: Option<String>,
+    /// The last refused reload's error, `file:line:col: message`, until rules load again.
+    pub error: Option<String>,
+    /// When that reload was refused.
+    pub error_at: Option<String>,
 }
 
 impl RulesService {
@@ -96,7 +110,13 @@ impl RulesService {
             current: Swap::new(rules),
             files: Swap::new(files),
             replacing: Arc::new(tokio::sync::Mutex::new(())),
+            status: Swap::new(LoadStatus { loaded_at: Some(now_text()), error: None, error_at: None }),
         })
+    }
+
+    /// How the last load went (its time, or the error that kept the previous rules).
+    pub fn status(&self) -> LoadStatus {
+        self.status.load().as_ref().clone()
     }
 
     pub fn current(&self) -> Arc<Rules> {
@@ -110,6 +130,7 @@ impl RulesService {
     fn swap(&self, rules: Rules, files: Vec<RulesFile>) {
         self.current.store(rules);
         self.files.store(files);
+        self.status.store(LoadStatus { loaded_at: Some(now_text()), error: None, error_at: None });
     }
 
     /// Checks `files`, writes them as the rules folder's contents (removing
@@ -159,7 +180,15 @@ impl RulesService {
                 tracing::info!(dir = %self.dir.display(), "security rules reloaded");
             }
             Ok(_) => {}
-            Err(e) => tracing::error!("security rules not reloaded, the previous rules stay: {e}"),
+            Err(e) => {
+                tracing::error!("security rules not reloaded, the previous rules stay: {e}");
+                let loaded_at = self.status.load().loaded_at.clone();
+                self.status.store(LoadStatus { loaded_at, error: Some(e.to_string()), error_at: Some(now_text()) });
+            }
         }
     }
+}
+
+fn now_text() -> String {
+    crate::clock::format_time(crate::clock::now_micros())
 }
