@@ -313,8 +313,9 @@ macro_rules! bind_params {
         q
     }};
 }
+pub(super) use bind_params;
 
-fn dialect(pools: &Pools) -> &'static dyn Dialect {
+pub(super) fn dialect(pools: &Pools) -> &'static dyn Dialect {
     match pools {
         Pools::Sqlite(_) => &super::sqlite::SqliteDialect,
         Pools::Postgres(_) => &super::postgres::PostgresDialect,
@@ -481,19 +482,9 @@ impl Store {
     /// The query plan the database would use, as text (for tests and operators).
     pub async fn explain_query(&self, query: &Query) -> Result<String, StoreError> {
         let sql = query::select(dialect(&self.pools), query, self.collection_term(&query.collection));
-        let lines: Vec<String> = match &*self.pools {
-            Pools::Sqlite(pools) => {
-                let text = format!("EXPLAIN QUERY PLAN {}", sql.text);
-                let rows = bind_params!(sqlx::query(&text), &sql.params).fetch_all(&pools.readers).await?;
-                rows.iter().map(|r| sqlx::Row::try_get::<String, _>(r, 3)).collect::<Result<_, _>>()?
-            }
-            Pools::Postgres(pool) => {
-                let text = format!("EXPLAIN {}", sql.text);
-                let mut tx = pool.begin().await?;
-                sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await?;
-                let rows = bind_params!(sqlx::query(&text), &sql.params).fetch_all(&mut *tx).await?;
-                rows.iter().map(|r| sqlx::Row::try_get::<String, _>(r, 0)).collect::<Result<_, _>>()?
-            }
+        let lines = match &*self.pools {
+            Pools::Sqlite(pools) => super::sqlite::explain(&pools.readers, &sql).await?,
+            Pools::Postgres(pool) => super::postgres::explain(pool, &sql).await?,
         };
         Ok(lines.join("\n"))
     }

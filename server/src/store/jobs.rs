@@ -4,7 +4,7 @@
 //! deleted when done, retried later when failed, kept as dead letters when
 //! they keep failing.
 
-use super::{Pools, Store, StoreError};
+use super::{Store, StoreError};
 
 /// A job to insert with a commit.
 #[derive(Debug, Clone, PartialEq)]
@@ -81,10 +81,7 @@ impl Store {
 
     /// Leases up to `limit` due jobs until `lease_until`.
     pub async fn claim_jobs(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<JobRow>, StoreError> {
-        let lock = match &*self.pools {
-            Pools::Sqlite(_) => "",
-            Pools::Postgres(_) => " FOR UPDATE SKIP LOCKED",
-        };
+        let lock = super::documents::dialect(&self.pools).skip_locked();
         let sql = format!(
             "UPDATE jobs SET locked_until = $1 WHERE id IN (SELECT id FROM jobs WHERE dead = $2 AND run_after <= $3 \
              AND locked_until <= $3 ORDER BY run_after LIMIT $4{lock}) RETURNING {JOB_COLUMNS}"

@@ -32,6 +32,16 @@ pub(super) async fn connect(url: &SecretString, statement_limit: Duration) -> Re
         .await?)
 }
 
+/// The query plan of `sql` (index scans preferred, as on a table with enough
+/// rows), one line per step.
+pub(super) async fn explain(pool: &PgPool, sql: &super::query::Sql) -> Result<Vec<String>, StoreError> {
+    let text = format!("EXPLAIN {}", sql.text);
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL enable_seqscan = off").execute(&mut *tx).await?;
+    let rows = super::documents::bind_params!(sqlx::query(&text), &sql.params).fetch_all(&mut *tx).await?;
+    Ok(rows.iter().map(|r| sqlx::Row::try_get::<String, _>(r, 0)).collect::<Result<_, _>>()?)
+}
+
 /// Applies the migrations on one connection without the statement time limit.
 pub(super) async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     let mut connection = pool.acquire().await?;
@@ -113,6 +123,10 @@ impl Dialect for PostgresDialect {
 
     fn last_chars(&self, column: &str, n: usize) -> String {
         format!("right({column}, {n})")
+    }
+
+    fn skip_locked(&self) -> &'static str {
+        " FOR UPDATE SKIP LOCKED"
     }
 }
 

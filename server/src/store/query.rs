@@ -210,6 +210,9 @@ pub(super) trait Dialect {
     fn data_text(&self) -> &'static str;
     /// The last `n` characters of a text column.
     fn last_chars(&self, column: &str, n: usize) -> String;
+    /// What makes a `SELECT … LIMIT n` of a claim skip rows other
+    /// transactions hold, so several instances share the work.
+    fn skip_locked(&self) -> &'static str;
 }
 
 /// SQL text and its parameters, built left to right.

@@ -72,6 +72,13 @@ impl SqlitePools {
     }
 }
 
+/// The query plan of `sql`, one line per step.
+pub(super) async fn explain(readers: &SqlitePool, sql: &super::query::Sql) -> Result<Vec<String>, StoreError> {
+    let text = format!("EXPLAIN QUERY PLAN {}", sql.text);
+    let rows = super::documents::bind_params!(sqlx::query(&text), &sql.params).fetch_all(readers).await?;
+    Ok(rows.iter().map(|r| sqlx::Row::try_get::<String, _>(r, 3)).collect::<Result<_, _>>()?)
+}
+
 /// Virtual machine steps between calls of a reader's progress handler: a
 /// statement shorter than this (a lookup by id, a page of a list) never
 /// calls it.
@@ -180,6 +187,11 @@ impl Dialect for SqliteDialect {
 
     fn last_chars(&self, column: &str, n: usize) -> String {
         format!("substr({column}, -{n})")
+    }
+
+    /// One writer at a time: nothing to skip.
+    fn skip_locked(&self) -> &'static str {
+        ""
     }
 }
 
