@@ -43,15 +43,7 @@ impl Schemas {
         };
         match schema.validator.iter_errors(data).next() {
             None => Ok(()),
-            Some(error) => {
-                let at = error.instance_path.to_string();
-                let field = if at.is_empty() {
-                    "document".to_owned()
-                } else {
-                    format!("field `{}`", at.trim_start_matches('/').replace('/', "."))
-                };
-                Err(format!("{field} does not match the collection schema: {error}"))
-            }
+            Some(error) => Err(violation(&error, "document", "the collection schema")),
         }
     }
 
@@ -62,6 +54,19 @@ impl Schemas {
 
 fn matches(pattern: &[String], segments: &[&str]) -> bool {
     pattern.len() == segments.len() && pattern.iter().zip(segments).all(|(p, s)| p == "*" || p == s)
+}
+
+/// A schema violation as a client may see it: the field (or `whole` for the
+/// root) and what is wrong, with the client's own values masked — they may be
+/// secrets, and the client knows what it sent.
+pub fn violation(error: &jsonschema::ValidationError<'_>, whole: &str, schema: &str) -> String {
+    let at = error.instance_path.to_string();
+    let field = if at.is_empty() {
+        whole.to_owned()
+    } else {
+        format!("field `{}`", at.trim_start_matches('/').replace('/', "."))
+    };
+    format!("{field} does not match {schema}: {}", error.masked())
 }
 
 #[cfg(test)]
@@ -79,6 +84,8 @@ mod tests {
         assert!(schemas.check("rooms/r1/messages", &json!({"text": "hi"})).is_ok());
         let err = schemas.check("rooms/r1/messages", &json!({"text": 5})).unwrap_err();
         assert!(err.starts_with("field `text`"), "{err}");
+        let secret = schemas.check("rooms/r1/messages", &json!({"text": {"password": "hunter2"}})).unwrap_err();
+        assert!(!secret.contains("hunter2"), "client values are masked: {secret}");
         assert!(schemas.check("rooms", &json!({"text": 5})).is_ok());
     }
 }

@@ -86,16 +86,8 @@ async fn gateway(
     let body = read_body(&headers, &body)?;
     if let Some(schema) = &route.body_schema {
         if let Some(error) = schema.iter_errors(&body).next() {
-            let at = error.instance_path.to_string();
-            let field = if at.is_empty() {
-                "body".to_owned()
-            } else {
-                format!("field `{}`", at.trim_start_matches('/').replace('/', "."))
-            };
-            return Err(ApiError::new(
-                ErrorCode::InvalidArgument,
-                format!("{field} does not match the function's schema: {error}"),
-            ));
+            let message = crate::documents::schema::violation(&error, "body", "the function's schema");
+            return Err(ApiError::new(ErrorCode::InvalidArgument, message));
         }
     }
     let query: Map<String, Value> = uri
