@@ -202,8 +202,11 @@ async fn auth_triggers_refuse_sign_ups_and_welcome_new_users(backend: Backend) {
 
 async fn schedules_run_each_tick_once(backend: Backend) {
     let server = Server::start_with(backend, Options::default().file("functions/ticks.js", TICKS)).await;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
-    let (_, ticks) = server.admin("POST", "/v1/query", Some(json!({"collection": "ticks", "limit": 100}))).await;
+    let ticks = crate::harness::eventually(Duration::from_secs(10), "two ticks", || async {
+        let (_, ticks) = server.admin("POST", "/v1/query", Some(json!({"collection": "ticks", "limit": 100}))).await;
+        (ticks["documents"].as_array().map_or(0, Vec::len) >= 2).then_some(ticks)
+    })
+    .await;
     let mut times: Vec<String> =
         ticks["documents"].as_array().unwrap().iter().map(|d| d["data"]["at"].as_str().unwrap().to_owned()).collect();
     assert!(times.len() >= 2, "a tick every second: {times:?}");
