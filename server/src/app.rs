@@ -15,8 +15,6 @@ use crate::auth::mailer::Mailer;
 use crate::auth::service_key::ServiceKey;
 use crate::auth::tokens::Tokens;
 use crate::config::Config;
-use crate::documents::cursor::CursorSeal;
-use crate::documents::data::DataLimits;
 use crate::documents::schema::Schemas;
 use crate::documents::Documents;
 use crate::functions::host::FunctionHost;
@@ -113,16 +111,9 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
         .counter("nimbus_documents_rows_read_total", "Documents read by rules-filtered lists and queries")
         .map_err(|e| StartError::Metrics(e.to_string()))?;
     let triggers = TriggerIndex::default();
-    let cursors = CursorSeal::establish(&store).await.map_err(StartError::Store)?;
-    let documents = Documents::new(
-        store.clone(),
-        DataLimits::default(),
-        schemas,
-        rules.clone(),
-        rows_read,
-        triggers.clone(),
-        cursors,
-    );
+    let documents = Documents::start(store.clone(), schemas, rules.clone(), rows_read, triggers.clone())
+        .await
+        .map_err(StartError::Store)?;
     let messages = Messages::new(store.clone(), triggers.clone());
     let schedules = Schedules::default();
     let functions = start_functions(&config, &metrics, &documents, &triggers, &messages, &schedules).await?;

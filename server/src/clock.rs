@@ -17,16 +17,3 @@ pub fn format_time(micros: i64) -> String {
 pub fn write_time(out: &mut String, micros: i64) {
     nimbus_rules_lang::time::write(out, micros);
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_like_rfc3339_with_microseconds() {
-        assert_eq!(format_time(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(format_time(1_795_000_000_123_456), "2026-11-18T11:06:40.123456Z");
-        assert_eq!(format_time(951_782_400_000_001), "2000-02-29T00:00:00.000001Z");
-        assert_eq!(format_time(-1), "1969-12-31T23:59:59.999999Z");
-    }
-}

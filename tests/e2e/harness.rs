@@ -205,30 +205,15 @@ impl Server {
 
     /// Rows of a SQL query run directly on the server's database, as strings.
     pub async fn sql_rows(&self, query: &str) -> Vec<Vec<Option<String>>> {
-        use sqlx::Row;
         match &self._db {
             Some(db) => {
                 let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url).await.expect("connect");
-                let rows = sqlx::query(query).fetch_all(&mut conn).await.expect("query");
-                rows.iter()
-                    .map(|r| {
-                        (0..r.columns().len())
-                            .map(|i| r.try_get::<Option<String>, _>(i).expect("text column"))
-                            .collect()
-                    })
-                    .collect()
+                text_rows(&sqlx::query(query).fetch_all(&mut conn).await.expect("query"))
             }
             None => {
                 let url = format!("sqlite://{}", self.dir.path().join("nimbus-data/nimbus.db").display());
                 let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.expect("connect");
-                let rows = sqlx::query(query).fetch_all(&mut conn).await.expect("query");
-                rows.iter()
-                    .map(|r| {
-                        (0..r.columns().len())
-                            .map(|i| r.try_get::<Option<String>, _>(i).expect("text column"))
-                            .collect()
-                    })
-                    .collect()
+                text_rows(&sqlx::query(query).fetch_all(&mut conn).await.expect("query"))
             }
         }
     }
@@ -342,4 +327,14 @@ where
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// Every column of every row, read as optional text.
+fn text_rows<R>(rows: &[R]) -> Vec<Vec<Option<String>>>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    rows.iter().map(|r| (0..r.columns().len()).map(|i| r.try_get(i).expect("text column")).collect()).collect()
 }

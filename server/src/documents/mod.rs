@@ -181,16 +181,16 @@ fn parse_data(stored: &StoredDoc) -> Result<Value, DocumentError> {
 }
 
 impl Documents {
-    pub fn new(
+    /// The service over `store`, with the cursor key every instance shares.
+    pub async fn start(
         store: Store,
-        limits: DataLimits,
         schemas: Schemas,
         rules: RulesService,
         rows_read: prometheus::IntCounter,
         triggers: TriggerIndex,
-        cursors: cursor::CursorSeal,
-    ) -> Documents {
-        Documents { store, limits, schemas, rules, rows_read, triggers, cursors }
+    ) -> Result<Documents, StoreError> {
+        let cursors = cursor::CursorSeal::establish(&store).await?;
+        Ok(Documents { limits: DataLimits::default(), store, schemas, rules, rows_read, triggers, cursors })
     }
 
     pub async fn get(&self, caller: &Caller, path: &DocPath) -> Result<Document, DocumentError> {

@@ -201,7 +201,10 @@ async fn run_group(
     savepoints: Savepoints,
     now: i64,
 ) -> Result<Option<CommitResults>, StoreError> {
-    let mut tx = sqlx::Connection::begin(connection).await?;
+    // IMMEDIATE: take the write lock now, waiting (busy timeout) while another
+    // process (`nimbus import` next to a running server) holds it, instead of
+    // failing when a read transaction would be upgraded to a write.
+    let mut tx = sqlx::Connection::begin_with(connection, "BEGIN IMMEDIATE").await?;
     if insert_fresh(&mut tx, &created).await.is_err() {
         return Ok(None);
     }
