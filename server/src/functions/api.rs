@@ -184,11 +184,7 @@ fn js_error(error: JsError) -> ApiError {
             ApiError::new(ErrorCode::parse(&code).unwrap_or(ErrorCode::Internal), message)
         }
         JsError::Timeout => ApiError::new(ErrorCode::DeadlineExceeded, "the function ran longer than its time limit"),
-        other => {
-            let id = uuid::Uuid::new_v4();
-            tracing::error!(error_id = %id, "function failed: {other}");
-            ApiError::new(ErrorCode::Internal, format!("internal error (id {id})"))
-        }
+        other => ApiError::hidden(ErrorCode::Internal, &format!("function failed: {other}")),
     }
 }
 

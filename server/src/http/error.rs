@@ -21,23 +21,29 @@ impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError { code, message: message.into(), retry_after_secs: None }
     }
+
+    /// The one way an error the client may not read reaches it: `detail` is
+    /// logged with a new id, and the client gets `code` and only that id.
+    pub fn hidden(code: ErrorCode, detail: &dyn std::fmt::Display) -> Self {
+        let id = uuid::Uuid::new_v4();
+        tracing::error!(error_id = %id, code = %code, "{detail}");
+        let message = match code {
+            ErrorCode::Unavailable => format!("service unavailable (id {id})"),
+            _ => format!("internal error (id {id})"),
+        };
+        ApiError::new(code, message)
+    }
 }
 
 impl<E: ApiFailure> From<E> for ApiError {
     fn from(failure: E) -> Self {
         let code = failure.code();
-        let message = match code {
-            ErrorCode::Internal | ErrorCode::Unavailable => {
-                let id = uuid::Uuid::new_v4();
-                tracing::error!(error_id = %id, code = %code, "{failure}");
-                match code {
-                    ErrorCode::Internal => format!("internal error (id {id})"),
-                    _ => format!("service unavailable (id {id})"),
-                }
-            }
-            _ => failure.to_string(),
+        let mut error = match code {
+            ErrorCode::Internal | ErrorCode::Unavailable => ApiError::hidden(code, &failure),
+            _ => ApiError::new(code, failure.to_string()),
         };
-        ApiError { code, message, retry_after_secs: failure.retry_after_secs() }
+        error.retry_after_secs = failure.retry_after_secs();
+        error
     }
 }
 
@@ -68,10 +74,8 @@ pub async fn method_not_allowed() -> ApiError {
 /// `nimbus_http_panics_total`.
 pub fn panicked(counter: &prometheus::IntCounter, panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     counter.inc();
-    let detail = crate::supervise::panic_text(&*panic);
-    let id = uuid::Uuid::new_v4();
-    tracing::error!(error_id = %id, "a request handler panicked: {detail}");
-    ApiError::new(ErrorCode::Internal, format!("internal error (id {id})")).into_response()
+    let detail = format!("a request handler panicked: {}", crate::supervise::panic_text(&*panic));
+    ApiError::hidden(ErrorCode::Internal, &detail).into_response()
 }
 
 #[cfg(test)]
