@@ -1,5 +1,6 @@
 //! Tidy checks that keep `docs/ARCHITECTURE.md` true: every module of the
-//! three crates opens with a `//!` paragraph, `sqlx` is named only under `store/`, and `axum` only in
+//! three crates opens with a `//!` paragraph, no `unwrap()`/`expect()` outside
+//! tests, `sqlx` is named only under `store/`, and `axum` only in
 //! the gateway (`http/`), in `api.rs` files and in `app.rs`.
 
 use std::path::{Path, PathBuf};
@@ -68,6 +69,27 @@ fn axum_stays_in_the_gateway() {
         let allowed = path.starts_with("http/") || path.ends_with("api.rs") || path == "app.rs" || path == "tidy.rs";
         if !allowed {
             assert!(!mentions(&text, "axum"), "{path} uses axum; only http/, api.rs files and app.rs may");
+        }
+    }
+}
+
+#[test]
+fn no_unwrap_outside_tests() {
+    for folder in ["src", "rules-lang/src", "js-runtime/src"] {
+        for (path, text) in files_under(folder) {
+            if path == "tidy.rs" || path == "tests.rs" {
+                continue;
+            }
+            let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (number, line) in code.lines().enumerate() {
+                let line = line.trim_start();
+                let panics = line.contains(".unwrap()") || line.contains(".expect(");
+                assert!(
+                    line.starts_with("//") || !panics,
+                    "{folder}/{path}:{}: no unwrap()/expect() outside tests; map the error instead",
+                    number + 1
+                );
+            }
         }
     }
 }
