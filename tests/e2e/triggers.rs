@@ -142,8 +142,17 @@ async fn failing_triggers_retry_then_dead_letter_and_replay(backend: Backend) {
     assert_eq!(letter["event"]["params"]["id"], "p1");
     let id = letter["id"].as_str().unwrap().to_owned();
 
+    let version_of_payments = || async {
+        let (_, listing) = server.admin("GET", "/v1/admin/functions", None).await;
+        let modules = listing["modules"].as_array().cloned().unwrap_or_default();
+        modules.iter().find(|m| m["module"] == "payments.js").map(|m| m["version"].clone())
+    };
+    let failing = version_of_payments().await;
     std::fs::write(server.dir.path().join("functions/payments.js"), FIXED).unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    crate::harness::eventually(Duration::from_secs(10), "the fixed module loaded", || async {
+        version_of_payments().await.filter(|v| Some(v) != failing.as_ref())
+    })
+    .await;
     assert_eq!(server.admin("POST", &format!("/v1/admin/functions/dead-letters/{id}/replay"), None).await.0, 204);
     let receipt = eventually(&server, "/v1/docs/receipts/p1").await;
     assert_eq!(receipt["data"]["eventId"], id.as_str(), "the replay keeps the event id");

@@ -191,8 +191,14 @@ fn js_error(error: JsError) -> ApiError {
 async fn list_functions(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let registry = state.functions.registry();
-    let modules: Vec<Value> =
-        registry.modules.values().map(|m| json!({"module": m.module.name, "functions": m.descriptors})).collect();
+    let modules: Vec<Value> = registry
+        .modules
+        .values()
+        .map(|m| {
+            let version = format!("{:016x}", m.module.version);
+            json!({"module": m.module.name, "version": version, "functions": m.descriptors})
+        })
+        .collect();
     Ok(Json(json!({"modules": modules, "errors": registry.errors})))
 }
 
