@@ -24,25 +24,25 @@ pub const MAX_RULE_READS: usize = 10;
 /// Documents fetched for rules during one request, and the request's own
 /// writes (what `getAfter()`/`existsAfter()` see: `None` for a delete).
 #[derive(Default)]
-pub struct Fetched {
+pub struct Fetched<'w> {
     stored: HashMap<String, Option<Value>>,
-    after: HashMap<String, Option<Value>>,
+    after: HashMap<String, Option<&'w Value>>,
 }
 
-impl Fetched {
+impl<'w> Fetched<'w> {
     /// Records that the request leaves `path` as `data` (`None`: deleted).
-    pub fn write_after(&mut self, path: String, data: Option<Value>) {
+    pub fn write_after(&mut self, path: String, data: Option<&'w Value>) {
         self.after.insert(path, data);
     }
 }
 
-impl Lookup for Fetched {
+impl Lookup for Fetched<'_> {
     fn document(&self, path: &str) -> Option<Option<&Value>> {
         self.stored.get(path).map(Option::as_ref)
     }
 
     fn document_after(&self, path: &str) -> Option<Option<&Value>> {
-        self.after.get(path).map(Option::as_ref).or_else(|| self.document(path))
+        self.after.get(path).copied().or_else(|| self.document(path))
     }
 }
 
@@ -66,7 +66,7 @@ pub struct Check<'a> {
 pub async fn allowed(
     rules: &Rules,
     store: &Store,
-    fetched: &mut Fetched,
+    fetched: &mut Fetched<'_>,
     auth: Option<&Auth>,
     time_micros: i64,
     check: &Check<'_>,
@@ -128,7 +128,7 @@ pub fn pushed_filter(condition: &Condition) -> Pushed {
                 CompareOp::Gt => StoreOp::Gt,
                 CompareOp::Ge => StoreOp::Ge,
             };
-            match (field_path(field), scalar(value)) {
+            match (field_path(field), Scalar::from_json(value)) {
                 (Some(field), Some(scalar)) => Pushed {
                     exact: exact_op && exact_scalar(&scalar),
                     filter: Some(Filter::Compare { field, op, value: scalar }),
@@ -137,7 +137,7 @@ pub fn pushed_filter(condition: &Condition) -> Pushed {
             }
         }
         Condition::In { field, values } => {
-            match (field_path(field), values.iter().map(scalar).collect::<Option<Vec<_>>>()) {
+            match (field_path(field), values.iter().map(Scalar::from_json).collect::<Option<Vec<_>>>()) {
                 (Some(field), Some(values)) => Pushed {
                     exact: values.iter().all(exact_scalar),
                     filter: Some(Filter::In { field, values, negated: false }),
@@ -168,19 +168,6 @@ fn field_path(segments: &[String]) -> Option<FieldPath> {
         return None;
     }
     FieldPath::parse(&segments.join("."))
-}
-
-fn scalar(value: &Value) -> Option<Scalar> {
-    match value {
-        Value::Null => Some(Scalar::Null),
-        Value::Bool(b) => Some(Scalar::Bool(*b)),
-        Value::Number(n) => n.as_f64().map(Scalar::Number),
-        Value::String(s) => Some(Scalar::String(s.clone())),
-        Value::Object(_) => {
-            nimbus_rules_lang::time::from_json(value).map(|t| Scalar::Timestamp(nimbus_rules_lang::time::format(t)))
-        }
-        Value::Array(_) => None,
-    }
 }
 
 fn exact_scalar(value: &Scalar) -> bool {

@@ -184,10 +184,10 @@ pub fn resolve(current: Option<Value>, incoming: &Value, mode: Mode, now: i64) -
 
 /// `value` with every timestamp in its canonical text (validated before).
 fn canonical(value: &Value) -> Value {
+    if let Some(micros) = time::from_json(value) {
+        return time::to_json(micros);
+    }
     match value {
-        Value::Object(_) if time::from_json(value).is_some() => {
-            time::from_json(value).map_or(Value::Null, time::to_json)
-        }
         Value::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), canonical(v))).collect()),
         Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
         other => other.clone(),

@@ -219,7 +219,7 @@ impl Documents {
     async fn allowed(
         &self,
         caller: &Caller,
-        fetched: &mut Fetched,
+        fetched: &mut Fetched<'_>,
         check: &access::Check<'_>,
     ) -> Result<bool, DocumentError> {
         self.allowed_at(caller, fetched, check, now_micros()).await
@@ -229,7 +229,7 @@ impl Documents {
     async fn allowed_at(
         &self,
         caller: &Caller,
-        fetched: &mut Fetched,
+        fetched: &mut Fetched<'_>,
         check: &access::Check<'_>,
         time: i64,
     ) -> Result<bool, DocumentError> {
@@ -295,10 +295,11 @@ impl Documents {
         }
         let mut fetched = Fetched::default();
         for (request, (_, _, _, incoming)) in requests.iter().zip(&views) {
-            fetched.write_after(request.path.to_string(), incoming.clone());
+            fetched.write_after(request.path.to_string(), incoming.as_ref());
         }
         let mut versions = Vec::with_capacity(requests.len());
-        for (index, (request, (version, method, existing, incoming))) in requests.iter().zip(views).enumerate() {
+        for (index, (request, (version, method, existing, incoming))) in requests.iter().zip(&views).enumerate() {
+            let method = *method;
             let path = request.path.to_string();
             let check = access::Check { method, path: &path, existing: existing.as_ref(), incoming: incoming.as_ref() };
             if !self.allowed_at(caller, &mut fetched, &check, now).await? {
@@ -309,7 +310,7 @@ impl Documents {
                     denied(&format!("writes[{index}]: {what}"))
                 });
             }
-            versions.push(version);
+            versions.push(*version);
         }
         Ok(versions)
     }

@@ -183,18 +183,12 @@ fn field(value: &Value, context: &str) -> Result<FieldPath, String> {
 }
 
 fn scalar(value: &Value, context: &str) -> Result<Scalar, String> {
-    match value {
-        Value::Null => Ok(Scalar::Null),
-        Value::Bool(b) => Ok(Scalar::Bool(*b)),
-        Value::Number(n) => n.as_f64().map(Scalar::Number).ok_or_else(|| format!("{context}: number out of range")),
-        Value::String(s) => Ok(Scalar::String(s.clone())),
-        Value::Object(_) if nimbus_rules_lang::time::from_json(value).is_some() => {
-            Ok(Scalar::Timestamp(nimbus_rules_lang::time::from_json(value).map(nimbus_rules_lang::time::format).unwrap_or_default()))
-        }
-        Value::Array(_) | Value::Object(_) => Err(format!(
+    Scalar::from_json(value).ok_or_else(|| match value {
+        Value::Number(_) => format!("{context}: number out of range"),
+        _ => format!(
             "{context}: values must be null, a boolean, a number, a string or a timestamp ({{\"$timestamp\": \"<RFC 3339>\"}})"
-        )),
-    }
+        ),
+    })
 }
 
 fn scalar_list(value: &Value, context: &str) -> Result<Vec<Scalar>, String> {

@@ -56,6 +56,21 @@ pub mod rank {
 }
 
 impl Scalar {
+    /// The scalar a JSON value stands for (a timestamp in its canonical
+    /// text); `None` for arrays, maps and numbers beyond a double.
+    pub fn from_json(value: &serde_json::Value) -> Option<Scalar> {
+        use serde_json::Value;
+        match value {
+            Value::Null => Some(Scalar::Null),
+            Value::Bool(b) => Some(Scalar::Bool(*b)),
+            Value::Number(n) => n.as_f64().map(Scalar::Number),
+            Value::String(s) => Some(Scalar::String(s.clone())),
+            Value::Object(_) => nimbus_rules_lang::time::from_json(value)
+                .map(|micros| Scalar::Timestamp(nimbus_rules_lang::time::format(micros))),
+            Value::Array(_) => None,
+        }
+    }
+
     /// The value's sort keys: (rank, numeric value, text value).
     fn keys(&self) -> (i64, f64, String) {
         match self {
