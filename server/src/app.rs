@@ -21,6 +21,7 @@ use crate::functions::host::FunctionHost;
 use crate::functions::signup::FunctionSignUpHooks;
 use crate::functions::{FunctionMetrics, Functions, FunctionsConfig};
 use crate::http::metrics::Metrics;
+use crate::realtime::{Realtime, RealtimeMetrics, RealtimeParts};
 use crate::rules::RulesService;
 use crate::store::{Store, StoreError};
 use crate::triggers::schedule::Schedules;
@@ -50,6 +51,7 @@ pub struct Services {
     pub functions: Functions,
     pub triggers: TriggerIndex,
     pub messages: Messages,
+    pub realtime: Realtime,
 }
 
 /// Why the server could not start.
@@ -128,6 +130,15 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
             .counter("nimbus_job_dead_letters_total", "Jobs moved to the dead letters")
             .map_err(metric)?,
     };
+    let realtime = Realtime::new(RealtimeParts {
+        documents: documents.clone(),
+        store: store.clone(),
+        rules: rules.clone(),
+        tokens: accounts.tokens().clone(),
+        service_key: service_key.clone(),
+        settings: config.realtime.clone(),
+        metrics: RealtimeMetrics::register(&metrics).map_err(metric)?,
+    });
     let services = Services {
         config: Arc::new(config),
         store,
@@ -139,6 +150,7 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
         functions,
         triggers,
         messages,
+        realtime,
     };
     Ok(Parts { services, new_service_key, schedules, queue_metrics })
 }
@@ -152,6 +164,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .map_err(|e| StartError::Bind { addr: services.config.listen, reason: e.to_string() })?;
     services.rules.watch();
     services.functions.watch();
+    services.realtime.spawn();
     schedules.spawn(services.store.clone(), services.triggers.clone());
     let settings = &services.config.functions;
     TriggerWorker::new(

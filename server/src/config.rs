@@ -72,6 +72,27 @@ pub struct Config {
     pub http: HttpLimits,
     /// Longest a database statement of a client's query may run.
     pub query_timeout: Duration,
+    pub realtime: RealtimeSettings,
+}
+
+/// Realtime limits (`NIMBUS_REALTIME_*`, `[realtime]` in `nimbus.toml`).
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    /// How long the change log keeps a change, so a client can resume from it.
+    pub retention: Duration,
+    /// Commits buffered for each connection; one that falls further behind gets `resync`.
+    pub buffer: usize,
+    /// Most subscriptions on one connection.
+    pub max_subscriptions: usize,
+    /// Most realtime connections of one user, and from one IP address.
+    pub max_connections_per_user: usize,
+    pub max_connections_per_ip: usize,
+    /// How often a connection checks that its session is still in force.
+    pub session_check: Duration,
+    /// How often the server pings an idle connection (two missed answers close it).
+    pub ping: Duration,
+    /// How often the change log is read when nothing announces a commit.
+    pub poll: Duration,
 }
 
 /// Bounds on client connections (`NIMBUS_HTTP_*`, `[http]` in `nimbus.toml`).
@@ -202,6 +223,8 @@ struct FileSettings {
     query_timeout_ms: Option<u64>,
     #[serde(default)]
     http: HttpFileSettings,
+    #[serde(default)]
+    realtime: RealtimeFileSettings,
     public_url: Option<String>,
     smtp_url: Option<String>,
     mail_from: Option<String>,
@@ -217,6 +240,20 @@ struct HttpFileSettings {
     header_timeout_ms: Option<u64>,
     body_timeout_ms: Option<u64>,
     max_connections: Option<u64>,
+}
+
+/// `[realtime]` in `nimbus.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RealtimeFileSettings {
+    retention_secs: Option<u64>,
+    buffer: Option<u64>,
+    max_subscriptions: Option<u64>,
+    max_connections_per_user: Option<u64>,
+    max_connections_per_ip: Option<u64>,
+    session_check_ms: Option<u64>,
+    ping_ms: Option<u64>,
+    poll_ms: Option<u64>,
 }
 
 /// `[auth]` in `nimbus.toml`.
@@ -319,6 +356,7 @@ impl Config {
                 "10000",
                 number(10u64),
             )?),
+            realtime: realtime_settings(&layers, &file.realtime)?,
         })
     }
 }
@@ -493,6 +531,29 @@ fn http_limits(layers: &Layers, h: &HttpFileSettings) -> Result<HttpLimits, Conf
         header_timeout: millis("http_header_timeout_ms", &h.header_timeout_ms, "10000")?,
         body_timeout: millis("http_body_timeout_ms", &h.body_timeout_ms, "30000")?,
         max_connections: layers.parse("http_max_connections", &text(&h.max_connections), "10000", number(1usize))?,
+    })
+}
+
+fn realtime_settings(layers: &Layers, r: &RealtimeFileSettings) -> Result<RealtimeSettings, ConfigError> {
+    let text = |v: &Option<u64>| v.map(|n| n.to_string());
+    let count = |key, value: &Option<u64>, default| layers.parse(key, &text(value), default, number(1usize));
+    let millis = |key, value: &Option<u64>, default| {
+        layers.parse(key, &text(value), default, number(10u64)).map(Duration::from_millis)
+    };
+    Ok(RealtimeSettings {
+        retention: Duration::from_secs(layers.parse(
+            "realtime_retention_secs",
+            &text(&r.retention_secs),
+            "3600",
+            number(1u64),
+        )?),
+        buffer: count("realtime_buffer", &r.buffer, "1024")?,
+        max_subscriptions: count("realtime_max_subscriptions", &r.max_subscriptions, "100")?,
+        max_connections_per_user: count("realtime_max_connections_per_user", &r.max_connections_per_user, "100")?,
+        max_connections_per_ip: count("realtime_max_connections_per_ip", &r.max_connections_per_ip, "5000")?,
+        session_check: millis("realtime_session_check_ms", &r.session_check_ms, "10000")?,
+        ping: millis("realtime_ping_ms", &r.ping_ms, "30000")?,
+        poll: millis("realtime_poll_ms", &r.poll_ms, "1000")?,
     })
 }
 

@@ -25,6 +25,8 @@ pub mod http;
 pub mod ids;
 /// Moving a Firebase project in (users, documents) and documents out.
 pub mod import;
+/// Live documents and queries over WebSocket and SSE, fed by the change log.
+pub mod realtime;
 /// Security rules: loading the rules folder and the rules in force.
 pub mod rules;
 /// The only module that speaks SQL: SQLite and PostgreSQL backends.

@@ -160,6 +160,24 @@ impl Server {
         self.wait_ready().await;
     }
 
+    /// A second instance on the same PostgreSQL database (its own folder,
+    /// the same rules files), with `extra` settings on top.
+    pub async fn sibling(&self, extra: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        copy_folder(&self.dir.path().join("rules"), &dir.path().join("rules"));
+        let mut env = self.env.clone();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let (child, base) = spawn_in(dir.path(), &env);
+        let server = Server { child, env, base, dir, client: reqwest::Client::new(), _db: None };
+        server.wait_ready().await;
+        server
+    }
+
+    /// The PostgreSQL database this server owns (`None` on SQLite and for siblings).
+    pub fn database_url(&self) -> Option<String> {
+        self._db.as_ref().map(|db| db.url.clone())
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
@@ -260,6 +278,13 @@ pub async fn read(response: reqwest::Response) -> (u16, Value) {
     let text = response.text().await.expect("body");
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, value)
+}
+
+fn copy_folder(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).into_iter().flatten().flatten() {
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy");
+    }
 }
 
 fn spawn_in(dir: &std::path::Path, env: &[(String, String)]) -> (Child, String) {

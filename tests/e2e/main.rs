@@ -10,6 +10,7 @@ mod fidelity;
 mod foundation;
 mod functions;
 mod queues;
+mod realtime;
 mod rules;
 mod security;
 mod triggers;

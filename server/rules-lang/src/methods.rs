@@ -90,7 +90,7 @@ fn math(function: &str, args: &[Value]) -> Eval {
     };
     let to_int = |f: f64| {
         // Out of the integer range (or NaN): an error, as any overflow.
-        if f.is_finite() && f >= -9.223_372_036_854_776e18 && f < 9.223_372_036_854_776e18 {
+        if f.is_finite() && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f) {
             Ok(Value::Int(f as i64))
         } else {
             error(format!("math.{function}() is outside the integer range"))

@@ -35,13 +35,7 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or(AuthError::MalformedHeader)?;
-        if token.contains('.') {
-            return Ok(Caller::User(state.accounts.tokens().verify(token).await?));
-        }
-        if state.service_key.matches(token) {
-            return Ok(Caller::Service);
-        }
-        Err(AuthError::InvalidCredentials.into())
+        Ok(super::identify(state.accounts.tokens(), &state.service_key, token).await?)
     }
 }
 

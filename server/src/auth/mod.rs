@@ -59,6 +59,21 @@ impl Caller {
     }
 }
 
+/// The caller a bearer token stands for: a JWT access token or the service key.
+pub async fn identify(
+    tokens: &tokens::Tokens,
+    service_key: &service_key::ServiceKey,
+    token: &str,
+) -> Result<Caller, AuthError> {
+    if token.contains('.') {
+        return Ok(Caller::User(tokens.verify(token).await?));
+    }
+    if service_key.matches(token) {
+        return Ok(Caller::Service);
+    }
+    Err(AuthError::InvalidCredentials)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     #[error("invalid or expired credentials")]

@@ -1,6 +1,6 @@
 //! HTTP surface of documents: `/v1/docs/{path}` (get, list, put, patch,
 //! delete, create in a collection), `POST /v1/batch` and `POST /v1/query`.
-//! Wire types and document rendering live here; handlers extract, call one
+//! Wire types live here (documents render through `render`); handlers extract, call one
 //! `Documents` method and map the result.
 
 use axum::body::Body;
@@ -16,10 +16,11 @@ use super::path::{AnyPath, CollectionPath, DocPath};
 use super::query::QueryRequest;
 use std::fmt::Write as _;
 
+use super::render::{render_document, write_document};
 use super::{Document, DocumentError, Precondition, QueryResult, WriteOp, WriteRequest};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::clock::{format_time, write_time};
+use crate::clock::format_time;
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
@@ -34,43 +35,6 @@ pub fn router() -> Router<AppState> {
         .route("/v1/batch", post(batch))
         .route("/v1/query", post(run_query))
         .route("/v1/admin/explain", post(explain_query))
-}
-
-/// Appends `text` JSON-escaped, without quotes.
-fn write_escaped(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-}
-
-/// Appends `{id, path, version, createTime, updateTime, data}` around the stored JSON text.
-fn write_document(out: &mut String, collection: &str, stored: &StoredDoc) {
-    out.push_str("{\"id\":\"");
-    write_escaped(out, &stored.id);
-    out.push_str("\",\"path\":\"");
-    write_escaped(out, collection);
-    out.push('/');
-    write_escaped(out, &stored.id);
-    let _ = write!(out, "\",\"version\":{},\"createTime\":\"", stored.version);
-    write_time(out, stored.create_time);
-    out.push_str("\",\"updateTime\":\"");
-    write_time(out, stored.update_time);
-    out.push_str("\",\"data\":");
-    out.push_str(&stored.data);
-    out.push('}');
-}
-
-fn render_document(collection: &str, stored: &StoredDoc) -> String {
-    let mut out = String::with_capacity(stored.data.len() + 160);
-    write_document(&mut out, collection, stored);
-    out
 }
 
 fn render(document: &Document) -> String {

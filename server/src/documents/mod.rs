@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod data;
 pub mod path;
 pub mod query;
+pub mod render;
 pub mod schema;
 
 use std::collections::HashSet;
@@ -213,6 +214,16 @@ impl Documents {
     /// publishing to `topics/{topic}`, which has no document).
     pub async fn may_create(&self, caller: &Caller, path: &str, data: &Value) -> Result<bool, DocumentError> {
         let check = access::Check { method: Method::Create, path, existing: None, incoming: Some(data) };
+        self.allowed(caller, &mut Fetched::default(), &check).await
+    }
+
+    /// Whether the rules let `caller` read the document at `path` holding
+    /// `data` by `method` (`get` or `list`): realtime's check at delivery.
+    pub async fn may_read(&self, caller: &Caller, method: Method, path: &str, data: &Value) -> Result<bool, DocumentError> {
+        if *caller == Caller::Service {
+            return Ok(true);
+        }
+        let check = access::Check { method, path, existing: Some(data), incoming: None };
         self.allowed(caller, &mut Fetched::default(), &check).await
     }
 

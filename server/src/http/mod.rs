@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::rules::api::router())
         .merge(crate::functions::api::router())
         .merge(crate::triggers::api::router())
+        .merge(crate::realtime::api::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed);
     let body_limit = state.config.body_limit;

@@ -86,6 +86,8 @@ pub struct RulesService {
     replacing: Arc<tokio::sync::Mutex<()>>,
     /// How the last load from the folder went.
     status: Swap<LoadStatus>,
+    /// Bumped each time new rules are put in force (realtime re-checks open subscriptions).
+    generation: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// How the last load of the rules went, as the admin rules API shows it.
@@ -111,6 +113,7 @@ impl RulesService {
             files: Swap::new(files),
             replacing: Arc::new(tokio::sync::Mutex::new(())),
             status: Swap::new(LoadStatus { loaded_at: Some(now_text()), error: None, error_at: None }),
+            generation: Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 
@@ -131,6 +134,12 @@ impl RulesService {
         self.current.store(rules);
         self.files.store(files);
         self.status.store(LoadStatus { loaded_at: Some(now_text()), error: None, error_at: None });
+        self.generation.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes each time new rules are put in force.
+    pub fn replacements(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 
     /// Checks `files`, writes them as the rules folder's contents (removing

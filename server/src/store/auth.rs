@@ -285,6 +285,21 @@ impl Store {
         }))
     }
 
+    /// Whether the session is neither revoked nor expired and its user exists and is not disabled.
+    pub async fn session_in_force(&self, session_id: &str, now: i64) -> Result<bool, StoreError> {
+        let found: i64 = on_reader!(self, |pool| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sessions s JOIN users u ON u.id = s.user_id \
+                 WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND NOT u.disabled",
+            )
+            .bind(session_id)
+            .bind(now)
+            .fetch_one(pool)
+            .await?
+        });
+        Ok(found > 0)
+    }
+
     pub async fn revoke_session(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
         on_writer!(self, |pool| {
             sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")

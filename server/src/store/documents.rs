@@ -4,7 +4,7 @@
 //! change log in the same transaction, and run structured queries.
 
 use super::jobs::JobsFor;
-use super::query::{self, Aggregate, Cursor, Dialect, FieldPath, Query, SortKey};
+use super::query::{self, Aggregate, Cursor, Dialect, FieldPath, Query};
 use super::{Pools, Store, StoreError};
 
 /// Where a document lives: its collection path (`posts/p1/comments`) and id.
@@ -67,6 +67,9 @@ pub struct Commit {
     /// The commit time: `updateTime`, `$serverTimestamp` and the change's
     /// time. A rules-checked write commits at the `request.time` its rules saw.
     pub time: i64,
+    /// Marks the change-log rows of this commit (`changes.commit_id`), so
+    /// realtime delivers a batch's changes together.
+    pub id: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,11 +121,13 @@ pub struct Committed {
     pub doc: Option<StoredDoc>,
     /// The commit time (microseconds), the change's time in the change log.
     pub time: i64,
+    /// The commit's id (`Commit::id`).
+    pub commit: i64,
 }
 
 impl Committed {
     /// A document created at `now` with `data`.
-    pub(super) fn created(key: DocKey, data: String, now: i64) -> Committed {
+    pub(super) fn created(key: DocKey, data: String, now: i64, commit: i64) -> Committed {
         let doc = StoredDoc {
             collection: key.collection.clone(),
             id: key.id.clone(),
@@ -131,7 +136,7 @@ impl Committed {
             create_time: now,
             update_time: now,
         };
-        Committed { key, kind: Some(ChangeKind::Create), version: 1, before: None, doc: Some(doc), time: now }
+        Committed { key, kind: Some(ChangeKind::Create), version: 1, before: None, doc: Some(doc), time: now, commit }
     }
 }
 
@@ -160,30 +165,40 @@ pub(super) struct WriteSql {
     pub json_param: &'static str,
 }
 
-/// Most change-log rows in one INSERT (7 parameters each).
+/// Most change-log rows in one INSERT (9 parameters each).
 pub(super) const CHANGES_PER_INSERT: usize = 500;
+
+/// The columns of a change-log row, in the order `changes_insert` binds them.
+pub(super) const CHANGE_COLUMNS: &str = "collection, doc_id, kind, version, before, after, time, commit_id, create_time";
 
 /// `INSERT INTO changes … VALUES (…), (…)` for `rows` rows.
 pub(super) fn changes_insert(sql: &WriteSql, rows: usize) -> String {
-    let mut text = String::from("INSERT INTO changes (collection, doc_id, kind, version, before, after, time) VALUES ");
+    let mut text = format!("INSERT INTO changes ({CHANGE_COLUMNS}) VALUES ");
     for row in 0..rows {
-        let p = row * 7;
+        let p = row * 9;
         let json = sql.json_param;
         if row > 0 {
             text.push_str(", ");
         }
         text.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}{json}, ${}{json}, ${})",
+            "(${}, ${}, ${}, ${}, ${}{json}, ${}{json}, ${}, ${}, ${})",
             p + 1,
             p + 2,
             p + 3,
             p + 4,
             p + 5,
             p + 6,
-            p + 7
+            p + 7,
+            p + 8,
+            p + 9
         ));
     }
     text
+}
+
+/// A fresh commit id: random, positive (rows migrated from before ids existed carry `-seq`).
+pub fn new_commit_id() -> i64 {
+    (rand::random::<u64>() >> 1) as i64
 }
 
 /// Appends one change-log row per changed document of `$committed` (an
@@ -203,7 +218,9 @@ macro_rules! record_changes {
                         .bind(c.version)
                         .bind(c.before.as_deref())
                         .bind(c.doc.as_ref().map(|d| d.data.as_str()))
-                        .bind(c.time);
+                        .bind(c.time)
+                        .bind(c.commit)
+                        .bind(c.doc.as_ref().map_or(c.time, |d| d.create_time));
                 }
                 query.execute(&mut *$conn).await.map_err($crate::store::StoreError::from)?;
             }
@@ -221,7 +238,7 @@ pub(super) use crate::clock::now_micros;
 /// changes with `record_changes!` in the same transaction. A macro because the
 /// connection types of the two drivers differ while the steps do not.
 macro_rules! apply_writes {
-    ($conn:expr, $sql:expr, $writes:expr, $now:expr) => {{
+    ($conn:expr, $sql:expr, $writes:expr, $now:expr, $commit_id:expr) => {{
         async {
             let sql: &$crate::store::documents::WriteSql = $sql;
             let mut committed = Vec::with_capacity($writes.len());
@@ -290,6 +307,7 @@ macro_rules! apply_writes {
                     before: current.map(|c| c.data),
                     doc: after,
                     time: $now,
+                    commit: $commit_id,
                 });
             }
             Ok::<_, $crate::store::documents::CommitError>(committed)
@@ -350,11 +368,15 @@ impl Store {
         jobs: Option<JobsFor>,
         time: Option<i64>,
     ) -> Result<Vec<Committed>, CommitError> {
-        let commit = Commit { writes, jobs, time: time.unwrap_or_else(now_micros) };
-        match &*self.pools {
+        let commit = Commit { writes, jobs, time: time.unwrap_or_else(now_micros), id: new_commit_id() };
+        let committed = match &*self.pools {
             Pools::Sqlite(pools) => pools.queue.commit(commit).await,
             Pools::Postgres(pool) => super::postgres::commit(pool, commit).await,
+        }?;
+        if committed.iter().any(|c| c.kind.is_some()) {
+            self.note_commit();
         }
+        Ok(committed)
     }
 
     /// One page of documents in query order (`limit` rows at most).
@@ -494,8 +516,5 @@ impl Store {
 pub fn cursor_after(doc: &StoredDoc, query: &Query) -> Result<Cursor, StoreError> {
     let data: serde_json::Value = serde_json::from_str(&doc.data)
         .map_err(|e| StoreError::Internal(format!("stored document is not JSON: {e}")))?;
-    let keys =
-        query.order.iter().map(|o| SortKey::of(o.field.lookup(&data).unwrap_or(&serde_json::Value::Null))).collect();
-    let collection = query.group.then(|| doc.collection.clone());
-    Ok(Cursor { keys, collection, id: doc.id.clone() })
+    Ok(Cursor::of(query, &doc.collection, &doc.id, &data))
 }

@@ -101,8 +101,10 @@ macro_rules! on_writer {
 }
 
 pub mod auth;
+pub mod changes;
 pub mod documents;
 pub mod jobs;
+mod matching;
 mod postgres;
 pub mod query;
 mod sqlite;
@@ -117,6 +119,8 @@ pub struct Store {
     /// the read connections, so however slow they are, reads by id and
     /// writes always find a connection.
     query_slots: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Bumped after every document commit of this process (`local_commits`).
+    commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -136,6 +140,7 @@ impl Store {
             pools: std::sync::Arc::new(pools),
             indexed: Default::default(),
             query_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(query_slots)),
+            commits: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         })
     }
 

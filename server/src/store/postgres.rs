@@ -153,7 +153,7 @@ pub(super) async fn commit(pool: &PgPool, commit: Commit) -> Result<Vec<Committe
         attempt += 1;
         let now = commit.time;
         let mut tx = pool.begin().await.map_err(StoreError::from)?;
-        let result = match apply_writes!(tx, &WRITE_SQL, writes, now) {
+        let result = match apply_writes!(tx, &WRITE_SQL, writes, now, commit.id) {
             Ok(committed) => {
                 let jobs = commit.jobs.as_ref().map(|jobs_for| jobs_for(&committed, now)).unwrap_or_default();
                 let recorded = match record_changes!(tx, &WRITE_SQL, committed.iter()) {

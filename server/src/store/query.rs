@@ -72,7 +72,7 @@ impl Scalar {
     }
 
     /// The value's sort keys: (rank, numeric value, text value).
-    fn keys(&self) -> (i64, f64, String) {
+    pub(super) fn sort_keys(&self) -> (i64, f64, String) {
         match self {
             Scalar::Null => (rank::NULL, 0.0, String::new()),
             Scalar::Bool(b) => (rank::BOOL, if *b { 1.0 } else { 0.0 }, String::new()),
@@ -169,6 +169,15 @@ pub struct Cursor {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collection: Option<String>,
     pub id: String,
+}
+
+impl Cursor {
+    /// The position of a document of `collection` holding `data` in the query's order.
+    pub fn of(query: &Query, collection: &str, id: &str, data: &serde_json::Value) -> Cursor {
+        let keys =
+            query.order.iter().map(|o| SortKey::of(o.field.lookup(data).unwrap_or(&serde_json::Value::Null))).collect();
+        Cursor { keys, collection: query.group.then(|| collection.to_owned()), id: id.to_owned() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -471,7 +480,7 @@ fn join(parts: Vec<String>, separator: &str, sql: &mut Sql) {
 /// order on the fields after it.
 fn compare_sql(dialect: &dyn Dialect, field: &FieldPath, op: CompareOp, value: &Scalar, sql: &mut Sql) {
     let rank = dialect.rank(field);
-    let (value_rank, num, text) = value.keys();
+    let (value_rank, num, text) = value.sort_keys();
     let same_type_match = match op {
         CompareOp::Eq | CompareOp::Ne => {
             let n = sql.bind(Param::Real(num));

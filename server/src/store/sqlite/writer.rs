@@ -216,14 +216,14 @@ async fn run_group(
         }
         let result = if savepoints == Savepoints::Yes {
             let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-            let result = apply_writes!(savepoint, &WRITE_SQL, commit.writes, commit.time);
+            let result = apply_writes!(savepoint, &WRITE_SQL, commit.writes, commit.time, commit.id);
             match result {
                 Ok(_) => savepoint.commit().await?,
                 Err(_) => savepoint.rollback().await?,
             }
             result
         } else {
-            let result = apply_writes!(tx, &WRITE_SQL, commit.writes, commit.time);
+            let result = apply_writes!(tx, &WRITE_SQL, commit.writes, commit.time, commit.id);
             if result.is_err() {
                 tx.rollback().await?;
                 return Ok(None);
@@ -261,16 +261,22 @@ async fn commit_creates_at_once(
     if rows.is_empty() || rows.len() > MAX_CREATES_AT_ONCE || !group_jobs(group, &results).is_empty() {
         return not_applicable(results);
     }
+    // Each change row reuses its document's parameters; the commit ids follow them all.
+    let ids = rows.len() * 4;
     let changes: Vec<String> = (0..rows.len())
-        .map(|r| format!("(${}, ${}, 'create', 1, NULL, ${}, ${})", r * 4 + 1, r * 4 + 2, r * 4 + 3, r * 4 + 4))
+        .map(|r| {
+            let p = r * 4;
+            format!("(${}, ${}, 'create', 1, NULL, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, ids + r + 1, p + 4)
+        })
         .collect();
     let text = format!(
-        "BEGIN IMMEDIATE; {}; \
-         INSERT INTO changes (collection, doc_id, kind, version, before, after, time) VALUES {}; COMMIT",
+        "BEGIN IMMEDIATE; {}; INSERT INTO changes ({}) VALUES {}; COMMIT",
         documents_insert(rows.len()),
+        crate::store::documents::CHANGE_COLUMNS,
         changes.join(", ")
     );
-    let written = bind_documents(sqlx::query(&text), &rows).execute(&mut *connection).await;
+    let query = rows.iter().fold(bind_documents(sqlx::query(&text), &rows), |q, c| q.bind(c.commit));
+    let written = query.execute(&mut *connection).await;
     drop(rows);
     match written {
         Ok(_) => Ok(AtOnce::Committed(results)),
@@ -325,7 +331,7 @@ fn fresh_creates(group: &[(Commit, Reply)]) -> Option<Created> {
                 return Some(None);
             }
             let committed = commit.writes.iter().map(|write| match (write.mutation)(None, commit.time) {
-                Ok(Outcome::Put(data)) => Some(Committed::created(write.key.clone(), data, commit.time)),
+                Ok(Outcome::Put(data)) => Some(Committed::created(write.key.clone(), data, commit.time, commit.id)),
                 Ok(Outcome::Delete) | Err(_) => None,
             });
             committed.collect::<Option<Vec<_>>>().map(Some)
