@@ -69,12 +69,19 @@ async fn websocket(
     let slot = realtime.ip_slot(ip)?;
     let send_patience = realtime.settings().ping * 2;
     Ok(upgrade
+        // Small buffers (the library's default is 128 KiB each way, per
+        // connection): frames are written as they are sent.
+        .read_buffer_size(SOCKET_READ_BUFFER)
+        .write_buffer_size(0)
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| async move {
             Session::new(realtime, caller, slot, Socket { socket, send_patience }).run(None).await;
         }))
 }
+
+/// Bytes a connection reads from its socket at once.
+const SOCKET_READ_BUFFER: usize = 4096;
 
 /// A WebSocket carrying the protocol as JSON text frames.
 struct Socket {

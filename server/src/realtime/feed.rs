@@ -30,8 +30,8 @@ const IN_FLIGHT_RETRY: Duration = Duration::from_millis(3);
 pub struct Change {
     pub collection: String,
     pub id: String,
-    /// `collection/id`.
-    pub path: String,
+    /// `collection/id`, shared by every view that shows the document.
+    pub path: Arc<str>,
     /// The version the change produced (a delete: one past the last).
     pub version: i64,
     pub before: Option<Value>,
@@ -55,7 +55,7 @@ impl Change {
             update_time: row.time,
         });
         Change {
-            path: format!("{}/{}", row.collection, row.doc_id),
+            path: Arc::from(format!("{}/{}", row.collection, row.doc_id)),
             collection: row.collection,
             id: row.doc_id,
             version: row.version,

@@ -100,18 +100,21 @@ impl<T: Transport> Drop for Session<T> {
     }
 }
 
-/// When the caller's access token expires.
-fn expiry(caller: &Caller) -> Option<Instant> {
-    let Caller::User(claims) = caller else { return None };
-    let left = claims.exp - crate::clock::now_micros() / 1_000_000;
-    Some(Instant::now() + Duration::from_secs(left.max(0) as u64))
+/// When the caller's access token expires (seconds since the epoch).
+fn token_expiry(caller: &Caller) -> Option<i64> {
+    match caller {
+        Caller::User(claims) => Some(claims.exp),
+        Caller::Service | Caller::Public => None,
+    }
 }
 
-async fn sleep_until(when: Option<Instant>) {
-    match when {
-        Some(when) => tokio::time::sleep_until(when).await,
-        None => std::future::pending().await,
-    }
+/// The instant of an expiry time (far away when there is none).
+fn deadline(expiry: Option<i64>) -> Instant {
+    let left = match expiry {
+        Some(exp) => Duration::from_secs((exp - crate::clock::now_micros() / 1_000_000).max(0) as u64),
+        None => Duration::from_secs(365 * 24 * 3600),
+    };
+    Instant::now() + left
 }
 
 impl<T: Transport> Session<T> {
@@ -139,12 +142,15 @@ impl<T: Transport> Session<T> {
                 return;
             }
         }
+        // One timer for the token's expiry, moved when the token changes.
+        let mut expiry = token_expiry(&self.caller);
+        let timer = tokio::time::sleep_until(deadline(expiry));
+        tokio::pin!(timer);
         loop {
             if single && self.subscriptions.is_empty() {
                 self.transport.close("the subscription ended").await;
                 return;
             }
-            let until_expiry = sleep_until(expiry(&self.caller));
             let step = tokio::select! {
                 incoming = self.transport.recv() => match incoming {
                     None => return,
@@ -166,7 +172,7 @@ impl<T: Transport> Session<T> {
                     Err(RecvError::Closed) => return,
                 },
                 _ = rules.changed() => self.refresh_all(Recheck::Report).await,
-                _ = until_expiry => self.expire().await,
+                _ = &mut timer, if expiry.is_some() => self.expire().await,
                 _ = session_check.tick() => self.check_session().await,
                 _ = ping.tick() => {
                     unanswered += 1;
@@ -179,6 +185,10 @@ impl<T: Transport> Session<T> {
             };
             if step.is_err() {
                 return;
+            }
+            if token_expiry(&self.caller) != expiry {
+                expiry = token_expiry(&self.caller);
+                timer.as_mut().reset(deadline(expiry));
             }
         }
     }

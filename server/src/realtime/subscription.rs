@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -76,7 +77,7 @@ impl Target {
     /// Whether a change to a document of `collection` at `path` concerns this target.
     fn concerns(&self, change: &Change) -> bool {
         match self {
-            Target::Doc { text, .. } => *text == change.path,
+            Target::Doc { text, .. } => **text == *change.path,
             Target::Query(live) => live.query.in_scope(&change.collection),
         }
     }
@@ -180,12 +181,12 @@ struct Shown {
 /// What the client has been shown.
 #[derive(Default)]
 struct View {
-    shown: HashMap<String, Shown>,
+    shown: HashMap<Arc<str>, Shown>,
     /// After a resume the server does not know the whole view: a document
     /// neither shown nor known hidden was shown if its state before its first
     /// change since the resume position was visible. Complete views know.
     complete: bool,
-    hidden: HashSet<String>,
+    hidden: HashSet<Arc<str>>,
     /// Limited queries: documents exist beyond the window.
     more: bool,
 }
@@ -285,7 +286,7 @@ impl Subscription {
         };
         let shown = documents
             .iter()
-            .map(|d| (format!("{}/{}", d.collection, d.id), Shown { version: d.version, at: at(d) }))
+            .map(|d| (Arc::from(format!("{}/{}", d.collection, d.id)), Shown { version: d.version, at: at(d) }))
             .collect();
         self.view = View { shown, complete: true, hidden: HashSet::new(), more };
     }
@@ -353,7 +354,7 @@ impl Subscription {
                 self.view.shown.insert(change.path.clone(), Shown { version: change.version, at });
                 if limit.is_some_and(|limit| self.view.shown.len() > limit) {
                     if let Some(last) = self.last() {
-                        self.view.shown.remove(&last);
+                        self.view.shown.remove(&*last);
                         entries.push(removed(&last));
                         self.view.more = true;
                     }
@@ -389,13 +390,13 @@ impl Subscription {
         self.view
             .shown
             .iter()
-            .filter(|(path, _)| Some(path.as_str()) != except)
+            .filter(|(path, _)| Some(&***path) != except)
             .filter_map(|(_, s)| s.at.as_ref())
             .any(|other| live.query.compare(at, other).is_lt())
     }
 
     /// The path of the last shown document in the query's order.
-    fn last(&self) -> Option<String> {
+    fn last(&self) -> Option<Arc<str>> {
         let Target::Query(live) = &self.target else { return None };
         self.view
             .shown
@@ -408,11 +409,11 @@ impl Subscription {
     /// Replaces the view with `documents`, recording what changed.
     fn diff(&mut self, documents: Vec<StoredDoc>, more: bool, entries: &mut Vec<Entry<'_>>) {
         let fresh: HashSet<String> = documents.iter().map(|d| format!("{}/{}", d.collection, d.id)).collect();
-        let mut gone: Vec<&String> = self.view.shown.keys().filter(|p| !fresh.contains(*p)).collect();
+        let mut gone: Vec<&Arc<str>> = self.view.shown.keys().filter(|p| !fresh.contains(&***p)).collect();
         gone.sort();
         entries.extend(gone.into_iter().map(|p| removed(p)));
         for doc in &documents {
-            match self.view.shown.get(&format!("{}/{}", doc.collection, doc.id)) {
+            match self.view.shown.get(format!("{}/{}", doc.collection, doc.id).as_str()) {
                 None => entries.push(Entry::Added(rendered(doc))),
                 Some(shown) if shown.version < doc.version => entries.push(Entry::Modified(rendered(doc))),
                 Some(_) => {}
