@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::feed::CommitEvent;
 use super::protocol::{self, ClientMessage, Frame, Subscribe, SubscriptionId};
-use super::subscription::{Reader, Refreshed, Subscription, Target};
+use super::subscription::{caller_key, Reader, Refreshed, Subscription, Target};
 use super::{Realtime, RealtimeError, Slot};
 use crate::auth::Caller;
 use crate::error::{ApiFailure, ErrorCode};
@@ -84,6 +84,8 @@ const UNANSWERED_PINGS: u32 = 2;
 pub struct Session<T: Transport> {
     realtime: Realtime,
     caller: Caller,
+    /// `subscription::caller_key` of `caller`, kept with it.
+    caller_key: u64,
     transport: T,
     /// In the order they were opened (frames of one commit follow it).
     subscriptions: Open,
@@ -120,7 +122,7 @@ fn deadline(expiry: Option<i64>) -> Instant {
 impl<T: Transport> Session<T> {
     pub fn new(realtime: Realtime, caller: Caller, ip_slot: Slot, transport: T) -> Session<T> {
         realtime.metrics().connections.inc();
-        Session { realtime, caller, transport, subscriptions: Open::default(), _ip_slot: ip_slot, user_slot: None }
+        Session { realtime, caller_key: caller_key(&caller), caller, transport, subscriptions: Open::default(), _ip_slot: ip_slot, user_slot: None }
     }
 
     /// Serves the connection until the client leaves or the connection must end.
@@ -193,8 +195,13 @@ impl<T: Transport> Session<T> {
         }
     }
 
+    fn set_caller(&mut self, caller: Caller) {
+        self.caller_key = caller_key(&caller);
+        self.caller = caller;
+    }
+
     fn reader(&self) -> Reader<'_> {
-        Reader { documents: self.realtime.documents(), caller: &self.caller }
+        Reader { documents: self.realtime.documents(), caller: &self.caller, caller_key: self.caller_key }
     }
 
     async fn send(&mut self, frame: Frame) -> Result<(), Gone> {
@@ -237,9 +244,9 @@ impl<T: Transport> Session<T> {
             Some(token) => self.realtime.identify(&token).await,
         };
         match caller {
-            Ok(caller) => self.caller = caller,
+            Ok(caller) => self.set_caller(caller),
             Err(e) => {
-                self.caller = Caller::Public;
+                self.set_caller(Caller::Public);
                 self.send_error(None, &e).await?;
             }
         }
@@ -326,7 +333,7 @@ impl<T: Transport> Session<T> {
     }
 
     async fn deliver(&mut self, event: &CommitEvent) -> Result<(), Gone> {
-        let reader = Reader { documents: self.realtime.documents(), caller: &self.caller };
+        let reader = Reader { documents: self.realtime.documents(), caller: &self.caller, caller_key: self.caller_key };
         let mut frames = Vec::new();
         let mut failed = Vec::new();
         for subscription in self.subscriptions.0.iter_mut() {
@@ -391,7 +398,7 @@ impl<T: Transport> Session<T> {
 
     /// Re-checks every subscription against the current rules and caller.
     async fn refresh_all(&mut self, recheck: Recheck) -> Result<(), Gone> {
-        let reader = Reader { documents: self.realtime.documents(), caller: &self.caller };
+        let reader = Reader { documents: self.realtime.documents(), caller: &self.caller, caller_key: self.caller_key };
         let mut frames = Vec::new();
         let mut failed = Vec::new();
         let mut restart = Vec::new();
@@ -422,7 +429,7 @@ impl<T: Transport> Session<T> {
 
     /// The access token expired: the connection continues signed out.
     async fn expire(&mut self) -> Result<(), Gone> {
-        self.caller = Caller::Public;
+        self.set_caller(Caller::Public);
         self.user_slot = None;
         let expired = RealtimeError::Coded(
             ErrorCode::Unauthenticated,

@@ -104,6 +104,31 @@ impl LiveQuery {
 pub struct Reader<'a> {
     pub documents: &'a Documents,
     pub caller: &'a Caller,
+    /// Equal for callers the rules cannot tell apart (see `caller_key`).
+    pub caller_key: u64,
+}
+
+/// A key equal for two callers only when the rules see them alike: every
+/// signed-out caller, the service key, or one access token's exact claims.
+pub fn caller_key(caller: &Caller) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match caller {
+        Caller::Public => 0u8.hash(&mut hasher),
+        Caller::Service => 1u8.hash(&mut hasher),
+        Caller::User(claims) => serde_json::to_string(claims.as_ref()).unwrap_or_default().hash(&mut hasher),
+    }
+    hasher.finish()
+}
+
+fn target_key(target: &Target) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    match target {
+        Target::Doc { text, .. } => ("doc", text).hash(&mut hasher),
+        Target::Query(live) => ("query", live.request.to_string()).hash(&mut hasher),
+    }
+    hasher.finish()
 }
 
 impl Reader<'_> {
@@ -201,6 +226,8 @@ enum Entry<'a> {
 pub struct Subscription {
     pub id: SubscriptionId,
     target: Target,
+    /// Subscriptions with the same key and caller share their decisions on a commit.
+    target_key: u64,
     /// Every commit up to here is reflected in the view; older events are skipped.
     position: i64,
     view: View,
@@ -232,7 +259,8 @@ impl Subscription {
         feed: &Feed,
     ) -> Result<(Subscription, Frame), RealtimeError> {
         let position = feed.position().await?;
-        let mut subscription = Subscription { id, target, position, view: View { complete: true, ..View::default() } };
+        let view = View { complete: true, ..View::default() };
+        let mut subscription = Subscription { id, target_key: target_key(&target), target, position, view };
         let (documents, more) = reader.read(&subscription.target).await?;
         let texts: Vec<String> = documents.iter().map(|d| render_document(&d.collection, d)).collect();
         subscription.remember(&documents, more);
@@ -265,7 +293,7 @@ impl Subscription {
             return Err(RealtimeError::Resync("this server has not reached the position yet".into()));
         }
         let until = feed.position().await?;
-        let mut subscription = Subscription { id, target, position: from, view: View::default() };
+        let mut subscription = Subscription { id, target_key: target_key(&target), target, position: from, view: View::default() };
         let mut frames = Vec::new();
         for commit in feed.commits_between(from, until).await? {
             frames.extend(subscription.apply(&commit, reader).await?);
@@ -299,18 +327,15 @@ impl Subscription {
         self.position = event.position;
         let mut entries = Vec::new();
         let mut refill = false;
-        for change in &event.changes {
+        for (index, change) in event.changes.iter().enumerate() {
             if !self.target.concerns(change) {
                 continue;
             }
             if self.view.shown.get(&change.path).is_some_and(|s| change.version <= s.version) {
                 continue; // already shown (a snapshot or refill read it)
             }
-            let was_shown = self.was_shown(change, reader).await;
-            let now_shown = match &change.after {
-                Some(after) => reader.shows(&self.target, &change.collection, &change.path, after).await,
-                None => false,
-            };
+            let was_shown = self.was_shown(event, index, reader).await;
+            let now_shown = self.decide(event, index, true, reader).await;
             refill |= self.step(change, was_shown, now_shown, &mut entries);
         }
         if refill {
@@ -320,17 +345,29 @@ impl Subscription {
         Ok((!entries.is_empty()).then(|| self.frame(&entries)))
     }
 
-    async fn was_shown(&self, change: &Change, reader: &Reader<'_>) -> bool {
-        if self.view.shown.contains_key(&change.path) {
+    async fn was_shown(&self, event: &CommitEvent, index: usize, reader: &Reader<'_>) -> bool {
+        let path = &event.changes[index].path;
+        if self.view.shown.contains_key(path) {
             return true;
         }
-        if self.view.complete || self.view.hidden.contains(&change.path) {
+        if self.view.complete || self.view.hidden.contains(path) {
             return false;
         }
-        match &change.before {
-            Some(before) => reader.shows(&self.target, &change.collection, &change.path, before).await,
-            None => false,
+        self.decide(event, index, false, reader).await
+    }
+
+    /// Whether the target shows the document as it is after (or before) the
+    /// change, decided once per commit for every subscription alike.
+    async fn decide(&self, event: &CommitEvent, index: usize, after: bool, reader: &Reader<'_>) -> bool {
+        let change = &event.changes[index];
+        let Some(data) = (if after { &change.after } else { &change.before }) else { return false };
+        let decision = (self.target_key, reader.caller_key, index, after);
+        if let Some(shown) = event.decided(&decision) {
+            return shown;
         }
+        let shown = reader.shows(&self.target, &change.collection, &change.path, data).await;
+        event.remember(decision, shown);
+        shown
     }
 
     /// Applies one change to the view; `true` when the window needs a refill.
