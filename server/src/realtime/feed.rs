@@ -78,6 +78,27 @@ impl Change {
 pub struct CommitEvent {
     pub position: i64,
     pub changes: Vec<Change>,
+    /// Decisions already made for this commit, shared by subscriptions with
+    /// the same target and the same caller (signed-out viewers, one user's tabs).
+    decided: std::sync::Mutex<std::collections::HashMap<Decision, bool>>,
+}
+
+/// Which decision: (target, caller, change index, after the change or before it).
+pub type Decision = (u64, u64, usize, bool);
+
+impl CommitEvent {
+    fn new(position: i64, changes: Vec<Change>) -> CommitEvent {
+        CommitEvent { position, changes, decided: Default::default() }
+    }
+
+    /// A decision made earlier for this commit.
+    pub fn decided(&self, decision: &Decision) -> Option<bool> {
+        self.decided.lock().unwrap_or_else(|p| p.into_inner()).get(decision).copied()
+    }
+
+    pub fn remember(&self, decision: Decision, shown: bool) {
+        self.decided.lock().unwrap_or_else(|p| p.into_inner()).insert(decision, shown);
+    }
 }
 
 /// The rows of whole commits grouped into events, in position order.
@@ -94,7 +115,7 @@ fn group_commits(rows: Vec<ChangeRow>) -> Vec<CommitEvent> {
     }
     commits
         .into_iter()
-        .map(|(position, rows)| CommitEvent { position, changes: rows.into_iter().map(Change::from_row).collect() })
+        .map(|(position, rows)| CommitEvent::new(position, rows.into_iter().map(Change::from_row).collect()))
         .collect()
 }
 
@@ -142,17 +163,22 @@ pub struct Feed {
     events: broadcast::Sender<Arc<CommitEvent>>,
     position: watch::Sender<Option<i64>>,
     store: Store,
+    /// Makes the feed read the log now (a connection subscribed).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Feed {
     /// A feed over `store` that buffers `buffer` commits per connection.
     pub fn new(store: Store, buffer: usize) -> Feed {
         let (events, _) = broadcast::channel(buffer.max(1));
-        Feed { events, position: watch::Sender::new(None), store }
+        Feed { events, position: watch::Sender::new(None), store, wake: Arc::new(tokio::sync::Notify::new()) }
     }
 
+    /// A connection's receiver of commits; the feed reads the log at once.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<CommitEvent>> {
-        self.events.subscribe()
+        let receiver = self.events.subscribe();
+        self.wake.notify_one();
+        receiver
     }
 
     /// The position every commit up to which has been handed out, once the feed runs.
@@ -220,15 +246,23 @@ impl Feed {
                 None
             }
         };
+        let mut last_read = tokio::time::Instant::now();
         loop {
-            match self.catch_up(&mut horizon).await {
-                Ok(()) => {}
-                Err(e) => tracing::warn!("realtime feed read failed, retrying: {e}"),
+            // With no connection subscribed the log is read only every `poll`
+            // (the position stays current enough for the next subscriber, who
+            // wakes the feed anyway): writes pay nothing for realtime unused.
+            let wanted = self.events.receiver_count() > 0 || last_read.elapsed() >= poll;
+            if wanted {
+                if let Err(e) = self.catch_up(&mut horizon).await {
+                    tracing::warn!("realtime feed read failed, retrying: {e}");
+                }
+                last_read = tokio::time::Instant::now();
             }
             let pause = if horizon.is_waiting() { IN_FLIGHT_RETRY } else { poll };
             tokio::select! {
                 _ = local.changed() => {}
                 _ = heard(&mut listener) => {}
+                _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(pause) => {}
             }
         }
