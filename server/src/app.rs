@@ -1,14 +1,30 @@
 //! The one place that wires the parts together. `assemble` connects the
 //! store, applies migrations, establishes the keys and wires every part;
 //! `build` (shared by `main` and tests) also starts the background work, binds
-//! the listener and assembles the router; `App::run` serves until the
-//! shutdown future resolves, then finishes in-flight requests.
+//! the listener and assembles the routes (each part's router given only the
+//! services it uses, inside the gateway's layers); `App::run` serves until
+//! the shutdown future resolves, then finishes in-flight requests. The only
+//! module that knows every other.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use tokio::net::TcpListener;
+
+use crate::auth::api::{self as auth_api, AuthApi};
+use crate::auth::{Authenticator, Caller};
+use crate::documents::api::{self as documents_api, DocumentsApi};
+use crate::error::ErrorCode;
+use crate::functions::api::{self as functions_api, FunctionsApi};
+use crate::http::error::ApiError;
+use crate::realtime::api::{self as realtime_api, RealtimeApi};
+use crate::rules::api::{self as rules_api, RulesApi};
+use crate::functions::jobs_api;
 
 use crate::auth::accounts::Accounts;
 use crate::auth::mailer::Mailer;
@@ -25,19 +41,8 @@ use crate::realtime::{Realtime, RealtimeMetrics, RealtimeParts};
 use crate::rules::RulesService;
 use crate::store::{Store, StoreError};
 use crate::triggers::schedule::Schedules;
-use crate::triggers::{Messages, QueueMetrics, TriggerIndex, TriggerWorker};
-
-/// Shared state handed to every handler: one reference-counted pointer, so
-/// the clone axum makes per request and layer is a single atomic increment.
-#[derive(Clone)]
-pub struct AppState(Arc<Services>);
-
-impl std::ops::Deref for AppState {
-    type Target = Services;
-    fn deref(&self) -> &Services {
-        &self.0
-    }
-}
+use crate::functions::worker::{QueueMetrics, TriggerWorker};
+use crate::triggers::{Messages, TriggerIndex};
 
 /// The parts' services. Each field is one part's service.
 pub struct Services {
@@ -71,7 +76,7 @@ pub enum StartError {
 pub struct App {
     listener: TcpListener,
     router: axum::Router,
-    state: AppState,
+    services: Arc<Services>,
     /// A service key generated at this start, to be shown to the operator once.
     pub new_service_key: Option<secrecy::SecretString>,
 }
@@ -104,7 +109,6 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
     .map_err(|e| StartError::Config(format!("auth keys: {e}")))?;
     let mailer = Mailer::from_config(auth.smtp_url.as_ref(), &auth.mail_from, config.data_dir.join("mail"))
         .map_err(StartError::Config)?;
-    let accounts = Accounts::new(store.clone(), tokens, mailer, auth.clone());
     let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
     let schemas = Schemas::compile(&config.schemas).map_err(StartError::Config)?;
     crate::documents::ensure_indexes(&store, &config.indexes).await.map_err(StartError::Config)?;
@@ -119,7 +123,9 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
     let messages = Messages::new(store.clone(), triggers.clone());
     let schedules = Schedules::default();
     let functions = start_functions(&config, &metrics, &documents, &triggers, &messages, &schedules).await?;
-    accounts.set_hooks(Arc::new(FunctionSignUpHooks::new(functions.clone(), store.clone(), triggers.clone())));
+    // Built after functions, so its sign-up hooks arrive through the constructor.
+    let hooks = FunctionSignUpHooks::new(functions.clone(), store.clone(), triggers.clone());
+    let accounts = Accounts::new(store.clone(), tokens, mailer, auth.clone(), Some(Arc::new(hooks)));
     let metric = |e: prometheus::Error| StartError::Metrics(e.to_string());
     let queue_metrics = QueueMetrics {
         depth: metrics.gauge("nimbus_jobs_pending", "Trigger and message jobs waiting (not dead)").map_err(metric)?,
@@ -134,8 +140,7 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
         documents: documents.clone(),
         store: store.clone(),
         rules: rules.clone(),
-        tokens: accounts.tokens().clone(),
-        service_key: service_key.clone(),
+        authenticator: Authenticator::new(accounts.tokens().clone(), service_key.clone()),
         settings: config.realtime.clone(),
         metrics: RealtimeMetrics::register(&metrics).map_err(metric)?,
     });
@@ -176,9 +181,84 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         queue_metrics,
     )
     .spawn();
-    let state = AppState(Arc::new(services));
-    let router = crate::http::router(state.clone());
-    Ok(App { listener, router, state, new_service_key })
+    let router = routes(&services);
+    Ok(App { listener, router, services: Arc::new(services), new_service_key })
+}
+
+/// Every part's routes, each given only the services it uses, inside the gateway's layers.
+fn routes(services: &Services) -> Router {
+    let authenticator = Authenticator::new(services.accounts.tokens().clone(), services.service_key.clone());
+    let auth = authenticator.clone();
+    let operations = Operations {
+        authenticator: auth.clone(),
+        metrics: services.metrics.clone(),
+        metrics_token: services.config.metrics_token.clone(),
+    };
+    let api = Router::new()
+        .route("/readyz", get(crate::http::health::readyz))
+        .with_state(services.store.clone())
+        .merge(Router::new().route("/metrics", get(metrics_for_operators)).with_state(operations))
+        .merge(auth_api::router().with_state(AuthApi { accounts: services.accounts.clone(), authenticator: auth.clone() }))
+        .merge(documents_api::router().with_state(DocumentsApi {
+            documents: services.documents.clone(),
+            authenticator: auth.clone(),
+        }))
+        .merge(rules_api::router().with_state(RulesApi { rules: services.rules.clone(), authenticator: auth.clone() }))
+        .merge(functions_api::router().merge(jobs_api::router()).with_state(FunctionsApi {
+            functions: services.functions.clone(),
+            documents: services.documents.clone(),
+            messages: services.messages.clone(),
+            store: services.store.clone(),
+            triggers: services.triggers.clone(),
+            authenticator: auth.clone(),
+        }))
+        .merge(realtime_api::router().with_state(RealtimeApi { realtime: services.realtime.clone(), authenticator }));
+    let config = &services.config;
+    crate::http::gateway(
+        api,
+        crate::http::Gateway {
+            body_limit: config.body_limit,
+            body_timeout: config.http.body_timeout,
+            cors: config.cors.clone(),
+            metrics: services.metrics.clone(),
+        },
+    )
+}
+
+/// What `/metrics` needs: it is for the service key, an admin, or the
+/// configured metrics token — counters such as rows read by rule-filtered
+/// queries must never reach end users.
+#[derive(Clone)]
+struct Operations {
+    authenticator: Authenticator,
+    metrics: Arc<Metrics>,
+    metrics_token: Option<secrecy::SecretString>,
+}
+
+crate::auth::api::authenticates!(Operations);
+
+async fn metrics_for_operators(
+    State(operations): State<Operations>,
+    headers: axum::http::HeaderMap,
+    caller: Result<Caller, ApiError>,
+) -> Response {
+    use secrecy::ExposeSecret;
+    let token = operations.metrics_token.as_ref().map(|t| t.expose_secret());
+    let token_matches = matches!((crate::http::metrics::bearer(&headers), token),
+        (Some(b), Some(t)) if crate::http::metrics::same_secret(b, t));
+    let refusal = match caller {
+        _ if token_matches => None,
+        Ok(Caller::Public) => Some(ApiError::new(
+            ErrorCode::Unauthenticated,
+            "metrics need the service key, an admin token or the metrics token",
+        )),
+        Ok(caller) => caller.require_admin().err().map(ApiError::from),
+        Err(rejection) => Some(rejection),
+    };
+    match refusal {
+        Some(refusal) => refusal.into_response(),
+        None => crate::http::metrics::exposition(&operations.metrics),
+    }
 }
 
 async fn start_functions(
@@ -234,9 +314,9 @@ impl App {
     /// closes the database.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         crate::http::serve::raise_open_file_limit();
-        let limits = self.state.config.http.clone();
+        let limits = self.services.config.http.clone();
         let served = crate::http::serve::serve(self.listener, self.router, &limits, shutdown).await;
-        self.state.store.close().await;
+        self.services.store.close().await;
         served
     }
 }

@@ -1,7 +1,8 @@
 //! Tidy checks that keep `docs/ARCHITECTURE.md` true: every module of the
 //! three crates opens with a `//!` paragraph, no `unwrap()`/`expect()` outside
-//! tests, `sqlx` is named only under `store/`, and `axum` only in
-//! the gateway (`http/`), in `api.rs` files and in `app.rs`.
+//! tests, `sqlx` is named only under `store/`, `axum` only in the gateway
+//! (`http/`), in `api.rs` files and in `app.rs`, and the top-level modules
+//! import each other only as `ALLOWED_IMPORTS` says (no cycle).
 
 use std::path::{Path, PathBuf};
 
@@ -91,5 +92,73 @@ fn no_unwrap_outside_tests() {
                 );
             }
         }
+    }
+}
+
+/// The top-level modules each top-level module of `server/src` may import
+/// (docs/ARCHITECTURE.md, "Bird's-eye view"). `app` wires everything and
+/// `cli`, `main` and `lib` sit above it, so they are not listed. The table
+/// must stay acyclic: data flows one way.
+const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
+    ("clock", &[]),
+    ("config", &[]),
+    ("error", &[]),
+    ("ids", &[]),
+    ("supervise", &[]),
+    ("swap", &[]),
+    ("telemetry", &["config"]),
+    ("watch", &["supervise"]),
+    ("store", &["clock", "config", "error", "supervise"]),
+    ("http", &["config", "error", "store", "supervise"]),
+    ("auth", &["clock", "config", "error", "http", "ids", "store"]),
+    ("rules", &["auth", "clock", "error", "http", "swap", "watch"]),
+    ("triggers", &["clock", "store", "supervise", "swap"]),
+    ("documents", &["auth", "clock", "config", "error", "http", "ids", "rules", "store", "triggers"]),
+    (
+        "functions",
+        &["auth", "clock", "documents", "error", "http", "ids", "store", "supervise", "swap", "triggers", "watch"],
+    ),
+    ("realtime", &["auth", "clock", "config", "documents", "error", "http", "rules", "store", "supervise"]),
+    ("import", &["auth", "documents"]),
+];
+
+/// The top-level module a source file belongs to (`documents/api.rs` → `documents`).
+fn top_module(path: &str) -> &str {
+    path.split('/').next().unwrap_or(path).trim_end_matches(".rs")
+}
+
+/// The top-level modules a text names as `crate::<module>` (comments included:
+/// a doc link is a dependency of the reader, too).
+fn named_modules(text: &str) -> std::collections::BTreeSet<String> {
+    text.match_indices("crate::")
+        .map(|(at, prefix)| {
+            text[at + prefix.len()..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect()
+        })
+        .collect()
+}
+
+#[test]
+fn imports_between_top_level_modules_run_one_way() {
+    let allowed: std::collections::HashMap<&str, &[&str]> = ALLOWED_IMPORTS.iter().copied().collect();
+    for (path, text) in files() {
+        let module = top_module(&path);
+        if ["app", "cli", "main", "lib", "tidy"].contains(&module) {
+            continue;
+        }
+        let Some(may) = allowed.get(module) else { panic!("{path}: add module `{module}` to ALLOWED_IMPORTS") };
+        for named in named_modules(&text) {
+            assert!(
+                named == module || may.contains(&named.as_str()),
+                "{path} imports crate::{named}, which `{module}` may not (ALLOWED_IMPORTS, docs/ARCHITECTURE.md)"
+            );
+        }
+    }
+    // The table itself has no cycle: repeatedly remove modules whose imports are all removed.
+    let mut left: Vec<(&str, &[&str])> = ALLOWED_IMPORTS.to_vec();
+    while !left.is_empty() {
+        let names: Vec<&str> = left.iter().map(|(m, _)| *m).collect();
+        let before = left.len();
+        left.retain(|(_, imports)| imports.iter().any(|i| names.contains(i)));
+        assert!(left.len() < before, "ALLOWED_IMPORTS has a cycle among {:?}", left.iter().map(|(m, _)| m).collect::<Vec<_>>());
     }
 }

@@ -91,7 +91,8 @@ pub struct Accounts {
     mailer: Arc<Mailer>,
     limits: Arc<RateLimits>,
     config: Arc<AuthConfig>,
-    hooks: Arc<std::sync::RwLock<Option<Arc<dyn super::SignUpHooks>>>>,
+    /// What runs around account creation (functions' `beforeSignUp`/`afterSignUp`).
+    hooks: Option<Arc<dyn super::SignUpHooks>>,
 }
 
 /// Lower-cased, shaped like `local@domain.tld`, no spaces or control characters.
@@ -114,7 +115,13 @@ pub fn normalize_email(email: &str) -> Result<String, AuthError> {
 }
 
 impl Accounts {
-    pub fn new(store: Store, tokens: Tokens, mailer: Mailer, config: AuthConfig) -> Accounts {
+    pub fn new(
+        store: Store,
+        tokens: Tokens,
+        mailer: Mailer,
+        config: AuthConfig,
+        hooks: Option<Arc<dyn super::SignUpHooks>>,
+    ) -> Accounts {
         let limits = RateLimits::new(config.signin_per_minute, config.signup_per_minute, config.email_per_minute);
         let in_flight = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
         Accounts {
@@ -124,24 +131,13 @@ impl Accounts {
             mailer: Arc::new(mailer),
             limits: Arc::new(limits),
             config: Arc::new(config),
-            hooks: Arc::new(std::sync::RwLock::new(None)),
+            hooks,
         }
-    }
-
-    /// Installs the functions that run around account creation.
-    pub fn set_hooks(&self, hooks: Arc<dyn super::SignUpHooks>) {
-        if let Ok(mut slot) = self.hooks.write() {
-            *slot = Some(hooks);
-        }
-    }
-
-    fn hooks(&self) -> Option<Arc<dyn super::SignUpHooks>> {
-        self.hooks.read().ok().and_then(|h| h.clone())
     }
 
     /// Runs `beforeSignUp` for a new user; returns the custom claims it sets.
     async fn before_sign_up(&self, email: Option<&str>, anonymous: bool) -> Result<String, AuthError> {
-        let Some(hooks) = self.hooks() else { return Ok("{}".into()) };
+        let Some(hooks) = &self.hooks else { return Ok("{}".into()) };
         match hooks.before(serde_json::json!({"email": email, "anonymous": anonymous})).await? {
             Some(claims) => validate_claims(&claims),
             None => Ok("{}".into()),
@@ -149,7 +145,7 @@ impl Accounts {
     }
 
     async fn after_sign_up(&self, user: &UserRow) {
-        if let Some(hooks) = self.hooks() {
+        if let Some(hooks) = &self.hooks {
             let user = serde_json::json!({"uid": user.id, "email": user.email, "anonymous": user.anonymous});
             hooks.after(user).await;
         }

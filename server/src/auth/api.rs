@@ -16,16 +16,32 @@ use serde_json::{json, Value};
 use super::accounts::{AdminChange, NewAccount, ProfileChange, SignedIn};
 use super::tokens::AccessClaims;
 use super::{AuthError, Caller};
-use crate::app::AppState;
 use crate::clock::format_time;
 use crate::http::error::ApiError;
 use crate::http::extract::{decode_value, ApiJson, ApiQuery, ClientIp};
 use crate::store::auth::UserRow;
 
-impl FromRequestParts<AppState> for Caller {
+/// A part's HTTP state that can tell who is calling (see `authenticates!`).
+pub trait Authenticates {
+    fn authenticator(&self) -> &super::Authenticator;
+}
+
+/// Implements `Authenticates` for a state struct with an `authenticator` field.
+macro_rules! authenticates {
+    ($state:ty) => {
+        impl $crate::auth::api::Authenticates for $state {
+            fn authenticator(&self) -> &$crate::auth::Authenticator {
+                &self.authenticator
+            }
+        }
+    };
+}
+pub(crate) use authenticates;
+
+impl<S: Authenticates + Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
             return Ok(Caller::Public);
         };
@@ -35,11 +51,20 @@ impl FromRequestParts<AppState> for Caller {
             .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
             .map(str::trim)
             .ok_or(AuthError::MalformedHeader)?;
-        Ok(super::identify(state.accounts.tokens(), &state.service_key, token).await?)
+        Ok(state.authenticator().identify(token).await?)
     }
 }
 
-pub fn router() -> Router<AppState> {
+/// What the auth endpoints use.
+#[derive(Clone)]
+pub struct AuthApi {
+    pub accounts: super::accounts::Accounts,
+    pub authenticator: super::Authenticator,
+}
+
+authenticates!(AuthApi);
+
+pub fn router() -> Router<AuthApi> {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/auth/signup", post(sign_up))
@@ -92,7 +117,7 @@ fn signed_in_user(caller: &Caller) -> Result<&AccessClaims, AuthError> {
     }
 }
 
-async fn jwks(State(state): State<AppState>) -> Json<Value> {
+async fn jwks(State(state): State<AuthApi>) -> Json<Value> {
     Json(state.accounts.tokens().jwks())
 }
 
@@ -104,7 +129,7 @@ struct Credentials {
 }
 
 async fn sign_up(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
@@ -130,7 +155,7 @@ struct PasswordGrant {
 }
 
 async fn token(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
@@ -154,12 +179,12 @@ async fn token(
     Ok(signed_in_json(signed_in))
 }
 
-async fn sign_out(State(state): State<AppState>, caller: Caller) -> Result<StatusCode, ApiError> {
+async fn sign_out(State(state): State<AuthApi>, caller: Caller) -> Result<StatusCode, ApiError> {
     state.accounts.sign_out(signed_in_user(&caller)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn current_user(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn current_user(State(state): State<AuthApi>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let user = state.accounts.user(&signed_in_user(&caller)?.sub).await?;
     Ok(Json(user_json(&user)))
 }
@@ -180,7 +205,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 }
 
 async fn change_profile(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     caller: Caller,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ProfileBody>,
@@ -202,7 +227,7 @@ struct TokenBody {
 }
 
 async fn verify_email(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> Result<Json<Value>, ApiError> {
     let user = state.accounts.verify_email(body.token.expose_secret()).await?;
@@ -211,7 +236,7 @@ async fn verify_email(
 
 /// The link in the verification email: verifies and answers in plain text.
 async fn verify_email_link(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     ApiQuery(body): ApiQuery<TokenBody>,
 ) -> Result<&'static str, ApiError> {
     state.accounts.verify_email(body.token.expose_secret()).await?;
@@ -219,7 +244,7 @@ async fn verify_email_link(
 }
 
 async fn request_verification(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     ClientIp(ip): ClientIp,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
@@ -234,7 +259,7 @@ struct RecoverBody {
 }
 
 async fn request_recovery(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<RecoverBody>,
 ) -> Result<StatusCode, ApiError> {
@@ -250,7 +275,7 @@ struct ConfirmRecoveryBody {
 }
 
 async fn confirm_recovery(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     ApiJson(body): ApiJson<ConfirmRecoveryBody>,
 ) -> Result<StatusCode, ApiError> {
     state.accounts.confirm_recovery(body.token.expose_secret(), body.password).await?;
@@ -266,7 +291,7 @@ struct ListUsersParams {
 }
 
 async fn admin_list_users(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     caller: Caller,
     ApiQuery(params): ApiQuery<ListUsersParams>,
 ) -> Result<Json<Value>, ApiError> {
@@ -279,7 +304,7 @@ async fn admin_list_users(
 }
 
 async fn admin_get_user(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -302,7 +327,7 @@ struct AdminCreateBody {
 }
 
 async fn admin_create_user(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     caller: Caller,
     ApiJson(body): ApiJson<AdminCreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -331,7 +356,7 @@ struct AdminChangeBody {
 }
 
 async fn admin_change_user(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AdminChangeBody>,
@@ -342,7 +367,7 @@ async fn admin_change_user(
 }
 
 async fn admin_delete_user(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -352,7 +377,7 @@ async fn admin_delete_user(
 }
 
 async fn admin_revoke(
-    State(state): State<AppState>,
+    State(state): State<AuthApi>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -361,7 +386,7 @@ async fn admin_revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn admin_rotate_keys(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn admin_rotate_keys(State(state): State<AuthApi>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let kid = state.accounts.tokens().rotate().await?;
     Ok(Json(json!({ "kid": kid })))

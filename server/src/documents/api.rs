@@ -18,7 +18,6 @@ use std::fmt::Write as _;
 
 use super::render::{render_document, write_document};
 use super::{Document, DocumentError, Precondition, QueryResult, WriteOp, WriteRequest};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::clock::format_time;
 use crate::error::ErrorCode;
@@ -26,7 +25,16 @@ use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
 use crate::store::documents::{ChangeKind, Committed, StoredDoc};
 
-pub fn router() -> Router<AppState> {
+/// What the documents endpoints use.
+#[derive(Clone)]
+pub struct DocumentsApi {
+    pub documents: super::Documents,
+    pub authenticator: crate::auth::Authenticator,
+}
+
+crate::auth::api::authenticates!(DocumentsApi);
+
+pub fn router() -> Router<DocumentsApi> {
     Router::new()
         .route(
             "/v1/docs/{*path}",
@@ -84,7 +92,7 @@ struct ListParams {
 }
 
 async fn get_path(
-    State(state): State<AppState>,
+    State(state): State<DocumentsApi>,
     caller: Caller,
     Path(path): Path<String>,
     ApiQuery(params): ApiQuery<ListParams>,
@@ -133,7 +141,7 @@ fn committed_response(committed: Vec<Committed>, path: &DocPath) -> Response {
     }
 }
 
-async fn write_one(state: &AppState, caller: &Caller, request: WriteRequest) -> Result<Response, ApiError> {
+async fn write_one(state: &DocumentsApi, caller: &Caller, request: WriteRequest) -> Result<Response, ApiError> {
     let path = request.path.clone();
     let committed = state.documents.write(caller, vec![request]).await?;
     Ok(committed_response(committed, &path))
@@ -145,7 +153,7 @@ fn doc_path(path: &str) -> Result<DocPath, ApiError> {
 
 /// A write of the document at `path` with the request's precondition headers.
 async fn write_at(
-    state: &AppState,
+    state: &DocumentsApi,
     caller: &Caller,
     path: &str,
     headers: &HeaderMap,
@@ -156,7 +164,7 @@ async fn write_at(
 }
 
 async fn put_document(
-    State(state): State<AppState>,
+    State(state): State<DocumentsApi>,
     caller: Caller,
     Path(path): Path<String>,
     headers: HeaderMap,
@@ -166,7 +174,7 @@ async fn put_document(
 }
 
 async fn patch_document(
-    State(state): State<AppState>,
+    State(state): State<DocumentsApi>,
     caller: Caller,
     Path(path): Path<String>,
     headers: HeaderMap,
@@ -176,7 +184,7 @@ async fn patch_document(
 }
 
 async fn delete_document(
-    State(state): State<AppState>,
+    State(state): State<DocumentsApi>,
     caller: Caller,
     Path(path): Path<String>,
     headers: HeaderMap,
@@ -185,7 +193,7 @@ async fn delete_document(
 }
 
 async fn create_in_collection(
-    State(state): State<AppState>,
+    State(state): State<DocumentsApi>,
     caller: Caller,
     Path(path): Path<String>,
     ApiJson(data): ApiJson<Value>,
@@ -255,7 +263,7 @@ fn batch_request(index: usize, write: BatchWrite) -> Result<WriteRequest, ApiErr
 }
 
 async fn batch(
-    State(state): State<AppState>,
+    State(state): State<DocumentsApi>,
     caller: Caller,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Response, ApiError> {
@@ -275,7 +283,7 @@ async fn batch(
 }
 
 async fn run_query(
-    State(state): State<AppState>,
+    State(state): State<DocumentsApi>,
     caller: Caller,
     ApiJson(body): ApiJson<QueryRequest>,
 ) -> Result<Response, ApiError> {
@@ -286,7 +294,7 @@ async fn run_query(
 
 /// The database's plan for a query (service key only), to check index use.
 async fn explain_query(
-    State(state): State<AppState>,
+    State(state): State<DocumentsApi>,
     caller: Caller,
     ApiJson(body): ApiJson<QueryRequest>,
 ) -> Result<Response, ApiError> {

@@ -12,12 +12,25 @@ use nimbus_js_runtime::JsError;
 use serde_json::{json, Map, Value};
 
 use super::routes::{self, AuthMode};
-use crate::app::AppState;
 use crate::auth::{AuthError, Caller};
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 
-pub fn router() -> Router<AppState> {
+/// What the functions gateway, its admin endpoints and the job queue's
+/// endpoints (`jobs_api`) use.
+#[derive(Clone)]
+pub struct FunctionsApi {
+    pub functions: super::Functions,
+    pub documents: crate::documents::Documents,
+    pub messages: crate::triggers::Messages,
+    pub store: crate::store::Store,
+    pub triggers: crate::triggers::TriggerIndex,
+    pub authenticator: crate::auth::Authenticator,
+}
+
+crate::auth::api::authenticates!(FunctionsApi);
+
+pub fn router() -> Router<FunctionsApi> {
     Router::new()
         .route("/fn/{*path}", any(gateway))
         .route("/v1/admin/functions", get(list_functions))
@@ -65,7 +78,7 @@ fn request_headers(headers: &HeaderMap) -> Value {
 }
 
 async fn gateway(
-    State(state): State<AppState>,
+    State(state): State<FunctionsApi>,
     caller: Caller,
     method: Method,
     uri: Uri,
@@ -188,7 +201,7 @@ fn js_error(error: JsError) -> ApiError {
     }
 }
 
-async fn list_functions(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn list_functions(State(state): State<FunctionsApi>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let registry = state.functions.registry();
     let modules: Vec<Value> = registry
@@ -210,7 +223,7 @@ struct InvocationsParams {
 
 /// The latest invocations on this instance, with status, duration and console lines.
 async fn list_invocations(
-    State(state): State<AppState>,
+    State(state): State<FunctionsApi>,
     caller: Caller,
     crate::http::extract::ApiQuery(params): crate::http::extract::ApiQuery<InvocationsParams>,
 ) -> Result<Json<Value>, ApiError> {

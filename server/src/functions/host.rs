@@ -11,7 +11,6 @@ use nimbus_js_runtime::{Host, HostError};
 use serde_json::{json, Value};
 
 use crate::auth::Caller;
-use crate::clock::format_time;
 use crate::documents::path::{CollectionPath, DocPath};
 use crate::documents::query::QueryRequest;
 use crate::documents::{Documents, Precondition, QueryResult, WriteOp, WriteRequest};
@@ -145,15 +144,9 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::InvalidArgument, message)
 }
 
-fn document_json(path: &str, stored: &StoredDoc) -> Value {
-    json!({
-        "id": stored.id,
-        "path": path,
-        "version": stored.version,
-        "createTime": format_time(stored.create_time),
-        "updateTime": format_time(stored.update_time),
-        "data": serde_json::from_str::<Value>(&stored.data).unwrap_or(Value::Null),
-    })
+/// A document as REST renders it (`documents::render`), as a value for the function.
+fn document_json(stored: &StoredDoc) -> Value {
+    serde_json::from_str(&crate::documents::render::render_document(&stored.collection, stored)).unwrap_or(Value::Null)
 }
 
 fn doc_path(request: &Value) -> Result<DocPath, ApiError> {
@@ -200,7 +193,7 @@ async fn handle(documents: &Documents, messages: &Messages, request: Value) -> R
         "get" => {
             let path = doc_path(&request)?;
             match documents.get(&Caller::Service, &path).await {
-                Ok(document) => Ok(document_json(&path.to_string(), &document.stored)),
+                Ok(document) => Ok(document_json(&document.stored)),
                 Err(crate::documents::DocumentError::NotFound(_)) => Ok(Value::Null),
                 Err(e) => Err(e.into()),
             }
@@ -233,7 +226,7 @@ async fn handle(documents: &Documents, messages: &Messages, request: Value) -> R
                 QueryResult::Documents { documents, next_cursor } => Ok(json!({
                     "documents": documents
                         .iter()
-                        .map(|d| document_json(&format!("{}/{}", d.collection, d.id), d))
+                        .map(document_json)
                         .collect::<Vec<_>>(),
                     "nextCursor": next_cursor,
                 })),

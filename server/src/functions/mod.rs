@@ -2,13 +2,16 @@
 //! `nimbus-js-runtime` worker pool. Owns loading and live reload (a module
 //! that fails to load is reported with its position and its last good version
 //! keeps serving), the registry of trigger descriptors, and the API gateway's
-//! routing of `onHttp` functions, and `ctx.db` (`host`). Durable triggers,
-//! queues and schedules are not built yet.
+//! routing of `onHttp` functions, `ctx.db` (`host`), the worker that runs
+//! trigger, queue and schedule jobs (`worker`) and the job queue's HTTP
+//! surface (`jobs_api`).
 
 pub mod api;
 pub mod host;
+pub mod jobs_api;
 pub mod routes;
 pub mod signup;
+pub mod worker;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

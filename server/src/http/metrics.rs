@@ -1,5 +1,5 @@
 //! Prometheus metrics for the gateway: a request counter and a latency
-//! histogram labelled by route template and status, rendered at `/metrics`.
+//! histogram labelled by route template and status, and their exposition text.
 //! The registry belongs to the app (no global), so parts register their own.
 
 use std::time::Instant;
@@ -10,7 +10,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
-use crate::app::AppState;
 
 /// The app's metric registry and the gateway's own series.
 pub struct Metrics {
@@ -77,47 +76,22 @@ impl Metrics {
 
 /// Middleware recording every request under its route template (not its raw
 /// path, which would make one series per document).
-pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn record(State(metrics): State<std::sync::Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    state.metrics.observe(&method, &route, &status, started.elapsed().as_secs_f64());
+    metrics.observe(&method, &route, &status, started.elapsed().as_secs_f64());
     response
 }
 
-/// `/metrics`, for the service key, an admin, or the configured metrics token
-/// (`Authorization: Bearer <NIMBUS_METRICS_TOKEN>`): counters such as rows
-/// read by rule-filtered queries must never reach end users.
-pub async fn render(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    caller: Result<crate::auth::Caller, super::error::ApiError>,
-) -> Response {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
-        .map(str::trim);
-    let metrics_token = state.config.metrics_token.as_ref().map(secrecy::ExposeSecret::expose_secret);
-    let token_matches = matches!((bearer, metrics_token), (Some(b), Some(t)) if same_secret(b, t));
-    if !token_matches {
-        let refusal = match caller {
-            Ok(crate::auth::Caller::Public) => Some(super::error::ApiError::new(
-                crate::error::ErrorCode::Unauthenticated,
-                "metrics need the service key, an admin token or the metrics token",
-            )),
-            Ok(caller) => caller.require_admin().err().map(super::error::ApiError::from),
-            Err(rejection) => Some(rejection),
-        };
-        if let Some(refusal) = refusal {
-            return refusal.into_response();
-        }
-    }
+/// The Prometheus text of every series (who may read it is decided by the
+/// `/metrics` route, which `app` guards).
+pub fn exposition(metrics: &Metrics) -> Response {
     let mut buffer = Vec::new();
-    match TextEncoder::new().encode(&state.metrics.registry.gather(), &mut buffer) {
+    match TextEncoder::new().encode(&metrics.registry.gather(), &mut buffer) {
         Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], buffer).into_response(),
         Err(e) => {
             tracing::error!("metrics encoding failed: {e}");
@@ -126,8 +100,17 @@ pub async fn render(
     }
 }
 
+/// The bearer token of a request, if it has one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer ").or_else(|| h.strip_prefix("bearer ")))
+        .map(str::trim)
+}
+
 /// Compares two secrets through their SHA-256 digests, in constant time.
-fn same_secret(presented: &str, expected: &str) -> bool {
+pub fn same_secret(presented: &str, expected: &str) -> bool {
     use sha2::{Digest, Sha256};
     let (a, b) = (Sha256::digest(presented.as_bytes()), Sha256::digest(expected.as_bytes()));
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0

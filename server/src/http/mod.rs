@@ -1,7 +1,8 @@
-//! The gateway: builds the axum router from every part's `router()`, and wraps
-//! it in the layers every request passes: request id, tracing span, metrics,
-//! body size limit, CORS. Owns error rendering (`error`), the extractors that
-//! keep malformed input in the error shape (`extract`), health and metrics.
+//! The gateway toolkit, which knows no part of the product: the layers every
+//! request passes (request id, tracing span, metrics, panics, body size and
+//! time limits, CORS) around the routes `app` assembles, error rendering
+//! (`error`), the extractors that keep malformed input in the error shape
+//! (`extract`), the accept loop (`serve`, `idle`), health and the metrics registry.
 
 pub mod error;
 pub mod extract;
@@ -11,6 +12,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod serve;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -25,36 +27,34 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
 use crate::config::CorsOrigins;
 use crate::error::ErrorCode;
 use error::ApiError;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole HTTP surface of one Nimbus process.
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::render))
+/// What the gateway's layers need.
+pub struct Gateway {
+    pub body_limit: usize,
+    pub body_timeout: Duration,
+    pub cors: CorsOrigins,
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+/// Wraps the parts' routes (`api`, assembled by `app`) in the layers every
+/// request passes, and adds what no part owns: `/healthz` and the OpenAPI document.
+pub fn gateway(api: Router, settings: Gateway) -> Router {
+    let panics = settings.metrics.panics.clone();
+    api.route("/healthz", get(health::healthz))
         .route("/v1/openapi.json", get(openapi::openapi))
-        .merge(crate::documents::api::router())
-        .merge(crate::auth::api::router())
-        .merge(crate::rules::api::router())
-        .merge(crate::functions::api::router())
-        .merge(crate::triggers::api::router())
-        .merge(crate::realtime::api::router())
         .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed);
-    let body_limit = state.config.body_limit;
-    let panics = state.metrics.panics.clone();
-    api.layer(middleware::from_fn_with_state(state.clone(), metrics::record))
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(settings.metrics.clone(), metrics::record))
         .layer(CatchPanicLayer::custom(move |panic| error::panicked(&panics, panic)))
-        .layer(middleware::from_fn_with_state(state.clone(), reject_oversize_bodies))
-        .layer(RequestBodyTimeoutLayer::new(state.config.http.body_timeout))
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(cors_layer(&state.config.cors))
+        .layer(middleware::from_fn_with_state(settings.body_limit, reject_oversize_bodies))
+        .layer(RequestBodyTimeoutLayer::new(settings.body_timeout))
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(cors_layer(&settings.cors))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
@@ -62,7 +62,6 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(middleware::map_request(drop_unsafe_request_id))
-        .with_state(state)
 }
 
 /// Longest client-supplied request id kept.
@@ -86,13 +85,12 @@ async fn drop_unsafe_request_id(mut request: Request) -> Request {
 
 /// Answers `413` in the error shape when the declared length is over the limit;
 /// bodies without a length are cut by `DefaultBodyLimit` in the extractors.
-async fn reject_oversize_bodies(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn reject_oversize_bodies(State(body_limit): State<usize>, request: Request, next: Next) -> Response {
     let declared =
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(length) if length > state.config.body_limit as u64 => {
-            ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is over {} bytes", state.config.body_limit))
-                .into_response()
+        Some(length) if length > body_limit as u64 => {
+            ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is over {body_limit} bytes")).into_response()
         }
         _ => next.run(request).await,
     }

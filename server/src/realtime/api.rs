@@ -20,13 +20,21 @@ use tokio::sync::mpsc;
 use super::protocol::{Frame, Subscribe, SubscriptionId, MAX_CLIENT_MESSAGE};
 use super::session::{Gone, Incoming, Session, Transport};
 use super::{Realtime, RealtimeError};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiQuery, ClientIp};
 
-pub fn router() -> Router<AppState> {
+/// What the realtime endpoints use.
+#[derive(Clone)]
+pub struct RealtimeApi {
+    pub realtime: super::Realtime,
+    pub authenticator: crate::auth::Authenticator,
+}
+
+crate::auth::api::authenticates!(RealtimeApi);
+
+pub fn router() -> Router<RealtimeApi> {
     Router::new().route("/v1/realtime", get(websocket)).route("/v1/realtime/sse", get(event_stream))
 }
 
@@ -55,7 +63,7 @@ async fn caller_of(realtime: &Realtime, from_header: Caller, token: Option<Strin
 }
 
 async fn websocket(
-    State(state): State<AppState>,
+    State(state): State<RealtimeApi>,
     ClientIp(ip): ClientIp,
     from_header: Caller,
     ApiQuery(params): ApiQuery<SocketParams>,
@@ -126,7 +134,7 @@ impl Transport for Socket {
 const STREAM_BUFFER: usize = 16;
 
 async fn event_stream(
-    State(state): State<AppState>,
+    State(state): State<RealtimeApi>,
     ClientIp(ip): ClientIp,
     from_header: Caller,
     headers: HeaderMap,

@@ -15,9 +15,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use crate::auth::service_key::ServiceKey;
-use crate::auth::tokens::Tokens;
-use crate::auth::{AuthError, Caller};
+use crate::auth::{AuthError, Authenticator, Caller};
 use crate::config::RealtimeSettings;
 use crate::documents::{DocumentError, Documents};
 use crate::error::{ApiFailure, ErrorCode};
@@ -127,8 +125,7 @@ struct Inner {
     documents: Documents,
     store: Store,
     rules: RulesService,
-    tokens: Tokens,
-    service_key: ServiceKey,
+    authenticator: Authenticator,
     feed: Feed,
     settings: RealtimeSettings,
     per_ip: Counts,
@@ -141,8 +138,7 @@ pub struct RealtimeParts {
     pub documents: Documents,
     pub store: Store,
     pub rules: RulesService,
-    pub tokens: Tokens,
-    pub service_key: ServiceKey,
+    pub authenticator: Authenticator,
     pub settings: RealtimeSettings,
     pub metrics: RealtimeMetrics,
 }
@@ -154,8 +150,7 @@ impl Realtime {
             documents: parts.documents,
             store: parts.store,
             rules: parts.rules,
-            tokens: parts.tokens,
-            service_key: parts.service_key,
+            authenticator: parts.authenticator,
             feed,
             settings: parts.settings,
             per_ip: Counts::default(),
@@ -194,7 +189,7 @@ impl Realtime {
     }
 
     pub async fn identify(&self, token: &str) -> Result<Caller, RealtimeError> {
-        Ok(crate::auth::identify(&self.0.tokens, &self.0.service_key, token).await?)
+        Ok(self.0.authenticator.identify(token).await?)
     }
 
     /// Counts a new connection from `ip` (`Limit` when that address has too many).

@@ -12,18 +12,26 @@ use serde_json::{json, Value};
 
 use super::cases::{self, Case};
 use super::{compile, RulesError, RulesFile};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 
-pub fn router() -> Router<AppState> {
+/// What the rules endpoints use.
+#[derive(Clone)]
+pub struct RulesApi {
+    pub rules: super::RulesService,
+    pub authenticator: crate::auth::Authenticator,
+}
+
+crate::auth::api::authenticates!(RulesApi);
+
+pub fn router() -> Router<RulesApi> {
     Router::new()
         .route("/v1/admin/rules", get(read_rules).put(replace_rules))
         .route("/v1/admin/rules:test", post(test_rules))
 }
 
-async fn read_rules(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn read_rules(State(state): State<RulesApi>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let status = state.rules.status();
     Ok(Json(
@@ -38,7 +46,7 @@ struct FilesBody {
 }
 
 async fn replace_rules(
-    State(state): State<AppState>,
+    State(state): State<RulesApi>,
     caller: Caller,
     ApiJson(body): ApiJson<FilesBody>,
 ) -> Result<StatusCode, ApiError> {
@@ -56,7 +64,7 @@ struct TestBody {
 }
 
 async fn test_rules(
-    State(state): State<AppState>,
+    State(state): State<RulesApi>,
     caller: Caller,
     ApiJson(body): ApiJson<TestBody>,
 ) -> Result<Json<Value>, ApiError> {

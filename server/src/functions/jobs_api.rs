@@ -1,4 +1,5 @@
-//! Admin HTTP surface of triggers: the dead-letter list and replaying one.
+//! HTTP surface of the job queue: publishing a message to a topic, and the
+//! admin dead-letter list and replaying one.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -6,14 +7,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::app::AppState;
+use super::api::FunctionsApi;
 use crate::auth::Caller;
 use crate::clock::{format_time, now_micros};
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 
-pub fn router() -> Router<AppState> {
+pub fn router() -> Router<FunctionsApi> {
     Router::new()
         .route("/v1/messages/{topic}", post(publish))
         .route("/v1/admin/functions/dead-letters", get(list_dead_letters))
@@ -23,12 +24,12 @@ pub fn router() -> Router<AppState> {
 /// Publishes the JSON body to a topic: the service key, or a user a rule on
 /// `match /topics/{topic}` allows to `create` (with the message as `request.resource.data`).
 async fn publish(
-    State(state): State<AppState>,
+    State(state): State<FunctionsApi>,
     caller: Caller,
     Path(topic): Path<String>,
     ApiJson(data): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    if !super::valid_topic(&topic) {
+    if !crate::triggers::valid_topic(&topic) {
         return Err(ApiError::new(
             ErrorCode::InvalidArgument,
             "topic names are 1-128 letters, digits, '-', '_' or '.'",
@@ -44,7 +45,7 @@ async fn publish(
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
 }
 
-async fn list_dead_letters(State(state): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn list_dead_letters(State(state): State<FunctionsApi>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let jobs = state.store.dead_jobs(1000).await?;
     let items: Vec<Value> = jobs
@@ -63,7 +64,7 @@ async fn list_dead_letters(State(state): State<AppState>, caller: Caller) -> Res
     Ok(Json(json!({ "deadLetters": items })))
 }
 
-async fn replay(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn replay(State(state): State<FunctionsApi>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     if state.store.replay_job(&id, now_micros()).await? {
         state.triggers.wake();
