@@ -1,4 +1,5 @@
-//! Compile errors with the position they refer to (`line:col: message`).
+//! The language's errors: compile errors with the position they refer to
+//! (`line:col: message`), and evaluation errors, which are values (`Eval`).
 
 use std::fmt;
 
@@ -34,3 +35,20 @@ impl fmt::Display for CompileError {
 }
 
 impl std::error::Error for CompileError {}
+
+/// Why an expression has no value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EvalError {
+    /// A runtime error (missing field, wrong type, …): denies.
+    Error(String),
+    /// The document at this path must be supplied before evaluation can finish.
+    NeedDocument(String),
+}
+
+/// The result of evaluating an expression.
+pub type Eval = Result<crate::value::Value, EvalError>;
+
+/// The result of checked integer arithmetic, or a rule error (never a panic).
+pub(crate) fn checked(result: Option<i64>) -> Result<i64, EvalError> {
+    result.ok_or_else(|| EvalError::Error("integer overflow".into()))
+}

@@ -14,15 +14,8 @@ use crate::{Auth, Request};
 /// Most nested function calls in one evaluation.
 const MAX_CALL_DEPTH: usize = 20;
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum EvalError {
-    /// A runtime error (missing field, wrong type, …): denies.
-    Error(String),
-    /// The document at this path must be supplied before evaluation can finish.
-    NeedDocument(String),
-}
-
-pub type Eval = Result<Value, EvalError>;
+pub use crate::error::{Eval, EvalError};
+use crate::error::checked;
 
 fn error<T>(message: impl Into<String>) -> Result<T, EvalError> {
     Err(EvalError::Error(message.into()))
@@ -347,11 +340,6 @@ fn binary(op: BinaryOp, left: Value, right: Value) -> Eval {
         },
         BinaryOp::Or | BinaryOp::And => return error("logical operators are evaluated lazily"),
     })
-}
-
-/// The result of checked integer arithmetic, or a rule error (never a panic).
-pub(crate) fn checked(result: Option<i64>) -> Result<i64, EvalError> {
-    result.ok_or_else(|| EvalError::Error("integer overflow".into()))
 }
 
 fn arithmetic(op: BinaryOp, left: &Value, right: &Value) -> Eval {

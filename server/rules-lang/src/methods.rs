@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::eval::{Eval, EvalError};
+use crate::error::{Eval, EvalError};
 use crate::value::Value;
 
 /// Every method name the language knows; anything else fails to load.
@@ -71,7 +71,7 @@ pub fn call_namespace(namespace: &str, function: &str, args: Vec<Value>) -> Eval
             if !(1..=9999).contains(y) || !(1..=12).contains(m) || !(1..=31).contains(d) {
                 return error("timestamp.date(year, month, day) needs a valid date in years 1 to 9999");
             }
-            Ok(Value::Timestamp(crate::eval::checked(
+            Ok(Value::Timestamp(crate::error::checked(
                 crate::time::days_from_civil(*y, *m, *d).checked_mul(MICROS_PER_DAY),
             )?))
         }
@@ -97,7 +97,7 @@ fn math(function: &str, args: &[Value]) -> Eval {
         }
     };
     match (function, args) {
-        ("abs", [Value::Int(n)]) => crate::eval::checked(n.checked_abs()).map(Value::Int),
+        ("abs", [Value::Int(n)]) => crate::error::checked(n.checked_abs()).map(Value::Int),
         ("abs", [Value::Float(f)]) => Ok(Value::Float(f.abs())),
         ("ceil" | "floor" | "round", [Value::Int(n)]) => Ok(Value::Int(*n)),
         ("ceil", [Value::Float(f)]) => to_int(f.ceil()),
@@ -261,7 +261,7 @@ pub fn call_method(target: Value, method: &str, args: Vec<Value>) -> Eval {
         }
         (Value::Timestamp(t), "toMillis") => no_args(Value::Int(t.div_euclid(1000))),
         (Value::Timestamp(t), "date") => {
-            no_args(Value::Timestamp(crate::eval::checked(t.div_euclid(MICROS_PER_DAY).checked_mul(MICROS_PER_DAY))?))
+            no_args(Value::Timestamp(crate::error::checked(t.div_euclid(MICROS_PER_DAY).checked_mul(MICROS_PER_DAY))?))
         }
         (Value::Timestamp(t), part @ ("year" | "month" | "day" | "hours" | "minutes" | "seconds")) => {
             let (year, month, day) = crate::time::civil_from_days(t.div_euclid(MICROS_PER_DAY));

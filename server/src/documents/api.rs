@@ -23,7 +23,8 @@ use crate::clock::format_time;
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, ApiQuery};
-use crate::store::documents::{ChangeKind, Committed, StoredDoc};
+use crate::store::commit::{ChangeKind, Committed};
+use crate::store::documents::StoredDoc;
 
 /// What the documents endpoints use.
 #[derive(Clone)]

@@ -368,7 +368,7 @@ mod tests {
             commit_id,
             collection: "c".into(),
             doc_id: format!("d{seq}"),
-            kind: crate::store::documents::ChangeKind::Create,
+            kind: crate::store::commit::ChangeKind::Create,
             version: 1,
             before: None,
             after: Some("{}".into()),

@@ -4,7 +4,7 @@
 //! signals that wake readers — a local commit, or on PostgreSQL a
 //! `NOTIFY` from another instance.
 
-use super::documents::ChangeKind;
+use super::commit::ChangeKind;
 use super::{Pools, Store, StoreError};
 
 /// One row of the change log.

@@ -29,7 +29,7 @@ pub struct JobRow {
 }
 
 /// Decides the jobs of a commit from its committed writes and the commit time.
-pub type JobsFor = Box<dyn Fn(&[super::documents::Committed], i64) -> Vec<NewJob> + Send + Sync>;
+pub type JobsFor = Box<dyn Fn(&[super::commit::Committed], i64) -> Vec<NewJob> + Send + Sync>;
 
 /// Most job rows in one INSERT (5 parameters each).
 pub(super) const JOBS_PER_INSERT: usize = 500;

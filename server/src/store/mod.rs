@@ -102,6 +102,7 @@ macro_rules! on_writer {
 
 pub mod auth;
 pub mod changes;
+pub mod commit;
 pub mod documents;
 pub mod jobs;
 mod matching;

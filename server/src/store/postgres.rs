@@ -7,7 +7,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::documents::{apply_writes, record_changes, Commit, CommitError, Committed, WriteSql};
+use super::commit::{apply_writes, record_changes, Commit, CommitError, Committed, WriteSql};
 use super::jobs::record_jobs;
 use super::query::{Dialect, FieldPath, Param, Scalar};
 use super::StoreError;

@@ -14,7 +14,7 @@ use crate::swap::Swap;
 use serde_json::{json, Value};
 
 use crate::clock::{format_time, now_micros};
-use crate::store::documents::{ChangeKind, Committed};
+use crate::store::commit::{ChangeKind, Committed};
 use crate::store::jobs::{JobsFor, NewJob};
 use crate::store::{Store, StoreError};
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::documents::WriteSql;
+use super::commit::WriteSql;
 use super::query::{Dialect, FieldPath, Param, Scalar};
 use super::StoreError;
 pub(super) use writer::{WriteQueue, WriteTurn};

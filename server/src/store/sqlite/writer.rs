@@ -14,7 +14,7 @@ use sqlx::{Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot, Mutex, Notify, OwnedMutexGuard};
 
 use super::WRITE_SQL;
-use crate::store::documents::{apply_writes, now_micros, record_changes, Commit, CommitError, Committed, Outcome};
+use crate::store::commit::{apply_writes, now_micros, record_changes, Commit, CommitError, Committed, Outcome};
 use crate::store::jobs::{record_jobs, NewJob};
 use crate::store::StoreError;
 
@@ -272,7 +272,7 @@ async fn commit_creates_at_once(
     let text = format!(
         "BEGIN IMMEDIATE; {}; INSERT INTO changes ({}) VALUES {}; COMMIT",
         documents_insert(rows.len()),
-        crate::store::documents::CHANGE_COLUMNS,
+        crate::store::commit::CHANGE_COLUMNS,
         changes.join(", ")
     );
     let query = rows.iter().fold(bind_documents(sqlx::query(&text), &rows), |q, c| q.bind(c.commit));
