@@ -24,6 +24,7 @@ on_both_backends!(
     a_slow_consumer_is_resynced_and_slows_no_one,
     connections_and_subscriptions_are_bounded,
     an_event_stream_resumes_from_its_last_event_id,
+    concurrent_writers_lose_nothing_live_or_resumed,
 );
 
 mod postgres_only {
@@ -605,4 +606,50 @@ async fn a_write_on_one_instance_reaches_a_subscriber_on_another() {
     let mut on_a = Live::connect(&a, None).await;
     let resumed = on_a.subscribe("q", json!({"query": {"collection": "shared"}, "resumeFrom": position})).await;
     assert_eq!(entries(&resumed), [entry("added", "shared/two")], "positions from one instance resume on another");
+}
+
+/// Added paths from frames of subscription `id` until `count` arrived (each frame's position must grow).
+async fn collect_added(live: &mut Live, count: usize) -> Vec<String> {
+    let mut added = Vec::new();
+    let mut last = i64::MIN;
+    while added.len() < count {
+        let frame = live.next().await;
+        assert_eq!(frame["type"], "change", "{frame}");
+        let position = frame["position"].as_i64().expect("position");
+        assert!(position > last, "positions grow: {position} after {last}");
+        last = position;
+        added.extend(entries(&frame).into_iter().filter(|(kind, _)| kind == "added").map(|(_, path)| path));
+    }
+    added
+}
+
+async fn concurrent_writers_lose_nothing_live_or_resumed(backend: Backend) {
+    let server = Server::start_with(backend, Options::default().file("rules/app.rules", OPEN_RULES)).await;
+    let query = json!({"query": {"collection": "burst"}});
+    let mut live = Live::connect(&server, None).await;
+    let start = live.subscribe("q", query.clone()).await["position"].clone();
+    let (writers, each) = (8, 40);
+    let writes = (0..writers).map(|w| {
+        let (client, base) = (server.client.clone(), server.url("/v1/docs/burst"));
+        async move {
+            for i in 0..each {
+                let response = client.put(format!("{base}/w{w}-{i}")).json(&json!({"w": w, "i": i})).send().await;
+                assert_eq!(response.expect("sent").status(), 201);
+            }
+        }
+    });
+    futures_util::future::join_all(writes).await;
+    let expected: std::collections::BTreeSet<String> =
+        (0..writers).flat_map(|w| (0..each).map(move |i| format!("burst/w{w}-{i}"))).collect();
+    let added = collect_added(&mut live, expected.len()).await;
+    assert_eq!(added.len(), expected.len(), "each change once");
+    assert_eq!(added.into_iter().collect::<std::collections::BTreeSet<_>>(), expected, "every change, live");
+
+    let mut resumed = Live::connect(&server, None).await;
+    let mut resume = query;
+    resume["resumeFrom"] = start;
+    resumed.send(json!({"type": "subscribe", "id": "q", "query": resume["query"], "resumeFrom": resume["resumeFrom"]})).await;
+    let replayed = collect_added(&mut resumed, expected.len()).await;
+    assert_eq!(replayed.len(), expected.len(), "each change once");
+    assert_eq!(replayed.into_iter().collect::<std::collections::BTreeSet<_>>(), expected, "every change, resumed");
 }
