@@ -12,5 +12,6 @@ mod functions;
 mod queues;
 mod realtime;
 mod rules;
+mod sdk;
 mod security;
 mod triggers;
