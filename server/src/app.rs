@@ -113,9 +113,7 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
     let schemas = Schemas::compile(&config.schemas).map_err(StartError::Config)?;
     crate::documents::ensure_indexes(&store, &config.indexes).await.map_err(StartError::Config)?;
     let rules = RulesService::load(&config.rules_dir).map_err(StartError::Config)?;
-    let rows_read = metrics
-        .counter("nimbus_documents_rows_read_total", "Documents read by rules-filtered lists and queries")
-        .map_err(|e| StartError::Metrics(e.to_string()))?;
+    let rows_read = crate::documents::register_metrics(&metrics).map_err(|e| StartError::Metrics(e.to_string()))?;
     let triggers = TriggerIndex::default();
     let documents = Documents::start(store.clone(), schemas, rules.clone(), rows_read, triggers.clone())
         .await
@@ -127,15 +125,7 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
     let hooks = FunctionSignUpHooks::new(functions.clone(), store.clone(), triggers.clone());
     let accounts = Accounts::new(store.clone(), tokens, mailer, auth.clone(), Some(Arc::new(hooks)));
     let metric = |e: prometheus::Error| StartError::Metrics(e.to_string());
-    let queue_metrics = QueueMetrics {
-        depth: metrics.gauge("nimbus_jobs_pending", "Trigger and message jobs waiting (not dead)").map_err(metric)?,
-        retries: metrics
-            .counter("nimbus_job_retries_total", "Failed job attempts that will be retried")
-            .map_err(metric)?,
-        dead_letters: metrics
-            .counter("nimbus_job_dead_letters_total", "Jobs moved to the dead letters")
-            .map_err(metric)?,
-    };
+    let queue_metrics = QueueMetrics::register(&metrics).map_err(metric)?;
     let realtime = Realtime::new(RealtimeParts {
         documents: documents.clone(),
         store: store.clone(),
@@ -270,18 +260,7 @@ async fn start_functions(
     schedules: &Schedules,
 ) -> Result<Functions, StartError> {
     let settings = &config.functions;
-    let function_metrics = FunctionMetrics {
-        invocations: metrics
-            .counter_vec(
-                "nimbus_function_invocations_total",
-                "Function invocations by outcome and cold/warm start",
-                &["function", "outcome", "start"],
-            )
-            .map_err(|e| StartError::Metrics(e.to_string()))?,
-        duration: metrics
-            .histogram_vec("nimbus_function_duration_seconds", "Function invocation time", &["function"])
-            .map_err(|e| StartError::Metrics(e.to_string()))?,
-    };
+    let function_metrics = FunctionMetrics::register(metrics).map_err(|e| StartError::Metrics(e.to_string()))?;
     let functions = Functions::start(
         FunctionsConfig {
             dir: config.functions_dir.clone(),

@@ -221,3 +221,9 @@ fn key(path: &DocPath) -> DocKey {
 }
 
 pub use indexes::ensure_indexes;
+
+/// Registers documents' series with the app's registry: rows read by
+/// rules-filtered lists and queries (what `Documents::start` counts into).
+pub fn register_metrics(metrics: &crate::http::metrics::Metrics) -> Result<prometheus::IntCounter, prometheus::Error> {
+    metrics.counter("nimbus_documents_rows_read_total", "Documents read by rules-filtered lists and queries")
+}

@@ -90,6 +90,20 @@ pub struct FunctionMetrics {
     pub duration: prometheus::HistogramVec,
 }
 
+impl FunctionMetrics {
+    /// Registers functions' series with the app's registry.
+    pub fn register(metrics: &crate::http::metrics::Metrics) -> Result<FunctionMetrics, prometheus::Error> {
+        Ok(FunctionMetrics {
+            invocations: metrics.counter_vec(
+                "nimbus_function_invocations_total",
+                "Function invocations by outcome and cold/warm start",
+                &["function", "outcome", "start"],
+            )?,
+            duration: metrics.histogram_vec("nimbus_function_duration_seconds", "Function invocation time", &["function"])?,
+        })
+    }
+}
+
 impl Functions {
     /// Starts the worker pool and loads the folder.
     pub async fn start(

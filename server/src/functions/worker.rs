@@ -33,6 +33,17 @@ pub struct TriggerWorker {
     metrics: QueueMetrics,
 }
 
+impl QueueMetrics {
+    /// Registers the job queue's series with the app's registry.
+    pub fn register(metrics: &crate::http::metrics::Metrics) -> Result<QueueMetrics, prometheus::Error> {
+        Ok(QueueMetrics {
+            depth: metrics.gauge("nimbus_jobs_pending", "Trigger and message jobs waiting (not dead)")?,
+            retries: metrics.counter("nimbus_job_retries_total", "Failed job attempts that will be retried")?,
+            dead_letters: metrics.counter("nimbus_job_dead_letters_total", "Jobs moved to the dead letters")?,
+        })
+    }
+}
+
 impl TriggerWorker {
     /// `retry`: the attempts before a job is dead, and the backoff base.
     pub fn new(
