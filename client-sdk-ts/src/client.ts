@@ -11,6 +11,7 @@ import {
   type DocumentData,
   DocumentReference,
   type Query,
+  WriteBatch,
   collectionGroup,
 } from "./documents.js";
 import { errorFrom } from "./errors.js";
@@ -31,6 +32,8 @@ export interface NimbusClient {
   doc<T = DocumentData>(path: string): DocumentReference<T>;
   collection<T = DocumentData>(path: string): CollectionReference<T>;
   collectionGroup<T = DocumentData>(id: string): Query<T>;
+  /** Writes that commit together: `batch().set(…).delete(…).commit()`. */
+  batch(): WriteBatch;
   functions: { call<R = unknown>(path: string, body?: unknown, options?: { method?: string }): Promise<R> };
 }
 
@@ -60,6 +63,7 @@ export function createClient(options: ClientOptions): NimbusClient {
     collection: <T = DocumentData>(path: string) =>
       new CollectionReference<T>(backend, path.replace(/^\/+|\/+$/g, "")),
     collectionGroup: <T = DocumentData>(id: string) => collectionGroup<T>(backend, id),
+    batch: () => new WriteBatch(backend),
     functions: {
       async call<R = unknown>(path: string, body?: unknown, callOptions: { method?: string } = {}): Promise<R> {
         const method = callOptions.method ?? (body === undefined ? "GET" : "POST");

@@ -312,3 +312,37 @@ class LiveView<T> {
     return { docs: [...this.docs], changes, metadata };
   }
 }
+
+/** Writes committed together, or not at all (`POST /v1/batch`, at most 500). */
+export class WriteBatch {
+  private writes: Record<string, unknown>[] = [];
+
+  constructor(private readonly backend: Backend) {}
+
+  /** Creates or replaces the document. */
+  set<T>(ref: DocumentReference<T>, data: T | Partial<T>): WriteBatch {
+    this.writes.push({ op: "set", path: ref.path, data });
+    return this;
+  }
+
+  /** Creates the document; the batch fails with `already-exists` when it exists. */
+  create<T>(ref: DocumentReference<T>, data: T): WriteBatch {
+    this.writes.push({ op: "create", path: ref.path, data });
+    return this;
+  }
+
+  /** Merges into the existing document; the batch fails with `not-found` when it is missing. */
+  update<T>(ref: DocumentReference<T>, data: Partial<T> | DocumentData): WriteBatch {
+    this.writes.push({ op: "update", path: ref.path, data });
+    return this;
+  }
+
+  delete<T>(ref: DocumentReference<T>): WriteBatch {
+    this.writes.push({ op: "delete", path: ref.path });
+    return this;
+  }
+
+  async commit(): Promise<void> {
+    await this.backend.expect("POST", "/v1/batch", { writes: this.writes });
+  }
+}

@@ -10,6 +10,7 @@ export {
   CollectionReference,
   DocumentReference,
   Query,
+  WriteBatch,
   and,
   or,
   where,

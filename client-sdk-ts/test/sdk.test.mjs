@@ -135,3 +135,24 @@ test("functions.call reaches the gateway with the user's token", async () => {
   assert.deepEqual(await client.functions.call("/whoami"), { uid: guest.id });
   await assert.rejects(client.functions.call("/missing"), (e) => e instanceof NimbusError && e.status === 404);
 });
+
+test("a batch commits every write or none", async () => {
+  const client = createClient({ url });
+  await client.auth.signInAnonymously();
+  const name = unique("batch");
+  await client.batch().set(client.doc(`${name}/a`), { n: 1 }).create(client.doc(`${name}/b`), { n: 2 }).commit();
+  assert.equal(await client.collection(name).count(), 2);
+  const failing = client.batch().delete(client.doc(`${name}/a`)).create(client.doc(`${name}/b`), { n: 3 });
+  await assert.rejects(failing.commit(), (e) => e instanceof NimbusError && e.code === "already-exists");
+  assert.equal((await client.doc(`${name}/a`).get()).exists, true, "nothing of a refused batch is applied");
+});
+
+test("collection groups span every collection with the id", async () => {
+  const client = createClient({ url });
+  await client.auth.signInAnonymously();
+  const id = unique("notes").replace(/-/g, "_");
+  await client.doc(`${id}/top`).set({ n: 1 });
+  await client.doc(`posts/p1/${id}/nested`).set({ n: 2 });
+  const { docs } = await client.collectionGroup(id).orderBy("n").get();
+  assert.deepEqual(docs.map((d) => d.path), [`${id}/top`, `posts/p1/${id}/nested`]);
+});
