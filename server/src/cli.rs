@@ -1,5 +1,5 @@
 //! The command line: `nimbus serve`, `migrate`, `version`, `rules`, `functions`,
-//! `import`, `export`.
+//! `import`, `export`, `types`.
 //! Parses arguments, loads the configuration and runs one command; every
 //! failure ends in one line on stderr and a non-zero exit code.
 
@@ -37,6 +37,14 @@ pub enum Command {
     /// Export documents.
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Print TypeScript interfaces for the collections that have a JSON Schema in nimbus.toml.
+    Types {
+        /// Write them to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        config: Overrides,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +150,16 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Import(command) => import(command),
+        Command::Types { out, config } => with_config(&config, move |config| {
+            let text = crate::documents::typescript::interfaces(&config.schemas);
+            match out {
+                Some(path) => std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display())),
+                None => {
+                    print!("{text}");
+                    Ok(())
+                }
+            }
+        }),
         Command::Export(ExportCommand::Firestore { file, config }) => {
             let export = move |config| {
                 with_parts(config, move |parts| async move {

@@ -43,3 +43,47 @@ async fn the_sdk_works_against_the_server(backend: Backend) {
     assert!(output.status.success(), "the SDK's tests failed against the server:\n{text}");
     assert!(text.contains("# fail 0") && !text.contains("# pass 0"), "{text}");
 }
+
+const SCHEMAS: &str = r#"
+[schemas.products]
+type = "object"
+required = ["name", "price"]
+additionalProperties = false
+[schemas.products.properties.name]
+type = "string"
+[schemas.products.properties.price]
+type = "number"
+[schemas.products.properties.tags]
+type = "array"
+items = { type = "string" }
+"#;
+
+/// `nimbus types` writes interfaces that type-check with the SDK (`doc<Products>()`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_types_check_against_the_sdk() {
+    let server = Server::start_with(Backend::Sqlite, Options::default().file("nimbus.toml", SCHEMAS)).await;
+    let output = server.run_cli(&["types", "--out", "types.ts"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-sdk-ts");
+    let usage = format!(
+        "import {{ createClient }} from {:?};\nimport type {{ Products }} from './types';\n\
+         const client = createClient({{ url: 'http://localhost' }});\n\
+         export async function price(): Promise<number | undefined> {{\n\
+           const snapshot = await client.doc<Products>('products/p1').get();\n\
+           return snapshot.data?.price;\n}}\n\
+         // @ts-expect-error: `colour` is not a property of Products\n\
+         export const wrong: Products = {{ name: 'x', price: 1, colour: 'red' }};\n",
+        sdk.join("dist/index.js").display().to_string()
+    );
+    std::fs::write(server.dir.path().join("usage.ts"), usage).expect("write usage");
+    let check = Command::new("node")
+        .arg(sdk.join("node_modules/typescript/bin/tsc"))
+        .args(["--noEmit", "--strict", "--target", "ES2022", "--module", "ES2022", "--moduleResolution", "bundler", "usage.ts"])
+        .current_dir(server.dir.path())
+        .output()
+        .expect("tsc runs (scripts/test installs the SDK's dev dependencies)");
+    let text = format!("{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    let types = std::fs::read_to_string(server.dir.path().join("types.ts")).unwrap_or_default();
+    assert!(check.status.success(), "the generated types do not check:\n{text}\n{types}");
+    assert!(types.contains("export interface Products {"), "{types}");
+}

@@ -15,6 +15,7 @@ pub mod query;
 pub mod render;
 mod scan;
 pub mod schema;
+pub mod typescript;
 mod write;
 
 use serde_json::Value;
