@@ -1,6 +1,7 @@
 //! The TypeScript SDK (`client-sdk-ts/`) against the real binary, on both
-//! backends: this test starts a server and runs the SDK's own integration
-//! tests (`node --test client-sdk-ts/test/`) against it. `scripts/test`
+//! backends: the SDK's own integration tests (`node --test client-sdk-ts/test/`)
+//! against a server, a live listener that outlives a server restart, and
+//! `nimbus types` output type-checked against the SDK. `scripts/test`
 //! installs the SDK's dev dependencies from its lockfile and builds it first.
 
 use std::process::Command;
@@ -86,4 +87,47 @@ async fn generated_types_check_against_the_sdk() {
     let types = std::fs::read_to_string(server.dir.path().join("types.ts")).unwrap_or_default();
     assert!(check.status.success(), "the generated types do not check:\n{text}\n{types}");
     assert!(types.contains("export interface Products {"), "{types}");
+}
+
+/// A free TCP port on 127.0.0.1 (for a server that must keep its address across a restart).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+on_both_backends!(a_live_listener_resumes_across_a_server_restart);
+
+/// The SDK reconnects by itself after the server restarts and resumes from its
+/// last position: what was written while it was away arrives, nothing twice.
+async fn a_live_listener_resumes_across_a_server_restart(backend: Backend) {
+    use std::io::BufRead;
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-sdk-ts");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let options = Options::default().file("rules/app.rules", RULES).env("NIMBUS_LISTEN", &listen);
+    let mut server = Server::start_with(backend, options).await;
+    server.admin("PUT", "/v1/docs/restart/a", Some(serde_json::json!({"n": 1}))).await;
+    let mut follower = Command::new("node")
+        .args(["--experimental-websocket", "support/follow.mjs", "restart", "3"])
+        .current_dir(&sdk)
+        .env("NIMBUS_URL", &server.base)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("node runs");
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let first = lines_rx.recv_timeout(std::time::Duration::from_secs(20)).expect("a first snapshot");
+    assert!(first.starts_with("ids a "), "{first}");
+    server.crash_and_restart().await;
+    server.admin("PUT", "/v1/docs/restart/b", Some(serde_json::json!({"n": 2}))).await;
+    server.admin("PUT", "/v1/docs/restart/c", Some(serde_json::json!({"n": 3}))).await;
+    let status = follower.wait().expect("the follower ends");
+    let lines: Vec<String> = std::iter::once(first).chain(lines_rx.try_iter()).collect();
+    assert!(status.success(), "the follower did not see all three: {lines:?}");
+    let added: Vec<&str> = lines.iter().flat_map(|l| l.split("changes ").nth(1).unwrap_or("").split(',')).collect();
+    assert_eq!(added.iter().filter(|c| c.starts_with("added:")).count(), 3, "each document added once: {lines:?}");
+    assert!(lines.last().is_some_and(|l| l.starts_with("ids a,b,c ")), "{lines:?}");
 }
