@@ -25,6 +25,7 @@ on_both_backends!(
     connections_and_subscriptions_are_bounded,
     an_event_stream_resumes_from_its_last_event_id,
     concurrent_writers_lose_nothing_live_or_resumed,
+    a_failing_rule_hides_a_document_from_that_subscriber_only,
 );
 
 mod postgres_only {
@@ -652,4 +653,32 @@ async fn concurrent_writers_lose_nothing_live_or_resumed(backend: Backend) {
     let replayed = collect_added(&mut resumed, expected.len()).await;
     assert_eq!(replayed.len(), expected.len(), "each change once");
     assert_eq!(replayed.into_iter().collect::<std::collections::BTreeSet<_>>(), expected, "every change, resumed");
+}
+
+async fn a_failing_rule_hides_a_document_from_that_subscriber_only(backend: Backend) {
+    // The rule reads the caller's profile: for a caller without one it fails
+    // (no `data` on null), which denies that caller alone.
+    let rules = "rules_version = '2';
+        service cloud.firestore { match /databases/{db}/documents {
+          match /profiles/{uid} { allow read, write: if request.auth.uid == uid; }
+          match /posts/{id} {
+            allow read: if get(/databases/$(db)/documents/profiles/$(request.auth.uid)).data.team == resource.data.team;
+          }
+        } }";
+    let server = Server::start_with(backend, Options::default().file("rules/app.rules", rules)).await;
+    let (member, stranger) = (signed_up(&server, "m@example.com").await, signed_up(&server, "s@example.com").await);
+    let (m_token, s_token) = (text(&member["access_token"]), text(&stranger["access_token"]));
+    put(&server, Some(&m_token), &format!("profiles/{}", text(&member["user"]["id"])), json!({"team": "red"})).await;
+    let query = json!({"query": {"collection": "posts"}});
+    let mut m = Live::connect(&server, Some(&m_token)).await;
+    let mut s = Live::connect(&server, Some(&s_token)).await;
+    assert_eq!(m.subscribe("q", query.clone()).await["type"], "snapshot");
+    assert_eq!(s.subscribe("q", query).await["type"], "snapshot");
+    server.admin("PUT", "/v1/docs/posts/p1", Some(json!({"team": "red"}))).await;
+    assert_eq!(entries(&m.next().await), [entry("added", "posts/p1")], "delivery goes on for the others");
+    // The stranger makes a profile: the next post reaches them, the first never did.
+    put(&server, Some(&s_token), &format!("profiles/{}", text(&stranger["user"]["id"])), json!({"team": "red"})).await;
+    server.admin("PUT", "/v1/docs/posts/p2", Some(json!({"team": "red"}))).await;
+    assert_eq!(entries(&s.next().await), [entry("added", "posts/p2")], "the failing rule cost the stranger one document");
+    assert_eq!(entries(&m.next().await), [entry("added", "posts/p2")]);
 }
