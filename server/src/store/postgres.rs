@@ -145,6 +145,16 @@ static WRITE_SQL: WriteSql = WriteSql {
 /// a deadlock between two batches) before giving up.
 const ATTEMPTS: usize = 4;
 
+/// Ends a refused commit's transaction at once. A dropped transaction would
+/// only be rolled back when its connection is next used, staying "idle in
+/// transaction" with its id meanwhile — and realtime positions wait for every
+/// transaction in flight (decision 0014).
+async fn rollback(tx: sqlx::Transaction<'_, sqlx::Postgres>) {
+    if let Err(e) = tx.rollback().await {
+        tracing::warn!("rolling back a refused commit failed: {e}");
+    }
+}
+
 /// Runs the writes in one transaction, row locks taken as they are read.
 pub(super) async fn commit(pool: &PgPool, commit: Commit) -> Result<Vec<Committed>, CommitError> {
     let writes = &commit.writes;
@@ -162,10 +172,16 @@ pub(super) async fn commit(pool: &PgPool, commit: Commit) -> Result<Vec<Committe
                 };
                 match recorded {
                     Ok(()) => tx.commit().await.map(|()| committed).map_err(|e| CommitError::Store(e.into())),
-                    Err(e) => Err(CommitError::Store(e)),
+                    Err(e) => {
+                        rollback(tx).await;
+                        Err(CommitError::Store(e))
+                    }
                 }
             }
-            Err(e) => Err(e),
+            Err(e) => {
+                rollback(tx).await;
+                Err(e)
+            }
         };
         match result {
             Err(CommitError::Store(StoreError::AlreadyExists | StoreError::Conflict(_))) if attempt < ATTEMPTS => {
