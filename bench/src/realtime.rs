@@ -33,8 +33,13 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 async fn anonymous_token(client: &reqwest::Client, base: &str) -> Result<String, Error> {
-    let response: Value =
-        client.post(format!("{base}/v1/auth/token")).json(&json!({"grant_type": "anonymous"})).send().await?.json().await?;
+    let response: Value = client
+        .post(format!("{base}/v1/auth/token"))
+        .json(&json!({"grant_type": "anonymous"}))
+        .send()
+        .await?
+        .json()
+        .await?;
     Ok(response["access_token"].as_str().ok_or("no access token")?.to_owned())
 }
 

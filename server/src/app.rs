@@ -21,10 +21,10 @@ use crate::auth::{Authenticator, Caller};
 use crate::documents::api::{self as documents_api, DocumentsApi};
 use crate::error::ErrorCode;
 use crate::functions::api::{self as functions_api, FunctionsApi};
+use crate::functions::jobs_api;
 use crate::http::error::ApiError;
 use crate::realtime::api::{self as realtime_api, RealtimeApi};
 use crate::rules::api::{self as rules_api, RulesApi};
-use crate::functions::jobs_api;
 
 use crate::auth::accounts::Accounts;
 use crate::auth::mailer::Mailer;
@@ -35,13 +35,13 @@ use crate::documents::schema::Schemas;
 use crate::documents::Documents;
 use crate::functions::host::FunctionHost;
 use crate::functions::signup::FunctionSignUpHooks;
+use crate::functions::worker::{QueueMetrics, TriggerWorker};
 use crate::functions::{FunctionMetrics, Functions, FunctionsConfig};
 use crate::http::metrics::Metrics;
 use crate::realtime::{Realtime, RealtimeMetrics, RealtimeParts};
 use crate::rules::RulesService;
 use crate::store::{Store, StoreError};
 use crate::triggers::schedule::Schedules;
-use crate::functions::worker::{QueueMetrics, TriggerWorker};
 use crate::triggers::{Messages, TriggerIndex};
 
 /// The parts' services. Each field is one part's service.
@@ -188,11 +188,13 @@ fn routes(services: &Services) -> Router {
         .route("/readyz", get(crate::http::health::readyz))
         .with_state(services.store.clone())
         .merge(Router::new().route("/metrics", get(metrics_for_operators)).with_state(operations))
-        .merge(auth_api::router().with_state(AuthApi { accounts: services.accounts.clone(), authenticator: auth.clone() }))
-        .merge(documents_api::router().with_state(DocumentsApi {
-            documents: services.documents.clone(),
-            authenticator: auth.clone(),
-        }))
+        .merge(
+            auth_api::router().with_state(AuthApi { accounts: services.accounts.clone(), authenticator: auth.clone() }),
+        )
+        .merge(
+            documents_api::router()
+                .with_state(DocumentsApi { documents: services.documents.clone(), authenticator: auth.clone() }),
+        )
         .merge(rules_api::router().with_state(RulesApi { rules: services.rules.clone(), authenticator: auth.clone() }))
         .merge(functions_api::router().merge(jobs_api::router()).with_state(FunctionsApi {
             functions: services.functions.clone(),

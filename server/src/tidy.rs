@@ -159,6 +159,10 @@ fn imports_between_top_level_modules_run_one_way() {
         let names: Vec<&str> = left.iter().map(|(m, _)| *m).collect();
         let before = left.len();
         left.retain(|(_, imports)| imports.iter().any(|i| names.contains(i)));
-        assert!(left.len() < before, "ALLOWED_IMPORTS has a cycle among {:?}", left.iter().map(|(m, _)| m).collect::<Vec<_>>());
+        assert!(
+            left.len() < before,
+            "ALLOWED_IMPORTS has a cycle among {:?}",
+            left.iter().map(|(m, _)| m).collect::<Vec<_>>()
+        );
     }
 }

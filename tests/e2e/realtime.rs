@@ -77,7 +77,9 @@ impl Live {
                 .expect("a readable frame");
             match message {
                 Message::Text(text) => return serde_json::from_str(&text).expect("frames are JSON"),
-                Message::Close(frame) => return json!({"type": "closed", "reason": frame.map(|f| f.reason.to_string())}),
+                Message::Close(frame) => {
+                    return json!({"type": "closed", "reason": frame.map(|f| f.reason.to_string())})
+                }
                 _ => continue,
             }
         }
@@ -102,7 +104,9 @@ fn entries(frame: &Value) -> Vec<(String, String)> {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|c| (c["type"].as_str().unwrap_or("?").to_owned(), c["document"]["path"].as_str().unwrap_or("?").to_owned()))
+        .map(|c| {
+            (c["type"].as_str().unwrap_or("?").to_owned(), c["document"]["path"].as_str().unwrap_or("?").to_owned())
+        })
         .collect()
 }
 
@@ -233,7 +237,11 @@ async fn rules_decide_what_each_subscriber_sees(backend: Backend) {
     let files = json!({"files": [{"name": "app.rules", "source": everyone}]});
     let (status, body) = server.admin("PUT", "/v1/admin/rules", Some(files)).await;
     assert!(status == 200 || status == 204, "{status} {body}");
-    assert_eq!(entries(&b.next().await), [entry("added", "notes/shared")], "a rules edit applies to open subscriptions");
+    assert_eq!(
+        entries(&b.next().await),
+        [entry("added", "notes/shared")],
+        "a rules edit applies to open subscriptions"
+    );
 }
 
 async fn limited_queries_keep_their_first_n(backend: Backend) {
@@ -309,9 +317,7 @@ async fn a_resumed_subscription_gets_what_it_missed_once(backend: Backend) {
     assert_eq!((fresh["type"].as_str(), fresh["id"].as_str()), (Some("snapshot"), Some("future")));
 
     // A position older than the retention window: resync, then a snapshot.
-    let pruning = Options::default()
-        .file("rules/app.rules", OPEN_RULES)
-        .env("NIMBUS_REALTIME_RETENTION_SECS", "1");
+    let pruning = Options::default().file("rules/app.rules", OPEN_RULES).env("NIMBUS_REALTIME_RETENTION_SECS", "1");
     let short = Server::start_with(backend, pruning).await;
     put(&short, None, "items/a", json!({"v": 1})).await;
     let mut live = Live::connect(&short, None).await;
@@ -352,7 +358,10 @@ async fn tokens_refreshed_expired_and_sessions_ended(backend: Backend) {
     let mut live = Live::connect(&server, Some(&text(&session["access_token"]))).await;
     let reports = live.subscribe("reports", json!({"query": {"collection": "reports"}})).await;
     assert_eq!(paths(&reports["documents"]), ["reports/open"]);
-    assert_eq!(paths(&live.subscribe("inbox", json!({"query": {"collection": "inbox"}})).await["documents"]), ["inbox/m1"]);
+    assert_eq!(
+        paths(&live.subscribe("inbox", json!({"query": {"collection": "inbox"}})).await["documents"]),
+        ["inbox/m1"]
+    );
     assert_eq!(paths(&live.subscribe("open", json!({"doc": "reports/open"})).await["documents"]), ["reports/open"]);
 
     let user = format!("/v1/admin/users/{uid}");
@@ -370,7 +379,11 @@ async fn tokens_refreshed_expired_and_sessions_ended(backend: Backend) {
     let mut ended = Vec::new();
     for _ in 0..2 {
         let frame = live.next().await;
-        ended.push((text(&frame["id"]), frame["type"].as_str().unwrap_or("?").to_owned(), frame["error"]["code"].clone()));
+        ended.push((
+            text(&frame["id"]),
+            frame["type"].as_str().unwrap_or("?").to_owned(),
+            frame["error"]["code"].clone(),
+        ));
     }
     let unauthenticated = |id: &str| (id.to_owned(), "error".to_owned(), json!("unauthenticated"));
     assert_eq!(ended, [unauthenticated("reports"), unauthenticated("inbox")], "what needed the token ends");
@@ -382,7 +395,9 @@ async fn tokens_refreshed_expired_and_sessions_ended(backend: Backend) {
     let fresh = signed_up(&server, "d@example.com").await;
     let mut doomed = Live::connect(&server, Some(&text(&fresh["access_token"]))).await;
     assert_eq!(doomed.subscribe("inbox", json!({"query": {"collection": "inbox"}})).await["type"], "snapshot");
-    server.admin("PATCH", &format!("/v1/admin/users/{}", text(&fresh["user"]["id"])), Some(json!({"disabled": true}))).await;
+    server
+        .admin("PATCH", &format!("/v1/admin/users/{}", text(&fresh["user"]["id"])), Some(json!({"disabled": true})))
+        .await;
     let ended = doomed.next().await;
     assert_eq!(ended["error"]["code"], "unauthenticated", "{ended}");
     assert_eq!(doomed.next().await["type"], "closed");
@@ -649,7 +664,9 @@ async fn concurrent_writers_lose_nothing_live_or_resumed(backend: Backend) {
     let mut resumed = Live::connect(&server, None).await;
     let mut resume = query;
     resume["resumeFrom"] = start;
-    resumed.send(json!({"type": "subscribe", "id": "q", "query": resume["query"], "resumeFrom": resume["resumeFrom"]})).await;
+    resumed
+        .send(json!({"type": "subscribe", "id": "q", "query": resume["query"], "resumeFrom": resume["resumeFrom"]}))
+        .await;
     let replayed = collect_added(&mut resumed, expected.len()).await;
     assert_eq!(replayed.len(), expected.len(), "each change once");
     assert_eq!(replayed.into_iter().collect::<std::collections::BTreeSet<_>>(), expected, "every change, resumed");

@@ -79,7 +79,17 @@ async fn generated_types_check_against_the_sdk() {
     std::fs::write(server.dir.path().join("usage.ts"), usage).expect("write usage");
     let check = Command::new("node")
         .arg(sdk.join("node_modules/typescript/bin/tsc"))
-        .args(["--noEmit", "--strict", "--target", "ES2022", "--module", "ES2022", "--moduleResolution", "bundler", "usage.ts"])
+        .args([
+            "--noEmit",
+            "--strict",
+            "--target",
+            "ES2022",
+            "--module",
+            "ES2022",
+            "--moduleResolution",
+            "bundler",
+            "usage.ts",
+        ])
         .current_dir(server.dir.path())
         .output()
         .expect("tsc runs (scripts/test installs the SDK's dev dependencies)");

@@ -14,8 +14,8 @@ use crate::{Auth, Request};
 /// Most nested function calls in one evaluation.
 const MAX_CALL_DEPTH: usize = 20;
 
-pub use crate::error::{Eval, EvalError};
 use crate::error::checked;
+pub use crate::error::{Eval, EvalError};
 
 fn error<T>(message: impl Into<String>) -> Result<T, EvalError> {
     Err(EvalError::Error(message.into()))

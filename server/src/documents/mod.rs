@@ -177,7 +177,13 @@ impl Documents {
 
     /// Whether the rules let `caller` read the document at `path` holding
     /// `data` by `method` (`get` or `list`): realtime's check at delivery.
-    pub async fn may_read(&self, caller: &Caller, method: Method, path: &str, data: &Value) -> Result<bool, DocumentError> {
+    pub async fn may_read(
+        &self,
+        caller: &Caller,
+        method: Method,
+        path: &str,
+        data: &Value,
+    ) -> Result<bool, DocumentError> {
         if *caller == Caller::Service {
             return Ok(true);
         }

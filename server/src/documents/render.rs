@@ -43,4 +43,3 @@ pub fn render_document(collection: &str, stored: &StoredDoc) -> String {
     write_document(&mut out, collection, stored);
     out
 }
-

@@ -51,12 +51,19 @@ fn object_body(schema: &Value, depth: usize) -> String {
     if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
         for (key, property) in properties {
             let optional = if required.contains(&key.as_str()) { "" } else { "?" };
-            lines.push(format!("{}{}{optional}: {};", indent(depth + 1), property_key(key), type_of(property, depth + 1)));
+            lines.push(format!(
+                "{}{}{optional}: {};",
+                indent(depth + 1),
+                property_key(key),
+                type_of(property, depth + 1)
+            ));
         }
     }
     match schema.get("additionalProperties") {
         Some(Value::Bool(false)) => {}
-        Some(extra @ Value::Object(_)) => lines.push(format!("{}[key: string]: {};", indent(depth + 1), type_of(extra, depth + 1))),
+        Some(extra @ Value::Object(_)) => {
+            lines.push(format!("{}[key: string]: {};", indent(depth + 1), type_of(extra, depth + 1)))
+        }
         _ if lines.is_empty() => lines.push(format!("{}[key: string]: unknown;", indent(depth + 1))),
         _ => {}
     }
@@ -88,7 +95,9 @@ fn type_of(schema: &Value, depth: usize) -> String {
     }
     match schema.get("type") {
         Some(Value::String(kind)) => named_type(kind, schema, depth),
-        Some(Value::Array(kinds)) => union(kinds.iter().filter_map(Value::as_str).map(|k| named_type(k, schema, depth)).collect()),
+        Some(Value::Array(kinds)) => {
+            union(kinds.iter().filter_map(Value::as_str).map(|k| named_type(k, schema, depth)).collect())
+        }
         _ if schema.get("properties").is_some() => object_body(schema, depth),
         _ => "unknown".to_owned(),
     }

@@ -64,7 +64,11 @@ async fn list_dead_letters(State(state): State<FunctionsApi>, caller: Caller) ->
     Ok(Json(json!({ "deadLetters": items })))
 }
 
-async fn replay(State(state): State<FunctionsApi>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn replay(
+    State(state): State<FunctionsApi>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     if state.store.replay_job(&id, now_micros()).await? {
         state.triggers.wake();

@@ -99,7 +99,11 @@ impl FunctionMetrics {
                 "Function invocations by outcome and cold/warm start",
                 &["function", "outcome", "start"],
             )?,
-            duration: metrics.histogram_vec("nimbus_function_duration_seconds", "Function invocation time", &["function"])?,
+            duration: metrics.histogram_vec(
+                "nimbus_function_duration_seconds",
+                "Function invocation time",
+                &["function"],
+            )?,
         })
     }
 }

@@ -10,7 +10,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
-
 /// The app's metric registry and the gateway's own series.
 pub struct Metrics {
     pub registry: Registry,

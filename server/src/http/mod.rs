@@ -90,7 +90,8 @@ async fn reject_oversize_bodies(State(body_limit): State<usize>, request: Reques
         request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(length) if length > body_limit as u64 => {
-            ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is over {body_limit} bytes")).into_response()
+            ApiError::new(ErrorCode::PayloadTooLarge, format!("request body is over {body_limit} bytes"))
+                .into_response()
         }
         _ => next.run(request).await,
     }

@@ -72,7 +72,8 @@ impl RealtimeMetrics {
             subscriptions: metrics.gauge("nimbus_realtime_subscriptions", "Open realtime subscriptions")?,
             frames: metrics.counter("nimbus_realtime_frames_total", "Realtime frames sent")?,
             resyncs: metrics.counter("nimbus_realtime_resyncs_total", "Subscriptions told to resync")?,
-            lagged: metrics.counter("nimbus_realtime_lagged_total", "Connections that fell behind the feed's buffer")?,
+            lagged: metrics
+                .counter("nimbus_realtime_lagged_total", "Connections that fell behind the feed's buffer")?,
         })
     }
 }
@@ -195,9 +196,10 @@ impl Realtime {
     /// Counts a new connection from `ip` (`Limit` when that address has too many).
     pub fn ip_slot(&self, ip: IpAddr) -> Result<Slot, RealtimeError> {
         let most = self.0.settings.max_connections_per_ip;
-        self.0.per_ip.take(ip.to_string(), most).ok_or_else(|| {
-            RealtimeError::Limit(format!("at most {most} realtime connections from one address"))
-        })
+        self.0
+            .per_ip
+            .take(ip.to_string(), most)
+            .ok_or_else(|| RealtimeError::Limit(format!("at most {most} realtime connections from one address")))
     }
 
     /// Counts a connection of user `uid` (`Limit` when the user has too many).

@@ -17,9 +17,13 @@ pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
 #[derive(Debug)]
 pub enum ClientMessage {
     /// Sign in (or refresh the token); `None` signs out.
-    Auth { token: Option<String> },
+    Auth {
+        token: Option<String>,
+    },
     Subscribe(Subscribe),
-    Unsubscribe { id: SubscriptionId },
+    Unsubscribe {
+        id: SubscriptionId,
+    },
     Ping,
 }
 
@@ -88,7 +92,9 @@ impl ClientMessage {
         match kind.as_str() {
             "auth" => Ok(ClientMessage::Auth { token: fields::<AuthMessage>("auth", message)?.token }),
             "subscribe" => Ok(ClientMessage::Subscribe(fields("subscribe", message)?)),
-            "unsubscribe" => Ok(ClientMessage::Unsubscribe { id: fields::<UnsubscribeMessage>("unsubscribe", message)?.id }),
+            "unsubscribe" => {
+                Ok(ClientMessage::Unsubscribe { id: fields::<UnsubscribeMessage>("unsubscribe", message)?.id })
+            }
             "ping" => Ok(ClientMessage::Ping),
             other => Err(RealtimeError::Invalid(format!(
                 "unknown message type {other:?} (auth, subscribe, unsubscribe, ping)"
@@ -110,7 +116,10 @@ pub enum ChangeEntry<'a> {
     Added(&'a str),
     Modified(&'a str),
     /// The document's id and path only: nothing of its current state.
-    Removed { id: &'a str, path: &'a str },
+    Removed {
+        id: &'a str,
+        path: &'a str,
+    },
 }
 
 fn frame_start(kind: &'static str, id: &SubscriptionId) -> String {
@@ -174,12 +183,7 @@ pub fn error(id: Option<&SubscriptionId>, code: ErrorCode, message: &str) -> Fra
         Some(id) => id.write(&mut out),
         None => out.push_str("null"),
     }
-    let _ = write!(
-        out,
-        ",\"error\":{{\"code\":\"{}\",\"message\":{}}}}}",
-        code.as_str(),
-        Value::from(message)
-    );
+    let _ = write!(out, ",\"error\":{{\"code\":\"{}\",\"message\":{}}}}}", code.as_str(), Value::from(message));
     Frame { kind: "error", position: None, json: out }
 }
 

@@ -122,7 +122,15 @@ fn deadline(expiry: Option<i64>) -> Instant {
 impl<T: Transport> Session<T> {
     pub fn new(realtime: Realtime, caller: Caller, ip_slot: Slot, transport: T) -> Session<T> {
         realtime.metrics().connections.inc();
-        Session { realtime, caller_key: caller_key(&caller), caller, transport, subscriptions: Open::default(), _ip_slot: ip_slot, user_slot: None }
+        Session {
+            realtime,
+            caller_key: caller_key(&caller),
+            caller,
+            transport,
+            subscriptions: Open::default(),
+            _ip_slot: ip_slot,
+            user_slot: None,
+        }
     }
 
     /// Serves the connection until the client leaves or the connection must end.
@@ -131,7 +139,8 @@ impl<T: Transport> Session<T> {
         let mut events = realtime.feed().subscribe();
         let mut rules = realtime.rules_replacements();
         let settings = realtime.settings().clone();
-        let mut session_check = tokio::time::interval_at(Instant::now() + settings.session_check, settings.session_check);
+        let mut session_check =
+            tokio::time::interval_at(Instant::now() + settings.session_check, settings.session_check);
         let mut ping = tokio::time::interval_at(Instant::now() + settings.ping, settings.ping);
         let mut unanswered = 0;
         if self.take_user_slot().await.is_err() {
@@ -316,7 +325,8 @@ impl<T: Transport> Session<T> {
                         // The target went into the failed resume; parse it again.
                         realtime.metrics().resyncs.inc();
                         let target = Target::parse(request_target)?;
-                        let (subscription, snapshot) = Subscription::start(id.clone(), target, &reader, realtime.feed()).await?;
+                        let (subscription, snapshot) =
+                            Subscription::start(id.clone(), target, &reader, realtime.feed()).await?;
                         (subscription, vec![protocol::resync(&id, &reason), snapshot])
                     }
                     Err(e) => return Err(e),
@@ -407,8 +417,12 @@ impl<T: Transport> Session<T> {
                 (Ok(Refreshed::Changes(None)), _) => {}
                 (Ok(Refreshed::Changes(Some(frame))), Recheck::Report) => frames.push(frame),
                 (Ok(Refreshed::Changes(Some(_))), Recheck::EndWhatChanged) => {
-                    let needs = "this subscription shows documents only a signed-in caller may read; the access token expired";
-                    failed.push((subscription.id.clone(), RealtimeError::Coded(ErrorCode::Unauthenticated, needs.into())));
+                    let needs =
+                        "this subscription shows documents only a signed-in caller may read; the access token expired";
+                    failed.push((
+                        subscription.id.clone(),
+                        RealtimeError::Coded(ErrorCode::Unauthenticated, needs.into()),
+                    ));
                 }
                 (Ok(Refreshed::Resync), _) => restart.push(subscription.id.clone()),
                 (Err(e), _) => failed.push((subscription.id.clone(), e)),

@@ -62,8 +62,8 @@ impl Target {
     }
 
     pub fn query(request: Value) -> Result<Target, RealtimeError> {
-        let parsed: QueryRequest = serde_json::from_value(request.clone())
-            .map_err(|e| RealtimeError::Invalid(format!("`query`: {e}")))?;
+        let parsed: QueryRequest =
+            serde_json::from_value(request.clone()).map_err(|e| RealtimeError::Invalid(format!("`query`: {e}")))?;
         if parsed.start_after.is_some() || parsed.end_before.is_some() || parsed.count || parsed.aggregate.is_some() {
             return Err(RealtimeError::Invalid(
                 "`query`: a live query takes `where`, `orderBy` and `limit` (no cursors, counts or aggregates)".into(),
@@ -293,7 +293,8 @@ impl Subscription {
             return Err(RealtimeError::Resync("this server has not reached the position yet".into()));
         }
         let until = feed.position().await?;
-        let mut subscription = Subscription { id, target_key: target_key(&target), target, position: from, view: View::default() };
+        let mut subscription =
+            Subscription { id, target_key: target_key(&target), target, position: from, view: View::default() };
         let mut frames = Vec::new();
         for commit in feed.commits_between(from, until).await? {
             frames.extend(subscription.apply(&commit, reader).await?);
@@ -307,9 +308,9 @@ impl Subscription {
 
     fn remember(&mut self, documents: &[StoredDoc], more: bool) {
         let at = |doc: &StoredDoc| match &self.target {
-            Target::Query(live) if live.limit.is_some() => {
-                serde_json::from_str(&doc.data).ok().map(|data: Value| Cursor::of(&live.query, &doc.collection, &doc.id, &data))
-            }
+            Target::Query(live) if live.limit.is_some() => serde_json::from_str(&doc.data)
+                .ok()
+                .map(|data: Value| Cursor::of(&live.query, &doc.collection, &doc.id, &data)),
             _ => None,
         };
         let shown = documents
@@ -400,7 +401,8 @@ impl Subscription {
             }
             (true, true) => {
                 entries.push(Entry::Modified(document()));
-                let moved_to_end = full && self.view.more && at.as_ref().is_some_and(|at| !self.before_last(at, Some(&change.path)));
+                let moved_to_end =
+                    full && self.view.more && at.as_ref().is_some_and(|at| !self.before_last(at, Some(&change.path)));
                 self.view.shown.insert(change.path.clone(), Shown { version: change.version, at });
                 moved_to_end
             }

@@ -127,7 +127,8 @@ pub(super) struct WriteSql {
 pub(super) const CHANGES_PER_INSERT: usize = 500;
 
 /// The columns of a change-log row, in the order `changes_insert` binds them.
-pub(super) const CHANGE_COLUMNS: &str = "collection, doc_id, kind, version, before, after, time, commit_id, create_time";
+pub(super) const CHANGE_COLUMNS: &str =
+    "collection, doc_id, kind, version, before, after, time, commit_id, create_time";
 
 /// `INSERT INTO changes … VALUES (…), (…)` for `rows` rows.
 pub(super) fn changes_insert(sql: &WriteSql, rows: usize) -> String {

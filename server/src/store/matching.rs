@@ -24,7 +24,8 @@ impl Query {
 
     /// Whether `data` passes the filter and has every order field (cursors are not considered).
     pub fn matches(&self, data: &Value) -> bool {
-        self.order.iter().all(|o| o.field.lookup(data).is_some()) && self.filter.as_ref().is_none_or(|f| f.matches(data))
+        self.order.iter().all(|o| o.field.lookup(data).is_some())
+            && self.filter.as_ref().is_none_or(|f| f.matches(data))
     }
 
     /// How two positions compare in the query's order.
