@@ -16,6 +16,7 @@ import {
 } from "./documents.js";
 import { errorFrom } from "./errors.js";
 import { Http } from "./http.js";
+import { LocalWrites } from "./local.js";
 import { Realtime, type WebSocketClass } from "./realtime.js";
 
 export interface ClientOptions {
@@ -40,22 +41,28 @@ export interface NimbusClient {
 export function createClient(options: ClientOptions): NimbusClient {
   const http = new Http(options.url);
   const auth = new Auth(http, options.storage ?? new MemoryStorage());
-  const realtime = new Realtime(http.base, options.WebSocket, () => auth.getIdToken());
+  const writes = new LocalWrites(() => realtime.connected);
+  const realtime = new Realtime(http.base, options.WebSocket, () => auth.getIdToken(), () => writes.wake());
   auth.onTokenChanged(() => void realtime.reauthenticate());
+  (globalThis as { addEventListener?: (type: string, listener: () => void) => void }).addEventListener?.(
+    "online",
+    () => writes.wake(),
+  );
 
-  const request = async (method: string, path: string, body?: unknown) => {
-    const answer = await http.send(method, path, body, await auth.getIdToken());
+  const request = async (method: string, path: string, body?: unknown, headers?: Record<string, string>) => {
+    const answer = await http.send(method, path, body, await auth.getIdToken(), headers);
     if (answer.status !== 401 || !auth.currentUser) return answer;
-    return http.send(method, path, body, await auth.getIdToken(true));
+    return http.send(method, path, body, await auth.getIdToken(true), headers);
   };
   const backend: Backend = {
     request,
-    async expect(method, path, body) {
-      const answer = await request(method, path, body);
+    async expect(method, path, body, headers) {
+      const answer = await request(method, path, body, headers);
       if (answer.status >= 200 && answer.status < 300) return answer.body;
       throw errorFrom(answer.status, answer.body);
     },
     realtime,
+    writes,
   };
   return {
     auth,

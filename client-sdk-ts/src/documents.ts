@@ -1,64 +1,47 @@
 /**
  * Documents: references to documents and collections, a query builder, reads,
- * writes, counts, and live snapshots (`onSnapshot`) kept from the server's
- * realtime frames. Values come back with timestamps as `Timestamp`.
+ * writes, counts, and live snapshots (`onSnapshot`). Writes go through
+ * `LocalWrites`, so this client's listeners show them at once and they are
+ * sent in order (queued while the server cannot be reached); listeners are
+ * views (`views.ts`) over the server's realtime frames and those writes.
+ * Values come back with timestamps as `Timestamp`.
  */
 
 import { NimbusError } from "./errors.js";
-import type { Frame, Realtime, Target, WireDocument } from "./realtime.js";
-import { Timestamp, fromWire } from "./values.js";
+import type { LocalWrites, Mutation, Outcome } from "./local.js";
+import type { Clause, Operator, Order, Scope } from "./matching.js";
+import type { Realtime, Target, WireDocument } from "./realtime.js";
+import {
+  type DocumentData,
+  type DocumentSnapshot,
+  DocumentView,
+  type ListenOptions,
+  type QuerySnapshot,
+  QueryView,
+  missing,
+  snapshotOf,
+} from "./views.js";
 
-/** What documents need from the client: authenticated requests and the realtime connection. */
+export type { Clause, Operator } from "./matching.js";
+export type { DocumentChange, DocumentData, DocumentSnapshot, ListenOptions, QuerySnapshot, SnapshotMetadata } from "./views.js";
+
+/** What documents need from the client: authenticated requests, the realtime connection, the write queue. */
 export interface Backend {
-  request(method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown }>;
-  expect(method: string, path: string, body?: unknown): Promise<unknown>;
+  request(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: unknown }>;
+  expect(method: string, path: string, body?: unknown, headers?: Record<string, string>): Promise<unknown>;
   realtime: Realtime;
+  writes: LocalWrites;
 }
-
-export type DocumentData = Record<string, unknown>;
-
-export interface DocumentSnapshot<T = DocumentData> {
-  id: string;
-  path: string;
-  exists: boolean;
-  data: T | null;
-  version: number;
-  createTime: Timestamp | null;
-  updateTime: Timestamp | null;
-}
-
-export type ChangeType = "added" | "modified" | "removed";
-
-export interface QuerySnapshot<T = DocumentData> {
-  docs: DocumentSnapshot<T>[];
-  changes: { type: ChangeType; doc: DocumentSnapshot<T>; oldIndex: number; newIndex: number }[];
-  metadata: { hasPendingWrites: boolean; fromCache: boolean };
-}
-
-export type Operator = "==" | "!=" | "<" | "<=" | ">" | ">=" | "in" | "not-in" | "array-contains" | "array-contains-any";
-export type Clause = [string, Operator, unknown] | { or: Clause[] } | { and: Clause[] };
 
 /** A filter clause, for `or(...)` / `and(...)`. */
 export const where = (field: string, op: Operator, value: unknown): Clause => [field, op, value];
 export const or = (...clauses: Clause[]): Clause => ({ or: clauses });
 export const and = (...clauses: Clause[]): Clause => ({ and: clauses });
-
-function snapshotOf<T>(wire: WireDocument): DocumentSnapshot<T> {
-  const time = (text?: string) => (text ? new Timestamp(text) : null);
-  return {
-    id: wire.id,
-    path: wire.path,
-    exists: wire.data !== undefined,
-    data: wire.data === undefined ? null : (fromWire(wire.data) as T),
-    version: wire.version ?? 0,
-    createTime: time(wire.createTime),
-    updateTime: time(wire.updateTime),
-  };
-}
-
-function missing<T>(path: string): DocumentSnapshot<T> {
-  return { id: path.split("/").pop() ?? path, path, exists: false, data: null, version: 0, createTime: null, updateTime: null };
-}
 
 const docsPath = (path: string) => "/v1/docs/" + path.split("/").map(encodeURIComponent).join("/");
 
@@ -67,6 +50,9 @@ function randomId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(20));
   return Array.from(bytes, (b) => alphabet[b % alphabet.length]).join("");
 }
+
+/** The outcome of a one-document write, from the document the server answered with. */
+const written = (path: string, body: unknown): Outcome => new Map([[path, (body as WireDocument).version ?? 0]]);
 
 export class DocumentReference<T = DocumentData> {
   readonly id: string;
@@ -86,50 +72,91 @@ export class DocumentReference<T = DocumentData> {
   }
 
   /** Creates or replaces; with `{merge: true}` merges into the document (creating it when missing). */
-  async set(data: Partial<T> | T, options: { merge?: boolean } = {}): Promise<void> {
-    if (options.merge) {
-      const answer = await this.backend.request("PATCH", docsPath(this.path), data);
-      if (answer.status !== 404) {
-        if (answer.status >= 300) await this.backend.expect("PATCH", docsPath(this.path), data);
-        return;
-      }
+  set(data: Partial<T> | T, options: { merge?: boolean } = {}): Promise<void> {
+    const path = docsPath(this.path);
+    const body = data as DocumentData;
+    if (!options.merge) {
+      return this.write({ op: "set", path: this.path, data: body }, async () =>
+        written(this.path, await this.backend.expect("PUT", path, body)),
+      );
     }
-    await this.backend.expect("PUT", docsPath(this.path), data);
+    return this.write({ op: "merge", path: this.path, data: body }, async () => {
+      const answer = await this.backend.request("PATCH", path, body);
+      if (answer.status === 404) return written(this.path, await this.backend.expect("PUT", path, body));
+      if (answer.status >= 300) await this.backend.expect("PATCH", path, body);
+      return written(this.path, answer.body);
+    });
+  }
+
+  /** Creates the document; `already-exists` when it exists. */
+  create(data: T): Promise<void> {
+    const body = data as DocumentData;
+    return this.write({ op: "create", path: this.path, data: body }, async () =>
+      written(this.path, await this.backend.expect("PUT", docsPath(this.path), body, { "if-none-match": "*" })),
+    );
   }
 
   /** Merges into an existing document (`not-found` when it is missing). */
-  async update(data: Partial<T> | DocumentData): Promise<void> {
-    await this.backend.expect("PATCH", docsPath(this.path), data);
+  update(data: Partial<T> | DocumentData): Promise<void> {
+    const body = data as DocumentData;
+    return this.write({ op: "update", path: this.path, data: body }, async () =>
+      written(this.path, await this.backend.expect("PATCH", docsPath(this.path), body)),
+    );
   }
 
-  async delete(): Promise<void> {
-    await this.backend.expect("DELETE", docsPath(this.path));
-  }
-
-  /** Calls `next` with the document now and after every change; returns an unsubscribe. */
-  onSnapshot(next: (snapshot: DocumentSnapshot<T>) => void, onError?: (error: NimbusError) => void): () => void {
-    return this.backend.realtime.subscribe({
-      target: { doc: this.path },
-      resumable: true,
-      onFrame: (frame) => {
-        if (frame.type === "snapshot") {
-          const first = frame.documents?.[0];
-          next(first ? snapshotOf<T>(first) : missing<T>(this.path));
-        } else if (frame.type === "change") {
-          for (const change of frame.changes ?? []) {
-            next(change.type === "removed" ? missing<T>(this.path) : snapshotOf<T>(change.document));
-          }
-        }
-      },
-      onError: (error) => onError?.(error),
+  delete(): Promise<void> {
+    return this.write({ op: "delete", path: this.path }, async () => {
+      await this.backend.expect("DELETE", docsPath(this.path));
+      return new Map([[this.path, null]]);
     });
+  }
+
+  private write(mutation: Mutation, send: () => Promise<Outcome>): Promise<void> {
+    return this.backend.writes.submit([mutation], send);
+  }
+
+  /**
+   * Calls `next` with the document now and after every change (this client's
+   * writes at once, with `metadata.hasPendingWrites`); returns an unsubscribe.
+   */
+  onSnapshot(
+    next: (snapshot: DocumentSnapshot<T>) => void,
+    onError?: (error: NimbusError) => void,
+    options: ListenOptions = {},
+  ): () => void {
+    const view = new DocumentView<T>(this.path, this.backend.writes, next, options);
+    return listen(this.backend, { doc: this.path }, true, view, onError);
   }
 }
 
-type Order = [string, "asc" | "desc"];
+/** Subscribes `view` to `target` and to this client's writes; the returned stop ends both. */
+function listen(
+  backend: Backend,
+  target: Target,
+  resumable: boolean,
+  view: { fromServer(frame: import("./realtime.js").Frame): void; render(): void },
+  onError?: (error: NimbusError) => void,
+): () => void {
+  const unwatch = backend.writes.watch(() => view.render());
+  const unsubscribe = backend.realtime.subscribe({
+    target,
+    resumable,
+    onFrame: (frame) => view.fromServer(frame),
+    onError: (error) => {
+      unwatch();
+      onError?.(error);
+    },
+  });
+  view.render();
+  return () => {
+    unwatch();
+    unsubscribe();
+  };
+}
+
 
 interface QueryShape {
-  scope: { collection: string } | { collectionGroup: string };
+  scope: Scope;
   where: Clause[];
   orderBy: Order[];
   limit?: number;
@@ -199,21 +226,19 @@ export class Query<T = DocumentData> {
     return answer.aggregates;
   }
 
-  /** Calls `next` with the matching documents now and after every change; returns an unsubscribe. */
-  onSnapshot(next: (snapshot: QuerySnapshot<T>) => void, onError?: (error: NimbusError) => void): () => void {
+  /**
+   * Calls `next` with the matching documents now and after every change (this
+   * client's writes at once, with `metadata.hasPendingWrites`); returns an unsubscribe.
+   */
+  onSnapshot(
+    next: (snapshot: QuerySnapshot<T>) => void,
+    onError?: (error: NimbusError) => void,
+    options: ListenOptions = {},
+  ): () => void {
     const { startAfter: _cursor, ...live } = this.shape;
     const query = new Query<T>(this.backend, live).body();
-    const view = new LiveView<T>(this.shape.orderBy);
-    const target: Target = { query };
-    return this.backend.realtime.subscribe({
-      target,
-      resumable: this.shape.limit === undefined,
-      onFrame: (frame) => {
-        const snapshot = view.apply(frame);
-        if (snapshot) next(snapshot);
-      },
-      onError: (error) => onError?.(error),
-    });
+    const view = new QueryView<T>(live, this.backend.writes, next, options);
+    return listen(this.backend, { query }, this.shape.limit === undefined, view, onError);
   }
 }
 
@@ -230,87 +255,16 @@ export class CollectionReference<T = DocumentData> extends Query<T> {
     return new DocumentReference<T>(this.backend, `${this.path}/${id ?? randomId()}`);
   }
 
-  /** Creates a document with a server-made id. */
+  /** Creates a document with a new random id (shown to this client's listeners at once). */
   async add(data: T): Promise<DocumentReference<T>> {
-    const created = (await this.backend.expect("POST", docsPath(this.path), data)) as WireDocument;
-    return new DocumentReference<T>(this.backend, created.path);
+    const ref = this.doc();
+    await ref.create(data);
+    return ref;
   }
 }
 
 export function collectionGroup<T>(backend: Backend, id: string): Query<T> {
   return new Query<T>(backend, { scope: { collectionGroup: id }, where: [], orderBy: [] });
-}
-
-/** Firestore's type order for the values a query orders by. */
-function rank(value: unknown): number {
-  if (value === null || value === undefined) return 0;
-  if (typeof value === "boolean") return 1;
-  if (typeof value === "number") return 2;
-  if (value instanceof Timestamp) return 3;
-  if (typeof value === "string") return 4;
-  if (Array.isArray(value)) return 5;
-  return 6;
-}
-
-function compareValues(a: unknown, b: unknown): number {
-  const ra = rank(a);
-  const rb = rank(b);
-  if (ra !== rb) return ra - rb;
-  if (typeof a === "number" && typeof b === "number") return a - b;
-  if (typeof a === "boolean" && typeof b === "boolean") return Number(a) - Number(b);
-  const ta = a instanceof Timestamp ? a.iso : typeof a === "string" ? a : "";
-  const tb = b instanceof Timestamp ? b.iso : typeof b === "string" ? b : "";
-  return ta < tb ? -1 : ta > tb ? 1 : 0;
-}
-
-function field(data: unknown, path: string): unknown {
-  return path.split(".").reduce<unknown>((v, k) => (v && typeof v === "object" ? (v as DocumentData)[k] : undefined), data);
-}
-
-/** A live query's documents, in the query's order, updated frame by frame. */
-class LiveView<T> {
-  private docs: DocumentSnapshot<T>[] = [];
-
-  constructor(private readonly order: Order[]) {}
-
-  private compare = (a: DocumentSnapshot<T>, b: DocumentSnapshot<T>): number => {
-    for (const [name, direction] of this.order) {
-      const c = compareValues(field(a.data, name), field(b.data, name));
-      if (c !== 0) return direction === "desc" ? -c : c;
-    }
-    const tail = a.path < b.path ? -1 : a.path > b.path ? 1 : 0;
-    return this.order.at(-1)?.[1] === "desc" ? -tail : tail;
-  };
-
-  apply(frame: Frame): QuerySnapshot<T> | null {
-    const metadata = { hasPendingWrites: false, fromCache: false };
-    if (frame.type === "snapshot") {
-      const before = this.docs;
-      this.docs = (frame.documents ?? []).map((d) => snapshotOf<T>(d));
-      const changes = [
-        ...before.map((doc, oldIndex) => ({ type: "removed" as const, doc, oldIndex, newIndex: -1 })),
-        ...this.docs.map((doc, newIndex) => ({ type: "added" as const, doc, oldIndex: -1, newIndex })),
-      ];
-      return { docs: [...this.docs], changes: before.length ? changes : changes.filter((c) => c.type === "added"), metadata };
-    }
-    if (frame.type !== "change") return null;
-    const changes: QuerySnapshot<T>["changes"] = [];
-    for (const change of frame.changes ?? []) {
-      const oldIndex = this.docs.findIndex((d) => d.path === change.document.path);
-      const old = oldIndex >= 0 ? this.docs[oldIndex] : undefined;
-      if (oldIndex >= 0) this.docs.splice(oldIndex, 1);
-      if (change.type === "removed") {
-        if (old) changes.push({ type: "removed", doc: old, oldIndex, newIndex: -1 });
-        continue;
-      }
-      const doc = snapshotOf<T>(change.document);
-      let newIndex = this.docs.findIndex((d) => this.compare(doc, d) < 0);
-      if (newIndex < 0) newIndex = this.docs.length;
-      this.docs.splice(newIndex, 0, doc);
-      changes.push({ type: old ? "modified" : "added", doc, oldIndex, newIndex });
-    }
-    return { docs: [...this.docs], changes, metadata };
-  }
 }
 
 /** Writes committed together, or not at all (`POST /v1/batch`, at most 500). */
@@ -342,7 +296,21 @@ export class WriteBatch {
     return this;
   }
 
-  async commit(): Promise<void> {
-    await this.backend.expect("POST", "/v1/batch", { writes: this.writes });
+  /** Sends the writes (after every earlier write of this client); listeners show them at once. */
+  commit(): Promise<void> {
+    const writes = this.writes;
+    const mutations = writes.map(mutationOf);
+    return this.backend.writes.submit(mutations, async () => {
+      const answer = (await this.backend.expect("POST", "/v1/batch", { writes })) as {
+        writes: { path: string; version?: number; deleted?: boolean }[];
+      };
+      return new Map(answer.writes.map((w) => [w.path, w.deleted ? null : (w.version ?? 0)]));
+    });
   }
+}
+
+function mutationOf(write: Record<string, unknown>): Mutation {
+  const path = String(write.path);
+  const op = write.op as Mutation["op"];
+  return op === "delete" ? { op, path } : { op, path, data: write.data as DocumentData };
 }

@@ -15,8 +15,14 @@ export class Http {
   }
 
   /** One request; resolves with any status (callers decide), rejects when the server cannot be reached. */
-  async send(method: string, path: string, body?: unknown, token?: string | null): Promise<Answer> {
-    const headers: Record<string, string> = {};
+  async send(
+    method: string,
+    path: string,
+    body?: unknown,
+    token?: string | null,
+    extraHeaders: Record<string, string> = {},
+  ): Promise<Answer> {
+    const headers: Record<string, string> = { ...extraHeaders };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (token) headers["authorization"] = `Bearer ${token}`;
     let response: Response;

@@ -17,6 +17,9 @@ export {
   type Clause,
   type DocumentData,
   type DocumentSnapshot,
+  type DocumentChange,
+  type ListenOptions,
+  type SnapshotMetadata,
   type Operator,
   type QuerySnapshot,
 } from "./documents.js";

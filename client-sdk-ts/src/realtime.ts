@@ -66,7 +66,14 @@ export class Realtime {
     private readonly url: string,
     private readonly socketClass: WebSocketClass | undefined,
     private readonly token: () => Promise<string | null>,
+    /** Called each time the connection opens (the server is reachable again). */
+    private readonly opened: () => void = () => undefined,
   ) {}
+
+  /** Whether server changes can reach listeners now. */
+  get connected(): boolean {
+    return this.socket?.readyState === OPEN;
+  }
 
   subscribe(subscriber: Subscriber): () => void {
     const id = String(this.nextId++);
@@ -103,6 +110,7 @@ export class Realtime {
       if (this.socket !== socket) return;
       if (token) this.send({ type: "auth", token });
       for (const [id, subscriber] of this.subscribers) this.sendSubscribe(id, subscriber);
+      this.opened();
     };
     socket.onmessage = (event) => this.receive(String(event.data));
     socket.onclose = () => this.lost(socket);

@@ -32,10 +32,14 @@ export class Timestamp {
     return { $timestamp: this.iso };
   }
 
+  /** The same instant (to the nanosecond), however the text was written. */
   isEqual(other: Timestamp): boolean {
-    return this.iso === other.iso;
+    return this.toMillis() === other.toMillis() && subMillis(this.iso) === subMillis(other.iso);
   }
 }
+
+/** The digits after the millisecond of an RFC 3339 text's fraction ("123456Z" → "456000"). */
+const subMillis = (iso: string) => (/\.(\d+)/.exec(iso)?.[1] ?? "").padEnd(9, "0").slice(3, 9);
 
 /** The commit time of the write (equal to the document's `updateTime`). */
 export const serverTimestamp = () => ({ $serverTimestamp: true }) as const;

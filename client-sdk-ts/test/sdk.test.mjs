@@ -114,6 +114,42 @@ test("live queries and documents: snapshot, then added, modified, removed in ord
   stopDoc();
 });
 
+test("latency compensation: own writes show at once, the server's change follows without a second event, a refused write rolls back", async () => {
+  const client = createClient({ url });
+  await client.auth.signInAnonymously();
+  const name = unique("local");
+  await client.doc(`${name}/a`).set({ n: 1 });
+  const snapshots = [];
+  const confirmed = [];
+  const stop = client.collection(name).orderBy("n").onSnapshot((s) => snapshots.push(s));
+  const stopMetadata = client
+    .collection(name)
+    .orderBy("n")
+    .onSnapshot((s) => confirmed.push(s.metadata.hasPendingWrites), undefined, { includeMetadataChanges: true });
+  await nextMatching((cb) => client.collection(name).onSnapshot(cb), (s) => s.docs.length === 1);
+  while (snapshots.length < 1 || confirmed.length < 1) await new Promise((r) => setTimeout(r, 10));
+
+  const written = client.doc(`${name}/b`).set({ n: 2 });
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(snapshots[1]?.docs.map((d) => d.id), ["a", "b"], "shown before the server answered");
+  assert.equal(snapshots[1].metadata.hasPendingWrites, true);
+  await written;
+  for (let i = 0; i < 200 && confirmed.at(-1) !== false; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(confirmed, [false, true, false], "the server's change confirms the write");
+  assert.equal(snapshots.length, 2, "and is no second event");
+
+  const refused = client.doc(`${name}/c`).set({ n: 3, refuse: true });
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(snapshots[2]?.docs.map((d) => d.id), ["a", "b", "c"], "the refused write showed at once");
+  await assert.rejects(refused, (e) => e instanceof NimbusError && e.code === "permission-denied");
+  await new Promise((r) => setTimeout(r, 0));
+  assert.deepEqual(snapshots[3]?.docs.map((d) => d.id), ["a", "b"], "and was rolled back");
+  assert.deepEqual(snapshots[3].changes.map((c) => [c.type, c.doc.id, c.oldIndex]), [["removed", "c", 2]]);
+  assert.equal(snapshots[3].metadata.hasPendingWrites, false);
+  stop();
+  stopMetadata();
+});
+
 test("tokens refresh by themselves; listeners follow the new token", async () => {
   const client = createClient({ url });
   await client.auth.signInAnonymously();

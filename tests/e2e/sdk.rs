@@ -13,7 +13,10 @@ on_both_backends!(the_sdk_works_against_the_server);
 
 const RULES: &str = "rules_version = '2';
     service cloud.firestore { match /databases/{db}/documents {
-      match /{path=**} { allow read, write: if request.auth != null; }
+      match /{path=**} {
+        allow read: if request.auth != null;
+        allow write: if request.auth != null && (request.resource == null || !('refuse' in request.resource.data));
+      }
     } }";
 
 const WHOAMI: &str = r#"
