@@ -15,7 +15,11 @@ export const search = onHttp({ method: "GET", path: "/search" }, async (req, ctx
 
 // POST /fn/purchase {productId, quantity} — checks stock and places the order
 // in one batch, conditional on the product's version, so two buyers of the
-// last item cannot both succeed.
+// last item cannot both succeed. A buyer who lost such a race reads the
+// product again and tries once more while there is stock; when there is none
+// left, the refusal says so plainly.
+const ATTEMPTS = 5;
+
 export const purchase = onHttp(
   {
     method: "POST",
@@ -33,23 +37,35 @@ export const purchase = onHttp(
   },
   async (req, ctx) => {
     const { productId, quantity } = req.body;
-    const product = await ctx.db.doc(`products/${productId}`).get();
-    if (!product) throw new HttpsError("not-found", `no product ${productId}`);
-    const stock = product.data.stock ?? 0;
-    if (stock < quantity) throw new HttpsError("failed-precondition", `only ${stock} left`);
-    const orderId = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
-    await ctx.db
-      .batch()
-      .update(`products/${productId}`, { stock: stock - quantity }, { version: product.version })
-      .create(`orders/${orderId}`, {
-        owner: ctx.auth.uid,
-        productId,
-        quantity,
-        status: "placed",
-        createdAt: { $serverTimestamp: true },
-      })
-      .commit();
-    return { status: 201, body: { orderId, remaining: stock - quantity } };
+    for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+      const product = await ctx.db.doc(`products/${productId}`).get();
+      if (!product) throw new HttpsError("not-found", `no product ${productId}`);
+      const name = product.data.name ?? productId;
+      const stock = product.data.stock ?? 0;
+      if (stock < quantity) {
+        const lost = attempt > 0 ? ": someone else just bought the last one" : "";
+        throw new HttpsError("failed-precondition", stock === 0 ? `${name} is sold out${lost}` : `only ${stock} left of ${name}`);
+      }
+      const orderId = `${Date.now().toString(36)}${Math.random().toString(36).slice(2, 10)}`;
+      try {
+        await ctx.db
+          .batch()
+          .update(`products/${productId}`, { stock: stock - quantity }, { version: product.version })
+          .create(`orders/${orderId}`, {
+            owner: ctx.auth.uid,
+            productId,
+            quantity,
+            status: "placed",
+            createdAt: { $serverTimestamp: true },
+          })
+          .commit();
+      } catch (error) {
+        if (error.code === "failed-precondition") continue; // another purchase changed the product first
+        throw error;
+      }
+      return { status: 201, body: { orderId, remaining: stock - quantity } };
+    }
+    throw new HttpsError("resource-exhausted", `too many people are buying ${productId} right now; try again`);
   },
 );
 

@@ -28,3 +28,15 @@ ensure_build_deps() {
     exit 1
   fi
 }
+
+# Node.js and npm, for the TypeScript SDK and the web app.
+ensure_node() {
+  command -v node >/dev/null && command -v npm >/dev/null || ensure_packages nodejs npm
+}
+
+# The TypeScript SDK and the pet-store web app on it, each from its lockfile.
+build_web() {
+  ensure_node
+  (cd client-sdk-ts && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+  (cd examples/petstore-web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build)
+}

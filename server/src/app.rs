@@ -213,6 +213,7 @@ fn routes(services: &Services) -> Router {
             body_timeout: config.http.body_timeout,
             cors: config.cors.clone(),
             metrics: services.metrics.clone(),
+            static_dir: config.static_dir.clone(),
         },
     )
 }

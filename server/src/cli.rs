@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use secrecy::ExposeSecret;
 
 use crate::config::{Config, Overrides, ProcessEnv};
+use crate::import::Existing;
 
 #[derive(Debug, Parser)]
 #[command(name = "nimbus", version, about = "A self-hosted backend-as-a-service in one binary")]
@@ -74,6 +75,9 @@ pub enum ImportCommand {
         /// Enqueue no trigger jobs for these writes.
         #[arg(long)]
         no_triggers: bool,
+        /// Leave documents that already exist as they are (count them as skipped), e.g. to seed a demo.
+        #[arg(long)]
+        skip_existing: bool,
         #[command(flatten)]
         config: Overrides,
     },
@@ -250,7 +254,7 @@ fn import(command: ImportCommand) -> ExitCode {
             };
             with_config(&config, run)
         }
-        ImportCommand::Firestore { file, no_triggers, config } => {
+        ImportCommand::Firestore { file, no_triggers, skip_existing, config } => {
             let run = move |config| {
                 with_parts(config, move |parts| async move {
                     let documents = if no_triggers {
@@ -258,7 +262,8 @@ fn import(command: ImportCommand) -> ExitCode {
                     } else {
                         parts.services.documents.clone()
                     };
-                    let report = crate::import::firestore(&documents, &file).await?;
+                    let existing = if skip_existing { Existing::Skip } else { Existing::Replace };
+                    let report = crate::import::firestore(&documents, &file, existing).await?;
                     Ok(print_report(&report, "documents"))
                 })
             };

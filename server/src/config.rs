@@ -33,6 +33,9 @@ pub struct Overrides {
     /// Functions folder [env: NIMBUS_FUNCTIONS_DIR] [default: ./functions]
     #[arg(long, value_name = "DIR")]
     pub functions_dir: Option<String>,
+    /// A web app's folder, served for paths no API route takes (index.html for any path without a file) [env: NIMBUS_STATIC_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub static_dir: Option<String>,
     /// Log filter, e.g. `info` or `nimbus=debug` [env: NIMBUS_LOG] [default: info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -55,6 +58,8 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub rules_dir: PathBuf,
     pub functions_dir: PathBuf,
+    /// The web app served for paths no route takes (single-page app fallback to `index.html`).
+    pub static_dir: Option<PathBuf>,
     /// The admin key from configuration; `None` means "use the stored one".
     pub service_key: Option<SecretString>,
     pub log: String,
@@ -207,6 +212,7 @@ struct FileSettings {
     database_url: Option<String>,
     rules_dir: Option<String>,
     functions_dir: Option<String>,
+    static_dir: Option<String>,
     service_key: Option<String>,
     log: Option<String>,
     log_format: Option<String>,
@@ -325,6 +331,7 @@ impl Config {
             functions_dir: PathBuf::from(
                 layers.get("functions_dir", &file.functions_dir).map_or("./functions".into(), |r| r.value),
             ),
+            static_dir: static_dir(layers.get("static_dir", &file.static_dir))?,
             service_key: service_key(layers.get("service_key", &file.service_key))?,
             log: layers.get("log", &file.log).map_or("info".into(), |r| r.value),
             log_format: layers.parse("log_format", &file.log_format, "human", |v| match v {
@@ -593,12 +600,26 @@ fn flag_value(flags: &Overrides, key: &str) -> Option<String> {
         "database_url" => flags.database_url.clone(),
         "rules_dir" => flags.rules_dir.clone(),
         "functions_dir" => flags.functions_dir.clone(),
+        "static_dir" => flags.static_dir.clone(),
         "log" => flags.log.clone(),
         "log_format" => flags.log_format.clone(),
         "body_limit" => flags.body_limit.clone(),
         "cors_origins" => flags.cors_origins.clone(),
         _ => None,
     }
+}
+
+/// The web app's folder: it must exist when set (an empty value means none).
+fn static_dir(raw: Option<Raw>) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(raw) = raw.filter(|r| !r.value.trim().is_empty()) else { return Ok(None) };
+    let dir = PathBuf::from(raw.value.trim());
+    if !dir.is_dir() {
+        return Err(ConfigError::Invalid {
+            setting: raw.source.clone(),
+            problem: format!("{} is not a folder", dir.display()),
+        });
+    }
+    Ok(Some(dir))
 }
 
 fn database_config(raw: Option<Raw>, data_dir: &Path) -> Result<DatabaseConfig, ConfigError> {
@@ -669,6 +690,16 @@ mod tests {
     fn invalid_env_setting_names_the_variable() {
         let err = load(Overrides::default(), &[("NIMBUS_LISTEN", "x")]).unwrap_err();
         assert_eq!(err.to_string(), "NIMBUS_LISTEN: invalid socket address \"x\"");
+    }
+
+    #[test]
+    fn the_static_folder_must_exist() {
+        let err = load(Overrides::default(), &[("NIMBUS_STATIC_DIR", "/no/such/folder")]).unwrap_err();
+        assert_eq!(err.to_string(), "NIMBUS_STATIC_DIR: /no/such/folder is not a folder");
+        let dir = std::env::temp_dir();
+        let flags = Overrides { static_dir: Some(dir.display().to_string()), ..Default::default() };
+        assert_eq!(load(flags, &[]).unwrap().static_dir, Some(dir));
+        assert_eq!(load(Overrides::default(), &[]).unwrap().static_dir, None);
     }
 
     #[test]

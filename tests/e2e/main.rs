@@ -15,3 +15,4 @@ mod rules;
 mod sdk;
 mod security;
 mod triggers;
+mod webapp;

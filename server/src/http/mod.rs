@@ -2,10 +2,12 @@
 //! request passes (request id, tracing span, metrics, panics, body size and
 //! time limits, CORS) around the routes `app` assembles, error rendering
 //! (`error`), the extractors that keep malformed input in the error shape
-//! (`extract`), the accept loop (`serve`, `idle`), health and the metrics registry.
+//! (`extract`), the accept loop (`serve`, `idle`), health, the metrics registry,
+//! and the web app's static files (`files`).
 
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod health;
 pub mod idle;
 pub mod metrics;
@@ -39,16 +41,23 @@ pub struct Gateway {
     pub body_timeout: Duration,
     pub cors: CorsOrigins,
     pub metrics: Arc<metrics::Metrics>,
+    /// The web app's folder, served for paths no route matches.
+    pub static_dir: Option<std::path::PathBuf>,
 }
 
 /// Wraps the parts' routes (`api`, assembled by `app`) in the layers every
 /// request passes, and adds what no part owns: `/healthz` and the OpenAPI document.
 pub fn gateway(api: Router, settings: Gateway) -> Router {
     let panics = settings.metrics.panics.clone();
-    api.route("/healthz", get(health::healthz))
-        .route("/v1/openapi.json", get(openapi::openapi))
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(error::method_not_allowed)
+    let api = api.route("/healthz", get(health::healthz)).route("/v1/openapi.json", get(openapi::openapi));
+    let api = match settings.static_dir.as_deref() {
+        Some(dir) => {
+            let files = files::StaticFiles::new(dir);
+            api.fallback(move |request: Request| files.clone().answer(request))
+        }
+        None => api.fallback(error::not_found),
+    };
+    api.method_not_allowed_fallback(error::method_not_allowed)
         .layer(middleware::from_fn_with_state(settings.metrics.clone(), metrics::record))
         .layer(CatchPanicLayer::custom(move |panic| error::panicked(&panics, panic)))
         .layer(middleware::from_fn_with_state(settings.body_limit, reject_oversize_bodies))

@@ -17,7 +17,7 @@ use crate::auth::accounts::{Accounts, NewAccount};
 use crate::auth::password::FirebaseHash;
 use crate::auth::{AuthError, Caller};
 use crate::documents::path::DocPath;
-use crate::documents::{Documents, WriteOp, WriteRequest, MAX_BATCH_WRITES};
+use crate::documents::{DocumentError, Documents, Precondition, WriteOp, WriteRequest, MAX_BATCH_WRITES};
 
 /// The project's password hash parameters (Firebase console → Authentication → password hash parameters).
 #[derive(Debug, Clone)]
@@ -26,6 +26,14 @@ pub struct HashParameters {
     pub salt_separator: String,
     pub rounds: u32,
     pub mem_cost: u32,
+}
+
+/// What a document import does with a document that is already there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    Replace,
+    /// Keep it and count it as skipped (seeding).
+    Skip,
 }
 
 /// What an import did, printed by the command.
@@ -142,7 +150,7 @@ fn new_account(user: ExportedUser, parameters: &HashParameters) -> Result<NewAcc
 /// `MAX_BATCH_WRITES` documents per atomic batch. A batch that fails is
 /// written again line by line so each refused line is reported with its
 /// number and the rest still land.
-pub async fn firestore(documents: &Documents, file: &Path) -> Result<Report, String> {
+pub async fn firestore(documents: &Documents, file: &Path, existing: Existing) -> Result<Report, String> {
     let reader = std::io::BufReader::new(std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?);
     let mut report = Report::default();
     let mut batch: Vec<(usize, WriteRequest)> = Vec::new();
@@ -152,7 +160,7 @@ pub async fn firestore(documents: &Documents, file: &Path) -> Result<Report, Str
         if line.trim().is_empty() {
             continue;
         }
-        match parse_line(&line) {
+        match parse_line(&line, existing) {
             Ok(request) => batch.push((number, request)),
             Err(why) => report.refused.push(format!("line {number}: {why}")),
         }
@@ -164,12 +172,16 @@ pub async fn firestore(documents: &Documents, file: &Path) -> Result<Report, Str
     Ok(report)
 }
 
-fn parse_line(line: &str) -> Result<WriteRequest, String> {
+fn parse_line(line: &str, existing: Existing) -> Result<WriteRequest, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
     let path = value["path"].as_str().ok_or("no \"path\"")?;
     let path = DocPath::parse(path.trim_matches('/')).map_err(|e| format!("path: {}", e.0))?;
     let data = value.get("data").cloned().ok_or("no \"data\"")?;
-    Ok(WriteRequest { path, op: WriteOp::Set(data), precondition: crate::documents::Precondition::None })
+    let precondition = match existing {
+        Existing::Replace => Precondition::None,
+        Existing::Skip => Precondition::MustNotExist,
+    };
+    Ok(WriteRequest { path, op: WriteOp::Set(data), precondition })
 }
 
 async fn write_batch(documents: &Documents, batch: Vec<(usize, WriteRequest)>, report: &mut Report) {
@@ -184,6 +196,7 @@ async fn write_batch(documents: &Documents, batch: Vec<(usize, WriteRequest)>, r
     for (number, request) in batch {
         match documents.write(&Caller::Service, vec![request]).await {
             Ok(_) => report.imported += 1,
+            Err(DocumentError::AlreadyExists(_)) => report.skipped += 1,
             Err(e) => report.refused.push(format!("line {number}: {e}")),
         }
     }
