@@ -22,6 +22,8 @@ use crate::documents::api::{self as documents_api, DocumentsApi};
 use crate::error::ErrorCode;
 use crate::functions::api::{self as functions_api, FunctionsApi};
 use crate::functions::jobs_api;
+use crate::graphql::api::{self as graphql_api, GraphqlApi};
+use crate::graphql::Graphql;
 use crate::http::error::ApiError;
 use crate::realtime::api::{self as realtime_api, RealtimeApi};
 use crate::rules::api::{self as rules_api, RulesApi};
@@ -57,6 +59,7 @@ pub struct Services {
     pub triggers: TriggerIndex,
     pub messages: Messages,
     pub realtime: Realtime,
+    pub graphql: Arc<Graphql>,
 }
 
 /// Why the server could not start.
@@ -134,6 +137,7 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
         settings: config.realtime.clone(),
         metrics: RealtimeMetrics::register(&metrics).map_err(metric)?,
     });
+    let graphql = Arc::new(Graphql::new(documents.clone()).map_err(|e| StartError::Config(e.to_string()))?);
     let services = Services {
         config: Arc::new(config),
         store,
@@ -146,6 +150,7 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
         triggers,
         messages,
         realtime,
+        graphql,
     };
     Ok(Parts { services, new_service_key, schedules, queue_metrics })
 }
@@ -204,6 +209,10 @@ fn routes(services: &Services) -> Router {
             triggers: services.triggers.clone(),
             authenticator: auth.clone(),
         }))
+        .merge(
+            graphql_api::router()
+                .with_state(GraphqlApi { graphql: services.graphql.clone(), authenticator: auth.clone() }),
+        )
         .merge(realtime_api::router().with_state(RealtimeApi { realtime: services.realtime.clone(), authenticator }));
     let config = &services.config;
     crate::http::gateway(

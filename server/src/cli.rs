@@ -38,6 +38,9 @@ pub enum Command {
     /// Export documents.
     #[command(subcommand)]
     Export(ExportCommand),
+    /// GraphQL: `nimbus graphql schema` prints the schema (SDL) for client code generators.
+    #[command(subcommand)]
+    Graphql(GraphqlCommand),
     /// Print TypeScript interfaces for the collections that have a JSON Schema in nimbus.toml.
     Types {
         /// Write them to this file instead of standard output.
@@ -84,6 +87,12 @@ pub enum ImportCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum GraphqlCommand {
+    /// Print the schema served at /v1/graphql, in SDL.
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ExportCommand {
     /// Every document as `{"path", "data"}` lines.
     Firestore {
@@ -126,6 +135,16 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(flags) => with_config(&flags, serve),
+        Command::Graphql(GraphqlCommand::Schema) => match crate::graphql::Graphql::sdl() {
+            Ok(sdl) => {
+                print!("{sdl}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Migrate(flags) => with_config(&flags, migrate),
         Command::Rules(RulesCommand::Check { dir }) => match crate::rules::load_dir(&dir) {
             Ok(_) => {

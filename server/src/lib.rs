@@ -19,6 +19,8 @@ pub mod documents;
 pub mod error;
 /// JavaScript functions: loading, the registry of triggers, the HTTP gateway.
 pub mod functions;
+/// GraphQL over the documents layer: the schema, its resolvers, `/v1/graphql`.
+pub mod graphql;
 /// The gateway: router, layers, error rendering, extractors, health, metrics.
 pub mod http;
 /// Random ids and secret tokens, and how tokens are hashed for storage.

@@ -9,6 +9,7 @@ mod documents;
 mod fidelity;
 mod foundation;
 mod functions;
+mod graphql;
 mod queues;
 mod realtime;
 mod rules;

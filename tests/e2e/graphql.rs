@@ -1,0 +1,254 @@
+//! GraphQL (`/v1/graphql`) over the documents layer, on both backends: reads
+//! with filters, order, pages and counts (collections and collection groups),
+//! a post with its comments in one request, the rules deciding every read
+//! and write exactly as for REST (a refused subcollection is an error of
+//! that field only), mutations with preconditions and REST's error codes in
+//! `extensions.code`, GET for queries only, and GraphiQL for browsers.
+
+use serde_json::{json, Value};
+
+use crate::harness::{Backend, Options, Server};
+use crate::on_both_backends;
+
+const RULES: &str = "rules_version = '2';
+    service cloud.firestore { match /databases/{db}/documents {
+      match /posts/{post} {
+        allow read: if resource.data.published == true || request.auth != null;
+        allow write: if request.auth != null && request.resource.data.author == request.auth.uid;
+        match /comments/{comment} { allow read: if request.auth != null; }
+      }
+      match /{path=**}/comments/{comment} { allow read: if request.auth != null; }
+    } }";
+
+async fn server(backend: Backend) -> Server {
+    let server = Server::start_with(backend, Options::default().file("rules/app.rules", RULES)).await;
+    let writes = json!({"writes": [
+        {"op": "set", "path": "posts/p1", "data": {"title": "First", "n": 1, "published": true, "author": "x"}},
+        {"op": "set", "path": "posts/p2", "data": {"title": "Second", "n": 2, "published": true, "author": "x", "tags": ["rust"]}},
+        {"op": "set", "path": "posts/p3", "data": {"title": "Draft", "n": 3, "published": false, "author": "x"}},
+        {"op": "set", "path": "posts/p1/comments/c1", "data": {"text": "nice", "n": 1}},
+        {"op": "set", "path": "posts/p1/comments/c2", "data": {"text": "agreed", "n": 2}},
+        {"op": "set", "path": "posts/p2/comments/c3", "data": {"text": "hm", "n": 3}}
+    ]});
+    assert_eq!(server.admin("POST", "/v1/batch", Some(writes)).await.0, 200);
+    server
+}
+
+/// Runs a GraphQL request; answers (status, body).
+async fn graphql(server: &Server, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+    server.call("POST", "/v1/graphql", token, Some(json!({"query": query, "variables": variables}))).await
+}
+
+fn codes(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .map(|errors| errors.iter().map(|e| e["extensions"]["code"].as_str().unwrap_or("?").to_owned()).collect())
+        .unwrap_or_default()
+}
+
+async fn user_token(server: &Server, email: &str) -> (String, String) {
+    let body = json!({"email": email, "password": "correct horse"});
+    let (status, session) = server.call("POST", "/v1/auth/signup", None, Some(body)).await;
+    assert_eq!(status, 201, "{session}");
+    (session["user"]["id"].as_str().unwrap().to_owned(), session["access_token"].as_str().unwrap().to_owned())
+}
+
+on_both_backends!(
+    queries_read_through_the_rules,
+    a_post_and_its_comments_in_one_request,
+    mutations_keep_rest_preconditions_and_codes,
+    get_serves_queries_and_graphiql
+);
+
+async fn queries_read_through_the_rules(backend: Backend) {
+    let server = server(backend).await;
+    let query = r#"query($after: String) {
+        documents(collection: "posts", where: [{field: "published", op: EQ, value: true}],
+                  orderBy: [{field: "n", direction: DESC}], limit: 1, after: $after) {
+          documents { id path version createTime data title: field(path: "title") }
+          nextCursor
+        }
+        count(collection: "posts", where: [{field: "published", op: EQ, value: true}])
+        one: document(path: "posts/p1") { id data }
+      }"#;
+    let (status, body) = graphql(&server, None, query, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("errors").is_none(), "{body}");
+    let page = &body["data"]["documents"];
+    assert_eq!(page["documents"][0]["path"], "posts/p2");
+    assert_eq!(page["documents"][0]["title"], "Second");
+    assert_eq!(page["documents"][0]["data"]["tags"], json!(["rust"]));
+    assert_eq!(page["documents"][0]["version"], 1);
+    assert!(page["documents"][0]["createTime"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(body["data"]["count"], 2);
+    assert_eq!(body["data"]["one"]["data"]["title"], "First");
+    let cursor = page["nextCursor"].as_str().expect("a next page").to_owned();
+    let (_, next) = graphql(&server, None, query, json!({"after": cursor})).await;
+    assert_eq!(next["data"]["documents"]["documents"][0]["id"], "p1", "{next}");
+
+    // Rules decide: signed out, the draft cannot be read and lists leave it out, as REST's do.
+    let (_, draft) = graphql(&server, None, r#"{ document(path: "posts/p3") { id } }"#, json!({})).await;
+    assert_eq!((draft["data"]["document"].clone(), codes(&draft)), (Value::Null, vec!["permission-denied".to_owned()]));
+    let everything = r#"{ documents(collection: "posts", orderBy: [{field: "n"}]) { documents { id } } count(collection: "posts") }"#;
+    let (_, all) = graphql(&server, None, everything, json!({})).await;
+    assert_eq!(all["data"]["documents"]["documents"], json!([{"id": "p1"}, {"id": "p2"}]), "{all}");
+    assert_eq!(all["data"]["count"], 2, "{all}");
+    let (_, token) = user_token(&server, "reader@example.com").await;
+    let (_, mine) = graphql(
+        &server,
+        Some(&token),
+        r#"{ count(collection: "posts") missing: document(path: "posts/none") { id } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(mine["data"]["count"], 3, "{mine}");
+    assert_eq!(mine["data"]["missing"], Value::Null, "a missing document is null, not an error: {mine}");
+    assert!(mine.get("errors").is_none(), "{mine}");
+
+    // Disjunctions, membership and collection groups.
+    let query = r#"{ documents(collection: "posts", where: [{or: [{field: "n", op: EQ, value: 1},
+        {field: "tags", op: ARRAY_CONTAINS, value: "rust"}]}], orderBy: [{field: "n"}]) { documents { id } }
+        group: documents(collectionGroup: "comments", where: [{field: "n", op: GE, value: 2}], orderBy: [{field: "n"}]) { documents { path } } }"#;
+    let (_, body) = graphql(&server, Some(&token), query, json!({})).await;
+    let ids: Vec<&str> =
+        body["data"]["documents"]["documents"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["p1", "p2"], "{body}");
+    let paths: Vec<&str> =
+        body["data"]["group"]["documents"].as_array().unwrap().iter().map(|d| d["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["posts/p1/comments/c2", "posts/p2/comments/c3"], "{body}");
+
+    let (_, bad) = graphql(
+        &server,
+        None,
+        r#"{ documents(collection: "posts", where: [{field: "n"}]) { documents { id } } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(codes(&bad), ["invalid-argument"], "{bad}");
+}
+
+async fn a_post_and_its_comments_in_one_request(backend: Backend) {
+    let server = server(backend).await;
+    let query = r#"{ document(path: "posts/p1") { title: field(path: "title")
+        collection(name: "comments", orderBy: [{field: "n"}]) { documents { id data } } } }"#;
+    let (_, token) = user_token(&server, "c@example.com").await;
+    let (_, body) = graphql(&server, Some(&token), query, json!({})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let comments = &body["data"]["document"]["collection"]["documents"];
+    assert_eq!((comments[0]["id"].as_str(), comments[1]["id"].as_str()), (Some("c1"), Some("c2")), "{body}");
+    // Signed out: the post is readable; its comments are filtered as a REST list is (none
+    // visible), and a subcollection no rule allows is an error of that field only.
+    let query = r#"{ document(path: "posts/p1") { title: field(path: "title")
+        comments: collection(name: "comments") { documents { id } }
+        secrets: collection(name: "secrets") { documents { id } } } }"#;
+    let (_, body) = graphql(&server, None, query, json!({})).await;
+    assert_eq!(body["data"]["document"]["title"], "First", "{body}");
+    assert_eq!(body["data"]["document"]["comments"]["documents"], json!([]), "{body}");
+    assert_eq!(body["data"]["document"]["secrets"], Value::Null, "{body}");
+    assert_eq!(codes(&body), ["permission-denied"], "{body}");
+    assert_eq!(body["errors"][0]["path"], json!(["document", "secrets"]), "{body}");
+}
+
+async fn mutations_keep_rest_preconditions_and_codes(backend: Backend) {
+    let server = server(backend).await;
+    let (uid, token) = user_token(&server, "w@example.com").await;
+    let create =
+        r#"mutation($data: JSON!) { createDocument(collection: "posts", data: $data) { id path version data } }"#;
+    let (_, body) = graphql(&server, Some(&token), create, json!({"data": {"title": "Mine", "author": uid}})).await;
+    let created = &body["data"]["createDocument"];
+    assert_eq!((created["version"].as_i64(), created["data"]["title"].as_str()), (Some(1), Some("Mine")), "{body}");
+    let path = created["path"].as_str().unwrap().to_owned();
+    let (status, rest) = server.call("GET", &format!("/v1/docs/{path}"), Some(&token), None).await;
+    assert_eq!((status, rest["data"]["title"].as_str()), (200, Some("Mine")), "REST sees what GraphQL wrote");
+
+    let update = r#"mutation($path: String!, $version: Int, $data: JSON!) { updateDocument(path: $path, data: $data, version: $version) { version data } }"#;
+    let increment = json!({"n": {"$increment": 5}});
+    let (_, body) =
+        graphql(&server, Some(&token), update, json!({"path": path, "version": 1, "data": increment})).await;
+    assert_eq!(body["data"]["updateDocument"]["data"]["n"], 5, "{body}");
+    let (_, stale) =
+        graphql(&server, Some(&token), update, json!({"path": path, "version": 1, "data": increment})).await;
+    assert_eq!(codes(&stale), ["failed-precondition"], "{stale}");
+    let (_, stranger) = user_token(&server, "s@example.com").await;
+    let (_, refused) = graphql(&server, Some(&stranger), update, json!({"path": path, "data": increment})).await;
+    assert_eq!(codes(&refused), ["permission-denied"], "the rules decide first: {refused}");
+    let set = r#"mutation($path: String!, $data: JSON!) { setDocument(path: $path, data: $data) { version } }"#;
+    let (_, forged) =
+        graphql(&server, Some(&token), set, json!({"path": "posts/forged", "data": {"author": "someone else"}})).await;
+    assert_eq!(codes(&forged), ["permission-denied"], "{forged}");
+
+    let batch = r#"mutation($a: String!, $b: String!, $uid: JSON!) { batch(writes: [
+        {op: SET, path: $a, data: {author: $uid, title: "A"}},
+        {op: CREATE, path: $b, data: {author: $uid}, exists: false}]) { path version deleted } }"#;
+    let vars = json!({"a": "posts/ba", "b": "posts/bb", "uid": uid});
+    let (_, body) = graphql(&server, Some(&token), batch, vars.clone()).await;
+    assert_eq!(
+        body["data"]["batch"],
+        json!([{"path": "posts/ba", "version": 1, "deleted": false}, {"path": "posts/bb", "version": 1, "deleted": false}]),
+        "{body}"
+    );
+    let (_, again) = graphql(&server, Some(&token), batch, vars).await;
+    assert_eq!(codes(&again), ["already-exists"], "all or nothing: {again}");
+    assert_eq!(
+        server.admin("GET", "/v1/docs/posts/ba", None).await.1["version"],
+        1,
+        "the refused batch changed nothing"
+    );
+
+    let delete = r#"mutation($path: String!) { deleteDocument(path: $path) }"#;
+    let (_, refused) = graphql(&server, Some(&token), delete, json!({"path": path})).await;
+    assert_eq!(codes(&refused), ["permission-denied"], "a delete has no request.resource here: {refused}");
+    let (_, body) = graphql(&server, Some(crate::harness::SERVICE_KEY), delete, json!({"path": path})).await;
+    assert_eq!(body["data"]["deleteDocument"], true, "{body}");
+    assert_eq!(server.call("GET", &format!("/v1/docs/{path}"), Some(&token), None).await.0, 404);
+    let (_, changes) = server.admin("POST", "/v1/query", Some(json!({"collection": "posts", "count": true}))).await;
+    assert_eq!(changes["count"], 5, "p1..p3, ba, bb");
+}
+
+async fn get_serves_queries_and_graphiql(backend: Backend) {
+    let server = server(backend).await;
+    let query = r#"{ document(path: "posts/p1") { id } }"#;
+    let url = format!("{}?query={}", server.url("/v1/graphql"), urlencode(query));
+    let body: Value = server.client.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["data"]["document"]["id"], "p1", "{body}");
+    let mutation = r#"mutation { deleteDocument(path: "posts/p1") }"#;
+    let url = format!("{}?query={}", server.url("/v1/graphql"), urlencode(mutation));
+    let body: Value =
+        server.client.get(&url).bearer_auth(crate::harness::SERVICE_KEY).send().await.unwrap().json().await.unwrap();
+    assert_eq!(codes(&body), ["method-not-allowed"], "{body}");
+    assert_eq!(server.admin("GET", "/v1/docs/posts/p1", None).await.0, 200, "GET changed nothing");
+    let page = server.client.get(server.url("/v1/graphql")).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("GraphiQL"));
+    let (status, body) = server.call("GET", "/v1/graphql", None, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid-argument")));
+    let (status, body) = server.call("POST", "/v1/graphql", None, Some(json!({"nope": 1}))).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid-argument")), "{body}");
+    let (status, body) = graphql(&server, None, "{ nonsense }", json!({})).await;
+    assert_eq!(status, 200);
+    assert!(body["errors"][0]["message"].as_str().is_some(), "{body}");
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `nimbus graphql schema` prints the schema the server serves, for client code generators.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_the_schema() {
+    let server = Server::start(Backend::Sqlite).await;
+    let output = server.run_cli(&["graphql", "schema"]);
+    let sdl = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for expected in ["type Document {", "type Mutation {", "documents(", "scalar Timestamp", "input Filter {"] {
+        assert!(sdl.contains(expected), "{expected} is missing from:\n{sdl}");
+    }
+    let introspected =
+        graphql(&server, None, "{ __schema { queryType { name } mutationType { name } } }", json!({})).await.1;
+    assert_eq!(introspected["data"]["__schema"]["mutationType"]["name"], "Mutation", "{introspected}");
+}
