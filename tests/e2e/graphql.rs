@@ -3,7 +3,8 @@
 //! a post with its comments in one request, the rules deciding every read
 //! and write exactly as for REST (a refused subcollection is an error of
 //! that field only), mutations with preconditions and REST's error codes in
-//! `extensions.code`, GET for queries only, and GraphiQL for browsers.
+//! `extensions.code`, GET for queries only, GraphiQL for browsers, and
+//! subscriptions over both WebSocket protocols fed by the realtime stream.
 
 use serde_json::{json, Value};
 
@@ -57,7 +58,9 @@ on_both_backends!(
     queries_read_through_the_rules,
     a_post_and_its_comments_in_one_request,
     mutations_keep_rest_preconditions_and_codes,
-    get_serves_queries_and_graphiql
+    get_serves_queries_and_graphiql,
+    subscriptions_follow_the_realtime_stream,
+    the_older_graphql_ws_protocol_works_too
 );
 
 async fn queries_read_through_the_rules(backend: Backend) {
@@ -251,4 +254,153 @@ async fn the_cli_prints_the_schema() {
     let introspected =
         graphql(&server, None, "{ __schema { queryType { name } mutationType { name } } }", json!({})).await.1;
     assert_eq!(introspected["data"]["__schema"]["mutationType"]["name"], "Mutation", "{introspected}");
+}
+
+/// A GraphQL WebSocket client speaking `protocol` (`graphql-transport-ws` or `graphql-ws`).
+struct GraphqlSocket {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl GraphqlSocket {
+    async fn connect(server: &Server, protocol: &str, init: Value) -> GraphqlSocket {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = server.url("/v1/graphql").replacen("http://", "ws://", 1);
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert("sec-websocket-protocol", protocol.parse().unwrap());
+        let (socket, response) = tokio_tungstenite::connect_async(request).await.expect("websocket connects");
+        assert_eq!(response.headers()["sec-websocket-protocol"], protocol);
+        let mut socket = GraphqlSocket { socket };
+        socket.send(json!({"type": "connection_init", "payload": init})).await;
+        assert_eq!(socket.next().await["type"], "connection_ack");
+        socket
+    }
+
+    async fn send(&mut self, message: Value) {
+        use futures_util::SinkExt;
+        let text = tokio_tungstenite::tungstenite::Message::Text(message.to_string().into());
+        self.socket.send(text).await.expect("send");
+    }
+
+    /// The next message that is not a keep-alive.
+    async fn next(&mut self) -> Value {
+        use futures_util::StreamExt;
+        loop {
+            let message = tokio::time::timeout(std::time::Duration::from_secs(10), self.socket.next())
+                .await
+                .expect("a message within 10 s")
+                .expect("the connection is open")
+                .expect("a readable message");
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                let value: Value = serde_json::from_str(&text).expect("JSON");
+                if value["type"] != "ka" && value["type"] != "ping" {
+                    return value;
+                }
+            }
+        }
+    }
+}
+
+const LIVE_QUERY: &str = r#"subscription { queryChanges(collection: "posts", orderBy: [{field: "n"}]) {
+    type position documents { id } changes { type document { id version title: field(path: "title") } } } }"#;
+
+async fn subscriptions_follow_the_realtime_stream(backend: Backend) {
+    let server = server(backend).await;
+    let (uid, token) = user_token(&server, "live@example.com").await;
+    // Signed out: the rules filter what the subscription shows, as they filter lists.
+    let mut stranger = GraphqlSocket::connect(&server, "graphql-transport-ws", json!({})).await;
+    stranger.send(json!({"id": "q", "type": "subscribe", "payload": {"query": LIVE_QUERY}})).await;
+    let first = stranger.next().await;
+    assert_eq!((first["type"].as_str(), first["id"].as_str()), (Some("next"), Some("q")), "{first}");
+    assert_eq!(first["payload"]["data"]["queryChanges"]["documents"], json!([{"id": "p1"}, {"id": "p2"}]), "{first}");
+
+    let mut owner = GraphqlSocket::connect(&server, "graphql-transport-ws", json!({"token": token})).await;
+    owner.send(json!({"id": "q", "type": "subscribe", "payload": {"query": LIVE_QUERY}})).await;
+    let snapshot = owner.next().await;
+    let ids = &snapshot["payload"]["data"]["queryChanges"]["documents"];
+    assert_eq!(ids, &json!([{"id": "p1"}, {"id": "p2"}, {"id": "p3"}]), "signed in, the draft too: {snapshot}");
+    let doc = r#"subscription($path: String!) { documentChanges(path: $path) { type documents { version data } changes { type } } }"#;
+    owner
+        .send(json!({"id": "d", "type": "subscribe", "payload": {"query": doc, "variables": {"path": "posts/p1"}}}))
+        .await;
+    let single = owner.next().await;
+    assert_eq!(single["payload"]["data"]["documentChanges"]["documents"][0]["data"]["title"], "First", "{single}");
+
+    let draft = json!({"title": "Hidden", "n": 4, "published": false, "author": uid});
+    assert_eq!(server.call("PUT", "/v1/docs/posts/p4", Some(&token), Some(draft)).await.0, 201);
+    let added = owner.next().await;
+    assert_eq!(added["id"], "q", "{added}");
+    let change = &added["payload"]["data"]["queryChanges"];
+    assert_eq!(change["type"], "change");
+    assert_eq!(
+        change["changes"],
+        json!([{"type": "added", "document": {"id": "p4", "version": 1, "title": "Hidden"}}])
+    );
+    let update = json!({"title": "Renamed"});
+    assert_eq!(server.admin("PATCH", "/v1/docs/posts/p1", Some(update)).await.0, 200);
+    let mut seen = vec![owner.next().await, owner.next().await];
+    seen.sort_by_key(|m| m["id"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(seen[0]["payload"]["data"]["documentChanges"]["changes"], json!([{"type": "modified"}]), "{seen:?}");
+    assert_eq!(seen[1]["payload"]["data"]["queryChanges"]["changes"][0]["document"]["title"], "Renamed", "{seen:?}");
+    // The stranger saw the published post change, never the draft.
+    let next = stranger.next().await;
+    let changes = &next["payload"]["data"]["queryChanges"]["changes"];
+    assert_eq!(
+        changes,
+        &json!([{"type": "modified", "document": {"id": "p1", "version": 2, "title": "Renamed"}}]),
+        "{next}"
+    );
+
+    // Ending one subscription leaves the other; a denied one is an error, then complete.
+    owner.send(json!({"id": "d", "type": "complete"})).await;
+    let denied = r#"subscription { documentChanges(path: "posts/p1/secrets/s") { type } }"#;
+    stranger.send(json!({"id": "x", "type": "subscribe", "payload": {"query": denied}})).await;
+    let refused = stranger.next().await;
+    assert_eq!(refused["id"], "x", "{refused}");
+    let codes: Vec<&str> = refused["payload"]["errors"]
+        .as_array()
+        .or_else(|| refused["payload"].as_array())
+        .map(|errors| errors.iter().filter_map(|e| e["extensions"]["code"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(codes, ["permission-denied"], "{refused}");
+    assert_eq!(server.admin("DELETE", "/v1/docs/posts/p2", None).await.0, 204);
+    let mut removed = owner.next().await;
+    if removed == json!({"type": "complete", "id": "d"}) {
+        removed = owner.next().await; // the server confirms the client's `complete`
+    }
+    assert_eq!(removed["id"], "q", "only the open subscription hears: {removed}");
+    assert_eq!(
+        removed["payload"]["data"]["queryChanges"]["changes"],
+        json!([{"type": "removed", "document": {"id": "p2", "version": null, "title": null}}])
+    );
+
+    let (status, _) = server.call("GET", "/v1/graphql", None, None).await;
+    assert_eq!(status, 400, "a GET that is neither a query nor an upgrade");
+    let bad_token = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = server.url("/v1/graphql").replacen("http://", "ws://", 1).into_client_request().unwrap();
+        request.headers_mut().insert("sec-websocket-protocol", "graphql-transport-ws".parse().unwrap());
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut client = GraphqlSocket { socket };
+        client.send(json!({"type": "connection_init", "payload": {"token": "not-a-token"}})).await;
+        socket = client.socket;
+        socket.next().await
+    })
+    .await
+    .expect("an answer to a bad token");
+    let closed = matches!(bad_token, Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | None | Some(Err(_)));
+    assert!(closed, "a bad token in connection_init closes the connection: {bad_token:?}");
+}
+
+async fn the_older_graphql_ws_protocol_works_too(backend: Backend) {
+    let server = server(backend).await;
+    let mut socket = GraphqlSocket::connect(&server, "graphql-ws", json!({})).await;
+    socket.send(json!({"id": "1", "type": "start", "payload": {"query": LIVE_QUERY}})).await;
+    let first = socket.next().await;
+    assert_eq!(first["type"], "data", "{first}");
+    assert_eq!(first["payload"]["data"]["queryChanges"]["type"], "snapshot", "{first}");
+    let post = json!({"title": "Third", "n": 5, "published": true, "author": "x"});
+    assert_eq!(server.admin("PUT", "/v1/docs/posts/p5", Some(post)).await.0, 201);
+    let next = socket.next().await;
+    assert_eq!(next["payload"]["data"]["queryChanges"]["changes"][0]["document"]["id"], "p5", "{next}");
 }

@@ -1,12 +1,18 @@
 //! `/v1/graphql`: `POST` with `{query, variables?, operationName?}`, `GET`
-//! with the same as query parameters (queries only), and GraphiQL for a
-//! browser's `GET` (`Accept: text/html`). The caller comes from the same
+//! with the same as query parameters (queries only), GraphiQL for a
+//! browser's `GET` (`Accept: text/html`), and subscriptions over a WebSocket
+//! upgrade of `GET` (`graphql-transport-ws` or the older `graphql-ws`, the
+//! token in `connection_init`'s payload). The caller comes from the same
 //! bearer token or service key as REST. A request that executes answers
 //! `200` with `{data, errors}`; one that cannot be read answers in REST's
 //! error shape.
 
 use std::sync::Arc;
 
+use async_graphql::http::ALL_WEBSOCKET_PROTOCOLS;
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{Html, IntoResponse, Response};
@@ -14,11 +20,12 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
+use super::live::ClientAddress;
 use super::{Graphql, Operations};
 use crate::auth::{Authenticator, Caller};
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
-use crate::http::extract::{ApiJson, ApiQuery};
+use crate::http::extract::{ApiJson, ApiQuery, ClientIp};
 
 /// What `/v1/graphql` needs.
 #[derive(Clone)]
@@ -82,9 +89,21 @@ async fn post_graphql(State(state): State<GraphqlApi>, caller: Caller, ApiJson(b
 async fn get_graphql(
     State(state): State<GraphqlApi>,
     headers: HeaderMap,
+    ClientIp(ip): ClientIp,
     caller: Caller,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    protocol: Result<GraphQLProtocol, axum::http::StatusCode>,
     ApiQuery(params): ApiQuery<Params>,
 ) -> Result<Response, ApiError> {
+    if let Ok(upgrade) = upgrade {
+        let protocol = protocol.map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidArgument,
+                "Sec-WebSocket-Protocol must be graphql-transport-ws or graphql-ws",
+            )
+        })?;
+        return Ok(subscriptions(state, caller, ip, upgrade, protocol));
+    }
     let Some(query) = params.query else {
         let browser =
             headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"));
@@ -104,6 +123,48 @@ async fn get_graphql(
         None => None,
     };
     Ok(run(&state, caller, request(query, variables, params.operation_name), Operations::QueriesOnly).await)
+}
+
+/// A WebSocket of subscriptions; `connection_init` may carry a token
+/// (`{"token"}` or `{"authorization": "Bearer …"}`) that replaces the upgrade request's caller.
+fn subscriptions(
+    state: GraphqlApi,
+    caller: Caller,
+    ip: std::net::IpAddr,
+    upgrade: WebSocketUpgrade,
+    protocol: GraphQLProtocol,
+) -> Response {
+    upgrade.protocols(ALL_WEBSOCKET_PROTOCOLS).on_upgrade(move |socket| async move {
+        let mut data = async_graphql::Data::default();
+        data.insert(ClientAddress(ip));
+        let authenticator = state.authenticator.clone();
+        GraphQLWebSocket::new(socket, state.graphql.schema.clone(), protocol)
+            .with_data(data)
+            .on_connection_init(move |payload| connection_caller(authenticator, caller, payload))
+            .serve()
+            .await
+    })
+}
+
+async fn connection_caller(
+    authenticator: Authenticator,
+    caller: Caller,
+    payload: serde_json::Value,
+) -> async_graphql::Result<async_graphql::Data> {
+    let text = |key: &str| payload.get(key).and_then(|v| v.as_str());
+    let token = text("token").or_else(|| text("authToken")).or_else(|| {
+        text("authorization").or_else(|| text("Authorization")).map(|h| h.trim_start_matches("Bearer ").trim())
+    });
+    let caller = match token {
+        Some(token) => authenticator.identify(token).await.map_err(|e| {
+            let error = ApiError::from(e);
+            async_graphql::Error::new(error.message)
+        })?,
+        None => caller,
+    };
+    let mut data = async_graphql::Data::default();
+    data.insert(caller);
+    Ok(data)
 }
 
 /// GraphiQL, loaded from a CDN by the browser; the page sends requests to this server.

@@ -5,8 +5,11 @@
 //! apply exactly as for REST; GraphQL adds no path of its own to the store.
 //! A failure becomes a GraphQL error with the REST error code in
 //! `extensions.code` (internal ones only with the id they were logged with).
+//! Subscriptions (`live`) are realtime subscriptions, over GraphQL's two
+//! WebSocket protocols.
 
 pub mod api;
+mod live;
 mod schema;
 
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use crate::auth::Caller;
 use crate::documents::Documents;
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
+use crate::realtime::Realtime;
 
 /// Deepest selection a request may nest (a post, its comments, their replies …).
 const MAX_DEPTH: usize = 12;
@@ -45,9 +49,10 @@ pub enum Operations {
 }
 
 impl Graphql {
-    pub fn new(documents: Documents) -> Result<Graphql, GraphqlError> {
+    pub fn new(documents: Documents, realtime: Realtime) -> Result<Graphql, GraphqlError> {
         let schema = schema::build()
             .data(documents)
+            .data(realtime)
             .limit_depth(MAX_DEPTH)
             .limit_complexity(MAX_COMPLEXITY)
             .extension(ErrorPaths)

@@ -31,14 +31,15 @@ struct Page {
 }
 
 /// What a `documents` or `collection` field queries.
-enum Scope {
+pub(super) enum Scope {
     Collection(String),
     Group(String),
 }
 
 /// The schema's types and resolvers; the resolvers need `Documents` in the schema's data.
 pub fn build() -> SchemaBuilder {
-    Schema::build("Query", Some("Mutation"), None)
+    let [event, change, live_document] = super::live::event_types();
+    Schema::build("Query", Some("Mutation"), Some("Subscription"))
         .register(
             Scalar::new("JSON")
                 .description("Any JSON value; timestamps inside it are {\"$timestamp\": \"<RFC 3339>\"}."),
@@ -58,6 +59,10 @@ pub fn build() -> SchemaBuilder {
         .register(write_result_type())
         .register(query_type())
         .register(mutation_type())
+        .register(event)
+        .register(change)
+        .register(live_document)
+        .register(super::live::subscription_type())
 }
 
 fn enumeration(name: &str, items: &[&str]) -> Enum {
@@ -294,7 +299,7 @@ fn data_of(stored: &StoredDoc) -> Result<Value, Error> {
     serde_json::from_str(&stored.data).map_err(|_| failure(ErrorCode::Internal, "a stored document is not JSON"))
 }
 
-fn graphql_value(value: Value) -> Result<GraphqlValue, Error> {
+pub(super) fn graphql_value(value: Value) -> Result<GraphqlValue, Error> {
     GraphqlValue::from_json(value).map_err(|_| failure(ErrorCode::Internal, "a value has no GraphQL form"))
 }
 
@@ -361,7 +366,7 @@ fn write_result(committed: &Committed, path: &DocPath) -> Value {
     }
 }
 
-fn root_scope(args: &ObjectAccessor<'_>) -> Result<Scope, Error> {
+pub(super) fn root_scope(args: &ObjectAccessor<'_>) -> Result<Scope, Error> {
     let text = |name: &str| args.get(name).filter(|v| !v.is_null()).map(|v| v.string().map(str::to_owned)).transpose();
     match (text("collection")?, text("collectionGroup")?) {
         (Some(collection), None) => Ok(Scope::Collection(collection)),
@@ -371,7 +376,7 @@ fn root_scope(args: &ObjectAccessor<'_>) -> Result<Scope, Error> {
 }
 
 /// The `POST /v1/query` body these arguments stand for.
-fn query_body(scope: Scope, args: &ObjectAccessor<'_>, count: bool) -> Result<Value, Error> {
+pub(super) fn query_body(scope: Scope, args: &ObjectAccessor<'_>, count: bool) -> Result<Value, Error> {
     let mut body = match scope {
         Scope::Collection(path) => json!({"collection": path}),
         Scope::Group(id) => json!({"collectionGroup": id}),

@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
-use tokio::sync::mpsc;
 
+use super::follow::{follow, Said};
 use super::protocol::{Frame, Subscribe, SubscriptionId, MAX_CLIENT_MESSAGE};
 use super::session::{Gone, Incoming, Session, Transport};
 use super::{Realtime, RealtimeError};
@@ -130,9 +130,6 @@ impl Transport for Socket {
     }
 }
 
-/// Frames an event stream holds before the session waits for the client.
-const STREAM_BUFFER: usize = 16;
-
 async fn event_stream(
     State(state): State<RealtimeApi>,
     ClientIp(ip): ClientIp,
@@ -158,42 +155,26 @@ async fn event_stream(
     };
     let first = Subscribe { id: SubscriptionId::Text("sse".into()), query, doc: params.doc, resume_from };
     let slot = realtime.ip_slot(ip)?;
-    let (sender, mut receiver) = mpsc::channel::<Event>(STREAM_BUFFER);
-    tokio::spawn(Session::new(realtime, caller, slot, Stream { sender }).run(Some(first)));
-    let events = futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx).map(|e| e.map(Ok::<_, Infallible>)));
+    let mut said = follow(realtime, caller, slot, first);
+    let events =
+        futures_util::stream::poll_fn(move |cx| said.poll_recv(cx).map(|s| s.map(|s| Ok::<_, Infallible>(event(s)))));
     Ok(Sse::new(events).into_response())
 }
 
-/// A server-sent event stream: `event:` is the frame's type, `data:` its
-/// JSON, `id:` its position (so `EventSource` resumes by itself).
-struct Stream {
-    sender: mpsc::Sender<Event>,
-}
-
-impl Transport for Stream {
-    async fn recv(&mut self) -> Option<Incoming> {
-        self.sender.closed().await;
-        None
-    }
-
-    async fn send(&mut self, frame: Frame) -> Result<(), Gone> {
-        let mut event = Event::default().event(frame.kind).data(frame.json);
-        if let Some(position) = frame.position {
-            event = event.id(position.to_string());
+/// A server-sent event: `event:` is the frame's type, `data:` its JSON, `id:`
+/// its position (so `EventSource` resumes by itself).
+fn event(said: Said) -> Event {
+    match said {
+        Said::Frame(frame) => {
+            let event = Event::default().event(frame.kind).data(frame.json);
+            match frame.position {
+                Some(position) => event.id(position.to_string()),
+                None => event,
+            }
         }
-        self.sender.send(event).await.map_err(|_| Gone)
-    }
-
-    async fn ping(&mut self) -> Result<(), Gone> {
-        self.sender.send(Event::default().comment("ping")).await.map_err(|_| Gone)
-    }
-
-    fn answers_pings(&self) -> bool {
-        false
-    }
-
-    async fn close(&mut self, reason: &str) {
-        let data = serde_json::json!({ "type": "close", "reason": reason }).to_string();
-        let _ = self.sender.send(Event::default().event("close").data(data)).await;
+        Said::Idle => Event::default().comment("ping"),
+        Said::Closed(reason) => {
+            Event::default().event("close").data(serde_json::json!({ "type": "close", "reason": reason }).to_string())
+        }
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod feed;
+pub mod follow;
 pub mod protocol;
 pub mod session;
 pub mod subscription;
