@@ -137,8 +137,10 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
         settings: config.realtime.clone(),
         metrics: RealtimeMetrics::register(&metrics).map_err(metric)?,
     });
-    let graphql =
-        Arc::new(Graphql::new(documents.clone(), realtime.clone()).map_err(|e| StartError::Config(e.to_string()))?);
+    let graphql = Arc::new(
+        Graphql::new(documents.clone(), realtime.clone(), &config.schemas)
+            .map_err(|e| StartError::Config(e.to_string()))?,
+    );
     let services = Services {
         config: Arc::new(config),
         store,

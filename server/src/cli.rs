@@ -88,8 +88,8 @@ pub enum ImportCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum GraphqlCommand {
-    /// Print the schema served at /v1/graphql, in SDL.
-    Schema,
+    /// Print the schema served at /v1/graphql (typed for nimbus.toml's JSON Schemas), in SDL.
+    Schema(Overrides),
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,16 +135,11 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve(flags) => with_config(&flags, serve),
-        Command::Graphql(GraphqlCommand::Schema) => match crate::graphql::Graphql::sdl() {
-            Ok(sdl) => {
-                print!("{sdl}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Graphql(GraphqlCommand::Schema(flags)) => with_config(&flags, |config| {
+            let sdl = crate::graphql::Graphql::sdl(&config.schemas).map_err(|e| e.to_string())?;
+            print!("{sdl}");
+            Ok(())
+        }),
         Command::Migrate(flags) => with_config(&flags, migrate),
         Command::Rules(RulesCommand::Check { dir }) => match crate::rules::load_dir(&dir) {
             Ok(_) => {

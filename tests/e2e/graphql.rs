@@ -404,3 +404,82 @@ async fn the_older_graphql_ws_protocol_works_too(backend: Backend) {
     let next = socket.next().await;
     assert_eq!(next["payload"]["data"]["queryChanges"]["changes"][0]["document"]["id"], "p5", "{next}");
 }
+
+const TYPED: &str = r#"
+[schemas.products]
+type = "object"
+required = ["name", "price"]
+[schemas.products.properties.name]
+type = "string"
+[schemas.products.properties.price]
+type = "number"
+[schemas.products.properties.stock]
+type = "integer"
+[schemas.products.properties.tags]
+type = "array"
+items = { type = "string" }
+[schemas."rooms/*/messages"]
+title = "Message"
+type = "object"
+[schemas."rooms/*/messages".properties.text]
+type = "string"
+"#;
+
+const OPEN_READS: &str = "rules_version = '2';
+    service cloud.firestore { match /databases/{db}/documents {
+      match /{path=**} { allow read: if true; }
+    } }";
+
+on_both_backends!(collections_with_a_schema_get_typed_fields);
+
+async fn collections_with_a_schema_get_typed_fields(backend: Backend) {
+    let options = Options::default().file("nimbus.toml", TYPED).file("rules/app.rules", OPEN_READS);
+    let server = Server::start_with(backend, options).await;
+    let writes = json!({"writes": [
+        {"op": "set", "path": "products/a", "data": {"name": "Alpha", "price": 3, "stock": 1, "tags": ["x"]}},
+        {"op": "set", "path": "products/b", "data": {"name": "Beta", "price": 7.5, "stock": 2}},
+        {"op": "set", "path": "products/c", "data": {"name": "Gamma", "price": 9, "tags": ["y", "x"]}},
+        {"op": "set", "path": "rooms/r1/messages/m1", "data": {"text": "hi"}},
+        {"op": "set", "path": "rooms/r2/messages/m2", "data": {"text": "other room"}}
+    ]});
+    assert_eq!(server.admin("POST", "/v1/batch", Some(writes)).await.0, 200);
+    let query = r#"{
+        listProducts(where: {price: {gt: 5}, or: [{name: {eq: "Beta"}}, {tags: {contains: "x"}}]}, orderBy: [{field: "price", direction: DESC}]) {
+          documents { id name price stock tags } nextCursor }
+        cheap: listProducts(where: {price: {le: 3}}) { documents { id } }
+        getProducts(id: "b") { name price path }
+        listMessage(collection: "rooms/r1/messages") { documents { text path } }
+        getMessage(path: "rooms/r2/messages/m2") { text }
+      }"#;
+    let (_, body) = graphql(&server, None, query, json!({})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let data = &body["data"];
+    assert_eq!(
+        data["listProducts"]["documents"],
+        json!([{"id": "c", "name": "Gamma", "price": 9, "stock": null, "tags": ["y", "x"]},
+               {"id": "b", "name": "Beta", "price": 7.5, "stock": 2, "tags": null}]),
+        "{body}"
+    );
+    assert_eq!(data["cheap"]["documents"], json!([{"id": "a"}]));
+    assert_eq!(data["getProducts"], json!({"name": "Beta", "price": 7.5, "path": "products/b"}));
+    assert_eq!(data["listMessage"]["documents"], json!([{"text": "hi", "path": "rooms/r1/messages/m1"}]));
+    assert_eq!(data["getMessage"]["text"], "other room");
+    let (_, wrong) =
+        graphql(&server, None, r#"{ listMessage(collection: "rooms/r1/other") { documents { text } } }"#, json!({}))
+            .await;
+    assert_eq!(codes(&wrong), ["invalid-argument"], "{wrong}");
+    let output = server.run_cli(&["graphql", "schema"]);
+    let sdl = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "type Products {",
+        "price: Float",
+        "stock: Int",
+        "tags: [String!]",
+        "input ProductsFilter {",
+        "type Message {",
+        "listMessage(",
+        "getProducts(id: String!): Products",
+    ] {
+        assert!(sdl.contains(expected), "{expected} is missing from:\n{sdl}");
+    }
+}

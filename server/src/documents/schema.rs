@@ -52,6 +52,12 @@ impl Schemas {
     }
 }
 
+/// Whether `collection` is one of the collections `pattern` (`rooms/*/messages`) names.
+pub fn pattern_matches(pattern: &str, collection: &str) -> bool {
+    let pattern: Vec<String> = pattern.trim_matches('/').split('/').map(str::to_owned).collect();
+    matches(&pattern, &collection.split('/').collect::<Vec<_>>())
+}
+
 fn matches(pattern: &[String], segments: &[&str]) -> bool {
     pattern.len() == segments.len() && pattern.iter().zip(segments).all(|(p, s)| p == "*" || p == s)
 }

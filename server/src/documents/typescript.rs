@@ -13,10 +13,16 @@ pub fn interfaces(schemas: &[(String, Value)]) -> String {
          // Timestamps arrive as the SDK's `Timestamp`.\n",
     );
     for (pattern, schema) in schemas {
-        let name = type_name(schema.get("title").and_then(Value::as_str).unwrap_or_else(|| last_segment(pattern)));
+        let name = collection_type_name(pattern, schema);
         out.push_str(&format!("\n/** `{pattern}` */\nexport interface {name} {}\n", object_body(schema, 0)));
     }
     out
+}
+
+/// The name a collection's type goes by (TypeScript, GraphQL): the schema's
+/// `title`, else PascalCase of the pattern's last name (`rooms/*/messages` → `Messages`).
+pub fn collection_type_name(pattern: &str, schema: &Value) -> String {
+    type_name(schema.get("title").and_then(Value::as_str).unwrap_or_else(|| last_segment(pattern)))
 }
 
 fn last_segment(pattern: &str) -> &str {

@@ -11,6 +11,7 @@
 pub mod api;
 mod live;
 mod schema;
+mod typed;
 
 use std::sync::Arc;
 
@@ -37,7 +38,7 @@ pub struct Graphql {
 
 #[derive(Debug, thiserror::Error)]
 pub enum GraphqlError {
-    #[error("the GraphQL schema does not build: {0}")]
+    #[error("GraphQL: {0}")]
     Schema(String),
 }
 
@@ -49,8 +50,14 @@ pub enum Operations {
 }
 
 impl Graphql {
-    pub fn new(documents: Documents, realtime: Realtime) -> Result<Graphql, GraphqlError> {
-        let schema = schema::build()
+    /// The schema over `documents`, typed for `schemas` (`nimbus.toml`'s JSON Schemas).
+    pub fn new(
+        documents: Documents,
+        realtime: Realtime,
+        schemas: &[(String, serde_json::Value)],
+    ) -> Result<Graphql, GraphqlError> {
+        let schema = schema::build(schemas)
+            .map_err(GraphqlError::Schema)?
             .data(documents)
             .data(realtime)
             .limit_depth(MAX_DEPTH)
@@ -62,8 +69,9 @@ impl Graphql {
     }
 
     /// The schema in SDL, for client code generators (`nimbus graphql schema`).
-    pub fn sdl() -> Result<String, GraphqlError> {
-        Ok(schema::build().finish().map_err(|e| GraphqlError::Schema(e.0))?.sdl())
+    pub fn sdl(schemas: &[(String, serde_json::Value)]) -> Result<String, GraphqlError> {
+        let builder = schema::build(schemas).map_err(GraphqlError::Schema)?;
+        Ok(builder.finish().map_err(|e| GraphqlError::Schema(e.0))?.sdl())
     }
 
     /// Runs one request as `caller`.

@@ -36,10 +36,13 @@ pub(super) enum Scope {
     Group(String),
 }
 
-/// The schema's types and resolvers; the resolvers need `Documents` in the schema's data.
-pub fn build() -> SchemaBuilder {
+/// The schema's types and resolvers, with the typed part for `schemas`
+/// (`nimbus.toml`'s JSON Schemas); the resolvers need `Documents` and
+/// `Realtime` in the schema's data.
+pub fn build(schemas: &[(String, Value)]) -> Result<SchemaBuilder, String> {
     let [event, change, live_document] = super::live::event_types();
-    Schema::build("Query", Some("Mutation"), Some("Subscription"))
+    let typed = super::typed::build(schemas)?;
+    let builder = Schema::build("Query", Some("Mutation"), Some("Subscription"))
         .register(
             Scalar::new("JSON")
                 .description("Any JSON value; timestamps inside it are {\"$timestamp\": \"<RFC 3339>\"}."),
@@ -57,12 +60,14 @@ pub fn build() -> SchemaBuilder {
         .register(document_type())
         .register(page_type())
         .register(write_result_type())
-        .register(query_type())
+        .register(typed.root_fields.into_iter().fold(query_type(), |query, field| query.field(field)))
         .register(mutation_type())
         .register(event)
         .register(change)
         .register(live_document)
-        .register(super::live::subscription_type())
+        .register(super::live::subscription_type());
+    let builder = typed.objects.into_iter().fold(builder, |b, object| b.register(object));
+    Ok(typed.inputs.into_iter().fold(builder, |b, input| b.register(input)))
 }
 
 fn enumeration(name: &str, items: &[&str]) -> Enum {
@@ -105,6 +110,12 @@ fn with_query_arguments(field: Field) -> Field {
 }
 
 fn document_type() -> Object {
+    document_meta_fields(Object::new("Document"))
+}
+
+/// The fields every document type has: `id`, `path`, `version`, the times,
+/// `data`, `field(path)` and `collection(name, …)` (its subcollections).
+pub(super) fn document_meta_fields(object: Object) -> Object {
     let text = |name: &str, read: fn(&StoredDoc) -> String| {
         Field::new(name, TypeRef::named_nn(TypeRef::STRING), move |ctx| {
             FieldFuture::new(async move { Ok(Some(GraphqlValue::from(read(stored(&ctx)?)))) })
@@ -115,7 +126,7 @@ fn document_type() -> Object {
             FieldFuture::new(async move { Ok(Some(GraphqlValue::from(format_time(read(stored(&ctx)?))))) })
         })
     };
-    Object::new("Document")
+    object
         .field(text("id", |d| d.id.clone()))
         .field(text("path", |d| format!("{}/{}", d.collection, d.id)))
         .field(Field::new("version", TypeRef::named_nn(TypeRef::INT), |ctx| {
@@ -153,8 +164,13 @@ fn document_type() -> Object {
 }
 
 fn page_type() -> Object {
-    Object::new("DocumentPage")
-        .field(Field::new("documents", TypeRef::named_nn_list_nn("Document"), |ctx| {
+    page_of("DocumentPage", "Document")
+}
+
+/// A page type named `name` of documents typed `item`.
+pub(super) fn page_of(name: &str, item: &str) -> Object {
+    Object::new(name)
+        .field(Field::new("documents", TypeRef::named_nn_list_nn(item), |ctx| {
             FieldFuture::new(async move {
                 let page = ctx.parent_value.try_downcast_ref::<Page>()?;
                 Ok(Some(FieldValue::list(page.documents.iter().map(|d| FieldValue::borrowed_any(d)))))
@@ -193,14 +209,9 @@ fn query_type() -> Object {
     Object::new("Query")
         .field(
             Field::new("document", TypeRef::named("Document"), |ctx| {
-                FieldFuture::new(async move {
-                    let path = doc_path(ctx.args.try_get("path")?.string()?)?;
-                    match service(&ctx)?.get(caller(&ctx)?, &path).await {
-                        Ok(document) => Ok(Some(FieldValue::owned_any(document.stored))),
-                        Err(DocumentError::NotFound(_)) => Ok(None),
-                        Err(e) => Err(public(e)),
-                    }
-                })
+                FieldFuture::new(
+                    async move { read_document(&ctx, &doc_path(ctx.args.try_get("path")?.string()?)?).await },
+                )
             })
             .argument(InputValue::new("path", TypeRef::named_nn(TypeRef::STRING))),
         )
@@ -291,11 +302,11 @@ fn caller<'a>(ctx: &ResolverContext<'a>) -> Result<&'a Caller, Error> {
     ctx.data::<Caller>()
 }
 
-fn stored<'a>(ctx: &ResolverContext<'a>) -> Result<&'a StoredDoc, Error> {
+pub(super) fn stored<'a>(ctx: &ResolverContext<'a>) -> Result<&'a StoredDoc, Error> {
     ctx.parent_value.try_downcast_ref::<StoredDoc>()
 }
 
-fn data_of(stored: &StoredDoc) -> Result<Value, Error> {
+pub(super) fn data_of(stored: &StoredDoc) -> Result<Value, Error> {
     serde_json::from_str(&stored.data).map_err(|_| failure(ErrorCode::Internal, "a stored document is not JSON"))
 }
 
@@ -311,7 +322,7 @@ fn json_argument(args: &ObjectAccessor<'_>, name: &str) -> Result<Value, Error> 
     json_of(args.try_get(name)?)
 }
 
-fn doc_path(text: &str) -> Result<DocPath, Error> {
+pub(super) fn doc_path(text: &str) -> Result<DocPath, Error> {
     DocPath::parse(text).map_err(|e| public(DocumentError::from(e)))
 }
 
@@ -377,12 +388,26 @@ pub(super) fn root_scope(args: &ObjectAccessor<'_>) -> Result<Scope, Error> {
 
 /// The `POST /v1/query` body these arguments stand for.
 pub(super) fn query_body(scope: Scope, args: &ObjectAccessor<'_>, count: bool) -> Result<Value, Error> {
+    let filters = match args.get("where").filter(|v| !v.is_null()) {
+        Some(filters) => filters.list()?.iter().map(filter_json).collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+    query_body_with(scope, filters, args, count)
+}
+
+/// The `POST /v1/query` body for `filters` and the other arguments (`orderBy`, `limit`, `after`).
+pub(super) fn query_body_with(
+    scope: Scope,
+    filters: Vec<Value>,
+    args: &ObjectAccessor<'_>,
+    count: bool,
+) -> Result<Value, Error> {
     let mut body = match scope {
         Scope::Collection(path) => json!({"collection": path}),
         Scope::Group(id) => json!({"collectionGroup": id}),
     };
-    if let Some(filters) = args.get("where").filter(|v| !v.is_null()) {
-        body["where"] = Value::Array(filters.list()?.iter().map(filter_json).collect::<Result<_, _>>()?);
+    if !filters.is_empty() {
+        body["where"] = Value::Array(filters);
     }
     if let Some(orders) = args.get("orderBy").filter(|v| !v.is_null()) {
         body["orderBy"] = Value::Array(orders.list()?.iter().map(order_json).collect::<Result<_, _>>()?);
@@ -453,8 +478,25 @@ async fn run_query(ctx: &ResolverContext<'_>, body: Value) -> Result<QueryResult
 
 /// A page of the query the field's arguments describe over `scope`.
 async fn page<'a>(ctx: &ResolverContext<'a>, scope: Scope) -> Result<FieldValue<'a>, Error> {
-    match run_query(ctx, query_body(scope, &ctx.args, false)?).await? {
+    run_page(ctx, query_body(scope, &ctx.args, false)?).await
+}
+
+/// A page of the query `body` (the `POST /v1/query` shape) stands for.
+pub(super) async fn run_page<'a>(ctx: &ResolverContext<'a>, body: Value) -> Result<FieldValue<'a>, Error> {
+    match run_query(ctx, body).await? {
         QueryResult::Documents { documents, next_cursor } => Ok(FieldValue::owned_any(Page { documents, next_cursor })),
         _ => Err(failure(ErrorCode::Internal, "a query answered something else")),
+    }
+}
+
+/// The document at `path` as the caller may read it; `None` when it does not exist.
+pub(super) async fn read_document<'a>(
+    ctx: &ResolverContext<'a>,
+    path: &DocPath,
+) -> Result<Option<FieldValue<'a>>, Error> {
+    match service(ctx)?.get(caller(ctx)?, path).await {
+        Ok(document) => Ok(Some(FieldValue::owned_any(document.stored))),
+        Err(DocumentError::NotFound(_)) => Ok(None),
+        Err(e) => Err(public(e)),
     }
 }
