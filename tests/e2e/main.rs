@@ -4,6 +4,7 @@
 mod harness;
 
 mod auth;
+mod cluster;
 mod demo;
 mod documents;
 mod fidelity;

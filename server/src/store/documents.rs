@@ -202,7 +202,13 @@ impl Store {
     /// Drops an index by name, if it exists.
     pub async fn drop_index(&self, name: &str) -> Result<(), StoreError> {
         let sql = format!("DROP INDEX IF EXISTS {name}");
-        on_writer!(self, |pool| sqlx::query(&sql).execute(pool).await.map(|_| ())?);
+        match &*self.pools {
+            Pools::Sqlite(pools) => {
+                let _turn = pools.write_turn().await;
+                sqlx::query(&sql).execute(&pools.writer).await?;
+            }
+            Pools::Postgres(pool) => super::postgres::execute_without_time_limit(pool, &sql).await?,
+        }
         Ok(())
     }
 

@@ -51,10 +51,17 @@ pub(super) async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     Ok(migrated?)
 }
 
-/// Runs one schema statement (an index build) without the statement time limit.
+/// The advisory lock schema statements take, so instances that start at once
+/// build each declared index once (a second `CREATE INDEX IF NOT EXISTS` racing
+/// the first fails on the catalog's unique name instead of waiting).
+const SCHEMA_LOCK: i64 = 0x6e_696d_6275_7301; // "nimbus" + 1
+
+/// Runs one schema statement (an index build or drop) without the statement
+/// time limit, one instance at a time.
 pub(super) async fn execute_without_time_limit(pool: &PgPool, sql: &str) -> Result<(), StoreError> {
     let mut transaction = pool.begin().await?;
     sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *transaction).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SCHEMA_LOCK).execute(&mut *transaction).await?;
     sqlx::query(sql).execute(&mut *transaction).await?;
     transaction.commit().await?;
     Ok(())
