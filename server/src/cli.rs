@@ -207,6 +207,9 @@ fn with_config<R: Into<CommandOutcome>>(
 ) -> ExitCode {
     let result = Config::load(flags, &ProcessEnv).map_err(|e| e.to_string()).and_then(|config| {
         crate::telemetry::init(&config.log, config.log_format)?;
+        for name in &config.unknown_env {
+            tracing::warn!(variable = %name, "{name} is set but is not a setting this version of Nimbus reads; it is ignored");
+        }
         command(config)
     });
     match result.map(Into::into) {

@@ -78,6 +78,8 @@ pub struct Config {
     /// Longest a database statement of a client's query may run.
     pub query_timeout: Duration,
     pub realtime: RealtimeSettings,
+    /// `NIMBUS_*` environment variables no setting reads (warned about at start).
+    pub unknown_env: Vec<String>,
 }
 
 /// Realtime limits (`NIMBUS_REALTIME_*`, `[realtime]` in `nimbus.toml`).
@@ -303,6 +305,10 @@ struct Raw {
 /// Reads environment variables; injected so tests need not touch the process env.
 pub trait Env {
     fn var(&self, name: &str) -> Option<String>;
+    /// The names of every variable set (to tell about `NIMBUS_*` ones no setting reads).
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The real process environment.
@@ -312,16 +318,20 @@ impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
+
+    fn names(&self) -> Vec<String> {
+        std::env::vars_os().filter_map(|(name, _)| name.into_string().ok()).collect()
+    }
 }
 
 impl Config {
     /// Loads file → env → flags and validates everything.
     pub fn load(flags: &Overrides, env: &dyn Env) -> Result<Config, ConfigError> {
         let (file, file_dir) = read_file_settings(flags, env)?;
-        let layers = Layers { flags, env };
+        let layers = Layers { flags, env, asked: Default::default() };
         let data_dir =
             PathBuf::from(layers.get("data_dir", &file.data_dir).map_or("./nimbus-data".into(), |r| r.value));
-        Ok(Config {
+        let mut config = Config {
             listen: layers.parse("listen", &file.listen, "127.0.0.1:8090", |v| {
                 SocketAddr::from_str(v).map_err(|_| format!("invalid socket address {v:?}"))
             })?,
@@ -364,7 +374,10 @@ impl Config {
                 number(10u64),
             )?),
             realtime: realtime_settings(&layers, &file.realtime)?,
-        })
+            unknown_env: Vec::new(),
+        };
+        config.unknown_env = layers.unknown_env();
+        Ok(config)
     }
 }
 
@@ -418,12 +431,33 @@ fn file_error(path: &Path, problem: String) -> ConfigError {
 struct Layers<'a> {
     flags: &'a Overrides,
     env: &'a dyn Env,
+    /// The environment variables the settings read.
+    asked: std::cell::RefCell<std::collections::HashSet<String>>,
 }
 
+/// `NIMBUS_*` variables read elsewhere than by a setting.
+const READ_ELSEWHERE: [&str; 2] = ["NIMBUS_CONFIG", "NIMBUS_TEST_DATABASE_URL"];
+
 impl Layers<'_> {
+    /// `NIMBUS_*` variables that are set but that no setting read (a typo, or a setting of another version).
+    fn unknown_env(&self) -> Vec<String> {
+        let asked = self.asked.borrow();
+        let mut unknown: Vec<String> = self
+            .env
+            .names()
+            .into_iter()
+            .filter(|name| {
+                name.starts_with("NIMBUS_") && !asked.contains(name) && !READ_ELSEWHERE.contains(&name.as_str())
+            })
+            .collect();
+        unknown.sort();
+        unknown
+    }
+
     /// The highest-priority value of a setting: flag, then env, then file.
     fn get(&self, key: &str, file_value: &Option<String>) -> Option<Raw> {
         let env_name = format!("NIMBUS_{}", key.to_uppercase());
+        self.asked.borrow_mut().insert(env_name.clone());
         let flag_name = format!("--{}", key.replace('_', "-"));
         if let Some(value) = flag_value(self.flags, key) {
             return Some(Raw { value, source: flag_name });
@@ -669,6 +703,10 @@ mod tests {
         fn var(&self, name: &str) -> Option<String> {
             self.0.get(name).map(|v| v.to_string())
         }
+
+        fn names(&self) -> Vec<String> {
+            self.0.keys().map(|k| k.to_string()).collect()
+        }
     }
 
     fn load(flags: Overrides, env: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
@@ -690,6 +728,18 @@ mod tests {
     fn invalid_env_setting_names_the_variable() {
         let err = load(Overrides::default(), &[("NIMBUS_LISTEN", "x")]).unwrap_err();
         assert_eq!(err.to_string(), "NIMBUS_LISTEN: invalid socket address \"x\"");
+    }
+
+    #[test]
+    fn variables_no_setting_reads_are_named() {
+        let env = [
+            ("NIMBUS_LISTEN", "127.0.0.1:9"),
+            ("NIMBUS_REALTIME_BUFER", "9"),
+            ("NIMBUS_AUTH_SMTP_URL", "x"),
+            ("HOME", "/"),
+        ];
+        let config = load(Overrides::default(), &env).unwrap();
+        assert_eq!(config.unknown_env, ["NIMBUS_AUTH_SMTP_URL", "NIMBUS_REALTIME_BUFER"]);
     }
 
     #[test]

@@ -336,6 +336,11 @@ pub fn spawn_and_wait_for_address(
     }
 }
 
+/// A free TCP port on 127.0.0.1 (for a server that must keep its address across a restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
 /// Polls `check` until it gives a value or `timeout` passes (then panics with `what`).
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

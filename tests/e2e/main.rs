@@ -6,6 +6,7 @@ mod harness;
 mod auth;
 mod cluster;
 mod demo;
+mod deploy;
 mod documents;
 mod fidelity;
 mod foundation;

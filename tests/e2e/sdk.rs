@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use crate::harness::{Backend, Options, Server};
+use crate::harness::{free_port, Backend, Options, Server};
 use crate::on_both_backends;
 
 on_both_backends!(the_sdk_works_against_the_server);
@@ -100,11 +100,6 @@ async fn generated_types_check_against_the_sdk() {
     let types = std::fs::read_to_string(server.dir.path().join("types.ts")).unwrap_or_default();
     assert!(check.status.success(), "the generated types do not check:\n{text}\n{types}");
     assert!(types.contains("export interface Products {"), "{types}");
-}
-
-/// A free TCP port on 127.0.0.1 (for a server that must keep its address across a restart).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 on_both_backends!(a_live_listener_resumes_across_a_server_restart);
