@@ -209,8 +209,8 @@ async fn write_load(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_behind_nginx() {
     let database = PgDatabase::create().await;
-    let first = Instance::start(&database.url);
-    let mut instances = vec![first, Instance::start(&database.url), Instance::start(&database.url)];
+    let mut instances =
+        [Instance::start(&database.url), Instance::start(&database.url), Instance::start(&database.url)];
     let balancer = Balancer::start(&instances.iter().map(|i| i.port).collect::<Vec<_>>());
     let client = reqwest::Client::new();
     let base = balancer.base.clone();
