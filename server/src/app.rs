@@ -137,10 +137,9 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
         settings: config.realtime.clone(),
         metrics: RealtimeMetrics::register(&metrics).map_err(metric)?,
     });
-    let graphql = Arc::new(
-        Graphql::new(documents.clone(), realtime.clone(), &config.schemas)
-            .map_err(|e| StartError::Config(e.to_string()))?,
-    );
+    let graphql = Graphql::new(documents.clone(), realtime.clone(), &config.schemas, &config.graphql)
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let graphql = Arc::new(graphql);
     let services = Services {
         config: Arc::new(config),
         store,

@@ -78,8 +78,22 @@ pub struct Config {
     /// Longest a database statement of a client's query may run.
     pub query_timeout: Duration,
     pub realtime: RealtimeSettings,
+    pub graphql: GraphqlSettings,
     /// `NIMBUS_*` environment variables no setting reads (warned about at start).
     pub unknown_env: Vec<String>,
+}
+
+/// GraphQL limits (`NIMBUS_GRAPHQL_*`, `[graphql]` in `nimbus.toml`).
+#[derive(Debug, Clone)]
+pub struct GraphqlSettings {
+    /// Deepest selection a request may nest.
+    pub max_depth: usize,
+    /// Most fields (async-graphql's complexity: one per field) a request may select.
+    pub max_complexity: usize,
+    /// Most aliased fields in one request.
+    pub max_aliases: usize,
+    /// Whether the schema can be introspected (`__schema`, `__type`).
+    pub introspection: bool,
 }
 
 /// Realtime limits (`NIMBUS_REALTIME_*`, `[realtime]` in `nimbus.toml`).
@@ -233,6 +247,8 @@ struct FileSettings {
     http: HttpFileSettings,
     #[serde(default)]
     realtime: RealtimeFileSettings,
+    #[serde(default)]
+    graphql: GraphqlFileSettings,
     public_url: Option<String>,
     smtp_url: Option<String>,
     mail_from: Option<String>,
@@ -262,6 +278,16 @@ struct RealtimeFileSettings {
     session_check_ms: Option<u64>,
     ping_ms: Option<u64>,
     poll_ms: Option<u64>,
+}
+
+/// `[graphql]` in `nimbus.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GraphqlFileSettings {
+    max_depth: Option<u64>,
+    max_complexity: Option<u64>,
+    max_aliases: Option<u64>,
+    introspection: Option<bool>,
 }
 
 /// `[auth]` in `nimbus.toml`.
@@ -374,6 +400,7 @@ impl Config {
                 number(10u64),
             )?),
             realtime: realtime_settings(&layers, &file.realtime)?,
+            graphql: graphql_settings(&layers, &file.graphql)?,
             unknown_env: Vec::new(),
         };
         config.unknown_env = layers.unknown_env();
@@ -595,6 +622,19 @@ fn realtime_settings(layers: &Layers, r: &RealtimeFileSettings) -> Result<Realti
         session_check: millis("realtime_session_check_ms", &r.session_check_ms, "10000")?,
         ping: millis("realtime_ping_ms", &r.ping_ms, "30000")?,
         poll: millis("realtime_poll_ms", &r.poll_ms, "1000")?,
+    })
+}
+
+fn graphql_settings(layers: &Layers, g: &GraphqlFileSettings) -> Result<GraphqlSettings, ConfigError> {
+    let text = |v: &Option<u64>| v.map(|n| n.to_string());
+    let count = |key, value: &Option<u64>, default| layers.parse(key, &text(value), default, number(1usize));
+    Ok(GraphqlSettings {
+        max_depth: count("graphql_max_depth", &g.max_depth, "10")?,
+        max_complexity: count("graphql_max_complexity", &g.max_complexity, "1000")?,
+        max_aliases: count("graphql_max_aliases", &g.max_aliases, "30")?,
+        introspection: layers.parse("graphql_introspection", &g.introspection.map(|b| b.to_string()), "true", |v| {
+            v.parse::<bool>().map_err(|_| format!("expected true or false, got {v:?}"))
+        })?,
     })
 }
 

@@ -161,6 +161,7 @@ impl Balancer {
         std::fs::write(folder.path().join("nginx.conf"), config).expect("write nginx.conf");
         let child = std::process::Command::new("/usr/sbin/nginx")
             .args(["-p", &dir, "-c", &format!("{dir}/nginx.conf")])
+            .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("nginx runs (scripts/test installs it)");
@@ -169,8 +170,9 @@ impl Balancer {
 }
 
 impl Drop for Balancer {
+    /// SIGTERM, so the master stops its worker (a killed master leaves it running).
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
 }

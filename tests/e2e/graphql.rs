@@ -60,7 +60,8 @@ on_both_backends!(
     mutations_keep_rest_preconditions_and_codes,
     get_serves_queries_and_graphiql,
     subscriptions_follow_the_realtime_stream,
-    the_older_graphql_ws_protocol_works_too
+    the_older_graphql_ws_protocol_works_too,
+    requests_over_the_limits_get_a_clear_error
 );
 
 async fn queries_read_through_the_rules(backend: Backend) {
@@ -241,16 +242,31 @@ fn urlencode(text: &str) -> String {
         .collect()
 }
 
-/// `nimbus graphql schema` prints the schema the server serves, for client code generators.
+/// `nimbus graphql schema` prints the schema the server serves, for client code
+/// generators; graphql-js (`buildSchema`, an independent implementation) accepts it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_prints_the_schema() {
-    let server = Server::start(Backend::Sqlite).await;
+    let server = Server::start_with(Backend::Sqlite, Options::default().file("nimbus.toml", TYPED)).await;
     let output = server.run_cli(&["graphql", "schema"]);
     let sdl = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     for expected in ["type Document {", "type Mutation {", "documents(", "scalar Timestamp", "input Filter {"] {
         assert!(sdl.contains(expected), "{expected} is missing from:\n{sdl}");
     }
+    std::fs::write(server.dir.path().join("schema.graphql"), sdl.as_bytes()).expect("write the SDL");
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../client-sdk-ts");
+    let check = "import { buildSchema } from 'graphql'; import { readFileSync } from 'node:fs'; \
+        const schema = buildSchema(readFileSync(process.argv[1], 'utf8')); \
+        console.log(Object.keys(schema.getTypeMap()).filter((n) => !n.startsWith('__')).length, \
+        schema.getSubscriptionType().name);";
+    let checked = std::process::Command::new("node")
+        .args(["--input-type=module", "-e", check, &server.dir.path().join("schema.graphql").display().to_string()])
+        .current_dir(&sdk)
+        .output()
+        .expect("node runs (scripts/test installs graphql-js with the SDK's dev dependencies)");
+    let said = String::from_utf8_lossy(&checked.stdout);
+    assert!(checked.status.success(), "graphql-js refuses the SDL: {}", String::from_utf8_lossy(&checked.stderr));
+    assert!(said.trim().ends_with("Subscription"), "{said}");
     let introspected =
         graphql(&server, None, "{ __schema { queryType { name } mutationType { name } } }", json!({})).await.1;
     assert_eq!(introspected["data"]["__schema"]["mutationType"]["name"], "Mutation", "{introspected}");
@@ -481,5 +497,45 @@ async fn collections_with_a_schema_get_typed_fields(backend: Backend) {
         "getProducts(id: String!): Products",
     ] {
         assert!(sdl.contains(expected), "{expected} is missing from:\n{sdl}");
+    }
+}
+
+async fn requests_over_the_limits_get_a_clear_error(backend: Backend) {
+    let closed = Options::default().file("rules/app.rules", RULES).env("NIMBUS_GRAPHQL_INTROSPECTION", "false");
+    let server = Server::start_with(backend, closed).await;
+    let (_, token) = user_token(&server, "limits@example.com").await;
+    // Depth: the default allows 10 levels.
+    let mut deep = String::from("id");
+    for _ in 0..5 {
+        deep = format!("collection(name: \"c\") {{ documents {{ {deep} }} }}");
+    }
+    let (_, body) =
+        graphql(&server, Some(&token), &format!("{{ document(path: \"posts/p1\") {{ {deep} }} }}"), json!({})).await;
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(body["data"].is_null() && message.contains("too deep"), "too deep: {body}");
+    // Aliases: at most 30.
+    let many: String = (0..31).map(|i| format!("a{i}: document(path: \"posts/p1\") {{ id }} ")).collect();
+    let (_, body) = graphql(&server, Some(&token), &format!("{{ {many} }}"), json!({})).await;
+    assert_eq!(codes(&body), ["invalid-argument"], "{body}");
+    assert!(body["errors"][0]["message"].as_str().unwrap_or_default().contains("31 aliased fields"), "{body}");
+    // Page sizes are REST's: at most 1000.
+    let (_, body) = graphql(
+        &server,
+        Some(&token),
+        r#"{ documents(collection: "posts", limit: 1001) { documents { id } } }"#,
+        json!({}),
+    )
+    .await;
+    assert_eq!(codes(&body), ["invalid-argument"], "{body}");
+    // Introspection turned off by configuration.
+    let (_, body) = graphql(&server, None, "{ __schema { queryType { name } } }", json!({})).await;
+    assert!(body["errors"].as_array().is_some_and(|e| !e.is_empty()), "introspection is off: {body}");
+    // Malformed queries and variables of the wrong type are errors, not crashes.
+    for (query, variables) in
+        [("{ document(path: ", json!({})), ("query($p: String!) { document(path: $p) { id } }", json!({"p": 5}))]
+    {
+        let (status, body) = graphql(&server, None, query, variables).await;
+        assert_eq!(status, 200);
+        assert!(body["errors"][0]["message"].is_string(), "{query}: {body}");
     }
 }

@@ -16,20 +16,18 @@ mod typed;
 use std::sync::Arc;
 
 use async_graphql::dynamic::Schema;
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextResolve, ResolveInfo};
-use async_graphql::parser::types::OperationType;
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextResolve, ResolveInfo,
+};
+use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::{ErrorExtensions, PathSegment, ServerResult};
 
 use crate::auth::Caller;
+use crate::config::GraphqlSettings;
 use crate::documents::Documents;
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 use crate::realtime::Realtime;
-
-/// Deepest selection a request may nest (a post, its comments, their replies …).
-const MAX_DEPTH: usize = 12;
-/// Most fields one request may select, counted by async-graphql.
-const MAX_COMPLEXITY: usize = 2_000;
 
 /// The GraphQL service: the schema, built over the documents layer.
 pub struct Graphql {
@@ -50,22 +48,23 @@ pub enum Operations {
 }
 
 impl Graphql {
-    /// The schema over `documents`, typed for `schemas` (`nimbus.toml`'s JSON Schemas).
+    /// The schema over `documents`, typed for `schemas` (`nimbus.toml`'s JSON Schemas), within `limits`.
     pub fn new(
         documents: Documents,
         realtime: Realtime,
         schemas: &[(String, serde_json::Value)],
+        limits: &GraphqlSettings,
     ) -> Result<Graphql, GraphqlError> {
-        let schema = schema::build(schemas)
+        let builder = schema::build(schemas)
             .map_err(GraphqlError::Schema)?
             .data(documents)
             .data(realtime)
-            .limit_depth(MAX_DEPTH)
-            .limit_complexity(MAX_COMPLEXITY)
+            .limit_depth(limits.max_depth)
+            .limit_complexity(limits.max_complexity)
             .extension(ErrorPaths)
-            .finish()
-            .map_err(|e| GraphqlError::Schema(e.0))?;
-        Ok(Graphql { schema })
+            .extension(AliasLimit(limits.max_aliases));
+        let builder = if limits.introspection { builder } else { builder.disable_introspection() };
+        Ok(Graphql { schema: builder.finish().map_err(|e| GraphqlError::Schema(e.0))? })
     }
 
     /// The schema in SDL, for client code generators (`nimbus graphql schema`).
@@ -130,6 +129,53 @@ impl Extension for ErrorPaths {
             error
         })
     }
+}
+
+/// Refuses a request with more than this many aliased fields (aliases let one
+/// request repeat an expensive field many times).
+struct AliasLimit(usize);
+
+impl ExtensionFactory for AliasLimit {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(AliasLimit(self.0))
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for AliasLimit {
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &async_graphql::Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        let document = next.run(ctx, query, variables).await?;
+        let sets = document
+            .operations
+            .iter()
+            .map(|(_, op)| &op.node.selection_set.node)
+            .chain(document.fragments.values().map(|f| &f.node.selection_set.node));
+        let aliases: usize = sets.map(aliases_in).sum();
+        if aliases > self.0 {
+            let message = format!("the request has {aliases} aliased fields; at most {} are allowed", self.0);
+            return Err(failure(ErrorCode::InvalidArgument, message).into_server_error(Default::default()));
+        }
+        Ok(document)
+    }
+}
+
+fn aliases_in(set: &SelectionSet) -> usize {
+    set.items
+        .iter()
+        .map(|item| match &item.node {
+            Selection::Field(field) => {
+                usize::from(field.node.alias.is_some()) + aliases_in(&field.node.selection_set.node)
+            }
+            Selection::InlineFragment(fragment) => aliases_in(&fragment.node.selection_set.node),
+            Selection::FragmentSpread(_) => 0,
+        })
+        .sum()
 }
 
 /// A GraphQL error with the stable code in `extensions.code`.
