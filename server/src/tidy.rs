@@ -120,7 +120,7 @@ const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
     ),
     ("realtime", &["auth", "clock", "config", "documents", "error", "http", "rules", "store", "supervise"]),
     ("import", &["auth", "documents"]),
-    ("graphql", &["auth", "clock", "documents", "error", "http", "ids", "realtime", "store"]),
+    ("graphql", &["auth", "clock", "config", "documents", "error", "http", "ids", "realtime", "store"]),
 ];
 
 /// The top-level module a source file belongs to (`documents/api.rs` → `documents`).
