@@ -6,37 +6,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { Timestamp, arrayUnion, createClient, deleteField, increment, serverTimestamp } from "../dist/index.js";
-
-class FakeSocket {
-  static all = [];
-  readyState = 0;
-  sent = [];
-  onopen = null;
-  onmessage = null;
-  onclose = null;
-  onerror = null;
-  constructor(url) {
-    this.url = url;
-    FakeSocket.all.push(this);
-    setTimeout(() => {
-      this.readyState = 1;
-      this.onopen?.({});
-    }, 0);
-  }
-  send(text) {
-    this.sent.push(JSON.parse(text));
-  }
-  close() {
-    this.readyState = 3;
-  }
-  serverSends(frame) {
-    this.onmessage?.({ data: JSON.stringify(frame) });
-  }
-  drop() {
-    this.readyState = 3;
-    this.onclose?.({});
-  }
-}
+import { FakeSocket } from "../support/fake-socket.mjs";
 
 const tick = (ms = 10) => new Promise((r) => setTimeout(r, ms));
 const wire = (id, data, version = 1) => ({
