@@ -245,11 +245,20 @@ where
 {
     tokio_runtime()?.block_on(async move {
         let parts = crate::app::assemble(config).await.map_err(|e| e.to_string())?;
+        print_new_service_key(parts.new_service_key.as_ref());
         let store = parts.services.store.clone();
         let outcome = work(parts).await;
         store.close().await;
         outcome
     })
+}
+
+/// The service key made by this start (the first on a new database), shown once,
+/// whichever command made it (`serve`, or an import before the first `serve`).
+fn print_new_service_key(key: Option<&secrecy::SecretString>) {
+    if let Some(key) = key {
+        println!("service key (shown only once; store it safely): {}", key.expose_secret());
+    }
 }
 
 /// Prints an import's report; `true` when nothing was refused.
@@ -299,9 +308,7 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime, String> {
 fn serve(config: Config) -> Result<(), String> {
     tokio_runtime()?.block_on(async move {
         let app = crate::app::build(config).await.map_err(|e| e.to_string())?;
-        if let Some(key) = &app.new_service_key {
-            println!("service key (shown only once; store it safely): {}", key.expose_secret());
-        }
+        print_new_service_key(app.new_service_key.as_ref());
         let addr = app.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%addr, "nimbus is ready");
         println!("listening on {addr}");
