@@ -41,6 +41,18 @@ pub enum Command {
     /// GraphQL: `nimbus graphql schema` prints the schema (SDL) for client code generators.
     #[command(subcommand)]
     Graphql(GraphqlCommand),
+    /// Copy the SQLite database to FILE while the server runs (a consistent snapshot).
+    Backup {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        config: Overrides,
+    },
+    /// Put a backup made by `nimbus backup` in place as the database of an empty data dir.
+    Restore {
+        file: std::path::PathBuf,
+        #[command(flatten)]
+        config: Overrides,
+    },
     /// Print TypeScript interfaces for the collections that have a JSON Schema in nimbus.toml.
     Types {
         /// Write them to this file instead of standard output.
@@ -141,6 +153,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Ok(())
         }),
         Command::Migrate(flags) => with_config(&flags, migrate),
+        Command::Backup { file, config } => with_config(&config, |config| backup(config, &file)),
+        Command::Restore { file, config } => with_config(&config, |config| restore(config, &file)),
         Command::Rules(RulesCommand::Check { dir }) => match crate::rules::load_dir(&dir) {
             Ok(_) => {
                 println!("{}: rules are valid", dir.display());
@@ -314,6 +328,61 @@ fn serve(config: Config) -> Result<(), String> {
         println!("listening on {addr}");
         app.run(crate::app::shutdown_signal()).await.map_err(|e| format!("server error: {e}"))
     })
+}
+
+fn sqlite_path(config: &Config, command: &str) -> Result<std::path::PathBuf, String> {
+    match &config.database {
+        crate::config::DatabaseConfig::Sqlite { path } => Ok(path.clone()),
+        crate::config::DatabaseConfig::Postgres { .. } => Err(format!(
+            "`nimbus {command}` is for SQLite; back PostgreSQL up with its own tools (pg_dump, or \
+             continuous archiving: docs/operations.md)"
+        )),
+    }
+}
+
+fn backup(config: Config, file: &std::path::Path) -> Result<(), String> {
+    sqlite_path(&config, "backup")?;
+    if file.exists() {
+        return Err(format!("{} exists; name a new file", file.display()));
+    }
+    tokio_runtime()?.block_on(async move {
+        let store =
+            crate::store::Store::connect(&config.database, config.query_timeout).await.map_err(|e| e.to_string())?;
+        let copied = store.backup_to(file).await.map_err(|e| format!("backup: {e}"));
+        store.close().await;
+        copied?;
+        println!("backed up to {}", file.display());
+        Ok(())
+    })
+}
+
+fn restore(config: Config, file: &std::path::Path) -> Result<(), String> {
+    let target = sqlite_path(&config, "restore")?;
+    if target.exists() {
+        return Err(format!("{} exists: restore into an empty data dir", target.display()));
+    }
+    let folder = target.parent().ok_or("the database path has no folder")?;
+    std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+    let incoming = folder.join("nimbus.db.restoring");
+    std::fs::copy(file, &incoming).map_err(|e| format!("{}: {e}", file.display()))?;
+    let checked = tokio_runtime()?.block_on(async {
+        let database = crate::config::DatabaseConfig::Sqlite { path: incoming.clone() };
+        let store = crate::store::Store::connect(&database, config.query_timeout).await.map_err(|e| e.to_string())?;
+        let intact = store.is_intact().await.map_err(|e| e.to_string());
+        store.close().await;
+        intact
+    });
+    match checked {
+        Ok(true) => {
+            std::fs::rename(&incoming, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+            println!("restored {} as {}", file.display(), target.display());
+            Ok(())
+        }
+        Ok(false) | Err(_) => {
+            let _ = std::fs::remove_file(&incoming);
+            Err(format!("{} is not a whole Nimbus SQLite database", file.display()))
+        }
+    }
 }
 
 fn migrate(config: Config) -> Result<(), String> {

@@ -165,6 +165,23 @@ impl Store {
         Ok(())
     }
 
+    /// A consistent online copy of the whole SQLite database in `file`, which
+    /// must not exist; `false` on PostgreSQL, which has its own tools (pg_dump).
+    pub async fn backup_to(&self, file: &std::path::Path) -> Result<bool, StoreError> {
+        match &*self.pools {
+            Pools::Sqlite(pools) => sqlite::copy_into(&pools.readers, file).await.map(|()| true),
+            Pools::Postgres(_) => Ok(false),
+        }
+    }
+
+    /// Whether the database passes its integrity check (SQLite; PostgreSQL checks itself).
+    pub async fn is_intact(&self) -> Result<bool, StoreError> {
+        match &*self.pools {
+            Pools::Sqlite(pools) => sqlite::is_intact(&pools.readers).await,
+            Pools::Postgres(_) => Ok(true),
+        }
+    }
+
     /// Whether the database answers and every migration this binary knows is applied.
     pub async fn ready(&self) -> Result<bool, StoreError> {
         let known = match *self.pools {

@@ -73,6 +73,19 @@ impl SqlitePools {
 }
 
 /// The query plan of `sql`, one line per step.
+/// A consistent copy of the database in `file` (`VACUUM INTO` reads one
+/// snapshot, so writers go on meanwhile; the copy has no WAL to go with it).
+pub(super) async fn copy_into(readers: &SqlitePool, file: &std::path::Path) -> Result<(), StoreError> {
+    sqlx::query("VACUUM INTO ?").bind(file.display().to_string()).execute(readers).await?;
+    Ok(())
+}
+
+/// Whether the database file is whole (`PRAGMA integrity_check`).
+pub(super) async fn is_intact(readers: &SqlitePool) -> Result<bool, StoreError> {
+    let verdict: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(readers).await?;
+    Ok(verdict == "ok")
+}
+
 pub(super) async fn explain(readers: &SqlitePool, sql: &super::query::Sql) -> Result<Vec<String>, StoreError> {
     let text = format!("EXPLAIN QUERY PLAN {}", sql.text);
     let rows = super::documents::bind_params!(sqlx::query(&text), &sql.params).fetch_all(readers).await?;
