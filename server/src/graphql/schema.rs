@@ -135,7 +135,12 @@ pub(super) fn document_meta_fields(object: Object) -> Object {
         .field(time("createTime", |d| d.create_time))
         .field(time("updateTime", |d| d.update_time))
         .field(Field::new("data", TypeRef::named_nn("JSON"), |ctx| {
-            FieldFuture::new(async move { Ok(Some(graphql_value(data_of(stored(&ctx)?)?)?)) })
+            // Straight from the stored text to async-graphql's value (no serde_json value between).
+            FieldFuture::new(async move {
+                let data: GraphqlValue = serde_json::from_str(&stored(&ctx)?.data)
+                    .map_err(|_| failure(ErrorCode::Internal, "a stored document is not JSON"))?;
+                Ok(Some(data))
+            })
         }))
         .field(
             Field::new("field", TypeRef::named("JSON"), |ctx| {
