@@ -7,6 +7,16 @@ use serde_json::json;
 
 use crate::harness::{base_command, spawn_and_wait_for_address, Backend, Server, SERVICE_KEY};
 
+/// `nimbus restore <file>` with `folder` as the project folder (its default data dir).
+fn restore_in(folder: &std::path::Path, file: &str) -> std::process::Output {
+    std::process::Command::new(crate::harness::nimbus_bin())
+        .args(["restore", file])
+        .current_dir(folder)
+        .env_remove("NIMBUS_DATABASE_URL")
+        .output()
+        .expect("restore runs")
+}
+
 async fn count(url: &str, sql: &str) -> i64 {
     let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(url).await.expect("open the backup");
     sqlx::query_scalar(sql).fetch_one(&mut conn).await.expect("count")
@@ -56,19 +66,9 @@ async fn a_backup_under_write_load_restores_whole() {
 
     // Restore into an empty data dir and serve it.
     let folder = tempfile::tempdir().expect("temp dir");
-    let restore = std::process::Command::new(crate::harness::nimbus_bin())
-        .args(["restore", &backup.display().to_string()])
-        .current_dir(folder.path())
-        .env_remove("NIMBUS_DATABASE_URL")
-        .output()
-        .expect("restore runs");
+    let restore = restore_in(folder.path(), &backup.display().to_string());
     assert!(restore.status.success(), "{}", String::from_utf8_lossy(&restore.stderr));
-    let twice = std::process::Command::new(crate::harness::nimbus_bin())
-        .args(["restore", &backup.display().to_string()])
-        .current_dir(folder.path())
-        .env_remove("NIMBUS_DATABASE_URL")
-        .output()
-        .expect("restore runs");
+    let twice = restore_in(folder.path(), &backup.display().to_string());
     assert!(!twice.status.success(), "a data dir with a database is not overwritten");
     let (mut child, base, _) = spawn_and_wait_for_address(base_command(folder.path()));
     let answer: serde_json::Value = reqwest::Client::new()
@@ -90,12 +90,6 @@ async fn a_backup_under_write_load_restores_whole() {
 fn garbage_is_not_restored() {
     let folder = tempfile::tempdir().expect("temp dir");
     std::fs::write(folder.path().join("junk.db"), b"not a database at all").expect("write");
-    let output = std::process::Command::new(crate::harness::nimbus_bin())
-        .args(["restore", "junk.db"])
-        .current_dir(folder.path())
-        .env_remove("NIMBUS_DATABASE_URL")
-        .output()
-        .expect("restore runs");
-    assert!(!output.status.success());
+    assert!(!restore_in(folder.path(), "junk.db").status.success());
     assert!(!folder.path().join("nimbus-data/nimbus.db").exists(), "nothing is left in place");
 }

@@ -15,7 +15,7 @@ use async_graphql::Error;
 use futures_util::Stream;
 use serde_json::Value;
 
-use super::schema::{graphql_value, query_body, root_scope};
+use super::schema::{graphql_value, json_field, query_body, root_scope};
 use super::{failure, public};
 use crate::auth::Caller;
 use crate::error::ErrorCode;
@@ -89,16 +89,6 @@ fn events<'a>(
             }
         }
     }))
-}
-
-/// A field read from the JSON object that is its parent.
-fn json_field(name: &str, ty: TypeRef, key: &'static str) -> Field {
-    Field::new(name, ty, move |ctx| {
-        FieldFuture::new(async move {
-            let parent = ctx.parent_value.try_downcast_ref::<Value>()?;
-            parent.get(key).filter(|v| !v.is_null()).map(|v| graphql_value(v.clone())).transpose()
-        })
-    })
 }
 
 /// A list of objects read from the JSON object that is its parent.

@@ -26,8 +26,29 @@ use crate::store::query::FieldPath;
 
 /// One page of a query's documents.
 struct Page {
-    documents: Vec<StoredDoc>,
+    documents: Vec<Doc>,
     next_cursor: Option<String>,
+}
+
+/// A document being resolved: its stored row, and its data parsed once, on first
+/// use, for however many of its fields (`field(…)`, typed properties) read it.
+pub(super) struct Doc {
+    stored: StoredDoc,
+    data: std::sync::OnceLock<Option<Value>>,
+}
+
+impl Doc {
+    fn new(stored: StoredDoc) -> Doc {
+        Doc { stored, data: std::sync::OnceLock::new() }
+    }
+
+    /// The data as JSON (an `internal` error when the stored text is not JSON).
+    pub(super) fn data(&self) -> Result<&Value, Error> {
+        self.data
+            .get_or_init(|| serde_json::from_str(&self.stored.data).ok())
+            .as_ref()
+            .ok_or_else(|| failure(ErrorCode::Internal, "a stored document is not JSON"))
+    }
 }
 
 /// What a `documents` or `collection` field queries.
@@ -148,8 +169,7 @@ pub(super) fn document_meta_fields(object: Object) -> Object {
                     let path = ctx.args.try_get("path")?.string()?;
                     let field = FieldPath::parse(path)
                         .ok_or_else(|| failure(ErrorCode::InvalidArgument, format!("{path:?} is not a field path")))?;
-                    let data = data_of(stored(&ctx)?)?;
-                    field.lookup(&data).map(|v| graphql_value(v.clone())).transpose()
+                    field.lookup(doc(&ctx)?.data()?).map(|v| graphql_value(v.clone())).transpose()
                 })
             })
             .argument(InputValue::new("path", TypeRef::named_nn(TypeRef::STRING))),
@@ -190,19 +210,21 @@ pub(super) fn page_of(name: &str, item: &str) -> Object {
 }
 
 fn write_result_type() -> Object {
-    let from_result = |name: &str, ty: TypeRef, key: &'static str| {
-        Field::new(name, ty, move |ctx| {
-            FieldFuture::new(async move {
-                let result = ctx.parent_value.try_downcast_ref::<Value>()?;
-                result.get(key).map(|v| graphql_value(v.clone())).transpose()
-            })
-        })
-    };
     Object::new("WriteResult")
-        .field(from_result("path", TypeRef::named_nn(TypeRef::STRING), "path"))
-        .field(from_result("version", TypeRef::named(TypeRef::INT), "version"))
-        .field(from_result("updateTime", TypeRef::named("Timestamp"), "updateTime"))
-        .field(from_result("deleted", TypeRef::named_nn(TypeRef::BOOLEAN), "deleted"))
+        .field(json_field("path", TypeRef::named_nn(TypeRef::STRING), "path"))
+        .field(json_field("version", TypeRef::named(TypeRef::INT), "version"))
+        .field(json_field("updateTime", TypeRef::named("Timestamp"), "updateTime"))
+        .field(json_field("deleted", TypeRef::named_nn(TypeRef::BOOLEAN), "deleted"))
+}
+
+/// A field read from the JSON object that is its parent (a write result, a realtime frame).
+pub(super) fn json_field(name: &str, ty: TypeRef, key: &'static str) -> Field {
+    Field::new(name, ty, move |ctx| {
+        FieldFuture::new(async move {
+            let parent = ctx.parent_value.try_downcast_ref::<Value>()?;
+            parent.get(key).filter(|v| !v.is_null()).map(|v| graphql_value(v.clone())).transpose()
+        })
+    })
 }
 
 fn query_type() -> Object {
@@ -307,12 +329,13 @@ fn caller<'a>(ctx: &ResolverContext<'a>) -> Result<&'a Caller, Error> {
     ctx.data::<Caller>()
 }
 
-pub(super) fn stored<'a>(ctx: &ResolverContext<'a>) -> Result<&'a StoredDoc, Error> {
-    ctx.parent_value.try_downcast_ref::<StoredDoc>()
+/// The document a field of a document type belongs to.
+pub(super) fn doc<'a>(ctx: &ResolverContext<'a>) -> Result<&'a Doc, Error> {
+    ctx.parent_value.try_downcast_ref::<Doc>()
 }
 
-pub(super) fn data_of(stored: &StoredDoc) -> Result<Value, Error> {
-    serde_json::from_str(&stored.data).map_err(|_| failure(ErrorCode::Internal, "a stored document is not JSON"))
+fn stored<'a>(ctx: &ResolverContext<'a>) -> Result<&'a StoredDoc, Error> {
+    Ok(&doc(ctx)?.stored)
 }
 
 pub(super) fn graphql_value(value: Value) -> Result<GraphqlValue, Error> {
@@ -351,7 +374,7 @@ async fn written_document<'a>(
 ) -> Result<Option<FieldValue<'a>>, Error> {
     let committed = write(ctx, vec![request]).await?;
     let doc = committed.into_iter().next().and_then(|c| c.doc);
-    doc.map(|d| Some(FieldValue::owned_any(d)))
+    doc.map(|d| Some(FieldValue::owned_any(Doc::new(d))))
         .ok_or_else(|| failure(ErrorCode::Internal, "the write answered nothing"))
 }
 
@@ -489,7 +512,10 @@ async fn page<'a>(ctx: &ResolverContext<'a>, scope: Scope) -> Result<FieldValue<
 /// A page of the query `body` (the `POST /v1/query` shape) stands for.
 pub(super) async fn run_page<'a>(ctx: &ResolverContext<'a>, body: Value) -> Result<FieldValue<'a>, Error> {
     match run_query(ctx, body).await? {
-        QueryResult::Documents { documents, next_cursor } => Ok(FieldValue::owned_any(Page { documents, next_cursor })),
+        QueryResult::Documents { documents, next_cursor } => {
+            let documents = documents.into_iter().map(Doc::new).collect();
+            Ok(FieldValue::owned_any(Page { documents, next_cursor }))
+        }
         _ => Err(failure(ErrorCode::Internal, "a query answered something else")),
     }
 }
@@ -500,7 +526,7 @@ pub(super) async fn read_document<'a>(
     path: &DocPath,
 ) -> Result<Option<FieldValue<'a>>, Error> {
     match service(ctx)?.get(caller(ctx)?, path).await {
-        Ok(document) => Ok(Some(FieldValue::owned_any(document.stored))),
+        Ok(document) => Ok(Some(FieldValue::owned_any(Doc::new(document.stored)))),
         Err(DocumentError::NotFound(_)) => Ok(None),
         Err(e) => Err(public(e)),
     }

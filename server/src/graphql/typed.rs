@@ -13,7 +13,7 @@ use async_graphql::dynamic::{
 use async_graphql::Error;
 use serde_json::{json, Value};
 
-use super::schema::{self, data_of, doc_path, document_meta_fields, graphql_value, Scope};
+use super::schema::{self, doc_path, document_meta_fields, graphql_value, Scope};
 use super::{failure, public};
 use crate::documents::schema::pattern_matches;
 use crate::documents::typescript::collection_type_name;
@@ -93,7 +93,7 @@ struct Collection {
 }
 
 /// Names the generic schema uses, which a collection's type may not take.
-const TAKEN: [&str; 20] = [
+const TAKEN: [&str; 21] = [
     "Query",
     "Mutation",
     "Subscription",
@@ -114,6 +114,7 @@ const TAKEN: [&str; 20] = [
     "String",
     "Int",
     "Float",
+    "Boolean",
 ];
 /// Fields of every document type, which a property may not shadow.
 const META: [&str; 7] = ["id", "path", "version", "createTime", "updateTime", "data", "field"];
@@ -130,7 +131,7 @@ fn collections(schemas: &[(String, Value)]) -> Result<Vec<Collection>, String> {
     let mut out = Vec::new();
     for (pattern, schema) in schemas {
         let name = collection_type_name(pattern, schema);
-        if TAKEN.contains(&name.as_str()) || seen.contains(&name) || name == "Boolean" {
+        if TAKEN.contains(&name.as_str()) || seen.contains(&name) {
             return Err(format!(
                 "schemas.{pattern}: its GraphQL type would be named {name}, which is taken; give the schema a `title`"
             ));
@@ -221,8 +222,7 @@ fn object_type(collection: &Collection) -> Object {
         object = object.field(Field::new(&property.name, ty, move |ctx| {
             let (key, shape) = (key.clone(), shape.clone());
             FieldFuture::new(async move {
-                let data = data_of(schema::stored(&ctx)?)?;
-                typed_value(data.get(&key), &shape).map(graphql_value).transpose()
+                typed_value(schema::doc(&ctx)?.data()?.get(&key), &shape).map(graphql_value).transpose()
             })
         }));
     }
