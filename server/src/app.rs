@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -25,6 +25,7 @@ use crate::functions::jobs_api;
 use crate::graphql::api::{self as graphql_api, GraphqlApi};
 use crate::graphql::Graphql;
 use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
 use crate::realtime::api::{self as realtime_api, RealtimeApi};
 use crate::rules::api::{self as rules_api, RulesApi};
 
@@ -116,9 +117,10 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
     let schemas = Schemas::compile(&config.schemas).map_err(StartError::Config)?;
     crate::documents::ensure_indexes(&store, &config.indexes).await.map_err(StartError::Config)?;
     let rules = RulesService::load(&config.rules_dir).map_err(StartError::Config)?;
-    let rows_read = crate::documents::register_metrics(&metrics).map_err(|e| StartError::Metrics(e.to_string()))?;
+    let document_metrics =
+        crate::documents::DocumentMetrics::register(&metrics).map_err(|e| StartError::Metrics(e.to_string()))?;
     let triggers = TriggerIndex::default();
-    let documents = Documents::start(store.clone(), schemas, rules.clone(), rows_read, triggers.clone())
+    let documents = Documents::start(store.clone(), schemas, rules.clone(), document_metrics, triggers.clone())
         .await
         .map_err(StartError::Store)?;
     let messages = Messages::new(store.clone(), triggers.clone());
@@ -215,8 +217,17 @@ fn routes(services: &Services) -> Router {
             graphql_api::router()
                 .with_state(GraphqlApi { graphql: services.graphql.clone(), authenticator: auth.clone() }),
         )
-        .merge(realtime_api::router().with_state(RealtimeApi { realtime: services.realtime.clone(), authenticator }));
+        .merge(
+            realtime_api::router()
+                .with_state(RealtimeApi { realtime: services.realtime.clone(), authenticator: authenticator.clone() }),
+        );
     let config = &services.config;
+    let api = if config.test_clock {
+        tracing::warn!("test_clock is on: the service key can move this server's clock (POST /v1/admin/clock)");
+        api.merge(Router::new().route("/v1/admin/clock", post(move_clock)).with_state(TestClock { authenticator }))
+    } else {
+        api
+    };
     crate::http::gateway(
         api,
         crate::http::Gateway {
@@ -263,6 +274,34 @@ async fn metrics_for_operators(
         Some(refusal) => refusal.into_response(),
         None => crate::http::metrics::exposition(&operations.metrics),
     }
+}
+
+/// `POST /v1/admin/clock` (only with the `test_clock` setting): moves the
+/// server's clock forward, so a test sees expiries, retention and schedules
+/// without waiting for them.
+#[derive(Clone)]
+struct TestClock {
+    authenticator: Authenticator,
+}
+
+crate::auth::api::authenticates!(TestClock);
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Advance {
+    /// Milliseconds to move forward (the clock never goes back).
+    advance_ms: u64,
+}
+
+async fn move_clock(
+    caller: Result<Caller, ApiError>,
+    ApiJson(advance): ApiJson<Advance>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if caller? != Caller::Service {
+        return Err(ApiError::new(ErrorCode::PermissionDenied, "moving the clock needs the service key"));
+    }
+    let now = crate::clock::advance(std::time::Duration::from_millis(advance.advance_ms));
+    Ok(axum::Json(serde_json::json!({"now": crate::clock::format_time(now)})))
 }
 
 async fn start_functions(

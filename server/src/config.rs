@@ -79,6 +79,9 @@ pub struct Config {
     pub query_timeout: Duration,
     pub realtime: RealtimeSettings,
     pub graphql: GraphqlSettings,
+    /// Lets the service key move the clock forward (`POST /v1/admin/clock`),
+    /// so tests need not wait for expiries and schedules. Never in production.
+    pub test_clock: bool,
     /// `NIMBUS_*` environment variables no setting reads (warned about at start).
     pub unknown_env: Vec<String>,
 }
@@ -243,6 +246,7 @@ struct FileSettings {
     jwt_secret: Option<String>,
     metrics_token: Option<String>,
     query_timeout_ms: Option<u64>,
+    test_clock: Option<bool>,
     #[serde(default)]
     http: HttpFileSettings,
     #[serde(default)]
@@ -401,6 +405,7 @@ impl Config {
             )?),
             realtime: realtime_settings(&layers, &file.realtime)?,
             graphql: graphql_settings(&layers, &file.graphql)?,
+            test_clock: layers.parse("test_clock", &file.test_clock.map(|b| b.to_string()), "false", boolean)?,
             unknown_env: Vec::new(),
         };
         config.unknown_env = layers.unknown_env();
@@ -625,6 +630,10 @@ fn realtime_settings(layers: &Layers, r: &RealtimeFileSettings) -> Result<Realti
     })
 }
 
+fn boolean(v: &str) -> Result<bool, String> {
+    v.parse::<bool>().map_err(|_| format!("expected true or false, got {v:?}"))
+}
+
 fn graphql_settings(layers: &Layers, g: &GraphqlFileSettings) -> Result<GraphqlSettings, ConfigError> {
     let text = |v: &Option<u64>| v.map(|n| n.to_string());
     let count = |key, value: &Option<u64>, default| layers.parse(key, &text(value), default, number(1usize));
@@ -632,9 +641,12 @@ fn graphql_settings(layers: &Layers, g: &GraphqlFileSettings) -> Result<GraphqlS
         max_depth: count("graphql_max_depth", &g.max_depth, "10")?,
         max_complexity: count("graphql_max_complexity", &g.max_complexity, "1000")?,
         max_aliases: count("graphql_max_aliases", &g.max_aliases, "30")?,
-        introspection: layers.parse("graphql_introspection", &g.introspection.map(|b| b.to_string()), "true", |v| {
-            v.parse::<bool>().map_err(|_| format!("expected true or false, got {v:?}"))
-        })?,
+        introspection: layers.parse(
+            "graphql_introspection",
+            &g.introspection.map(|b| b.to_string()),
+            "true",
+            boolean,
+        )?,
     })
 }
 

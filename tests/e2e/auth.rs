@@ -12,6 +12,7 @@ use crate::on_both_backends;
 
 on_both_backends!(
     sign_up_and_sign_in,
+    access_tokens_expire_by_the_servers_clock,
     token_verifies_against_jwks_independently,
     forged_and_foreign_tokens_are_rejected,
     hs256_tokens_check_audience_and_expiry,
@@ -32,6 +33,30 @@ async fn sign_up(server: &Server, email: &str, password: &str) -> Value {
         server.call("POST", "/v1/auth/signup", None, Some(json!({"email": email, "password": password}))).await;
     assert_eq!(status, 201, "{body}");
     body
+}
+
+async fn access_tokens_expire_by_the_servers_clock(backend: Backend) {
+    let server = Server::start_with(backend, Options::default().movable_clock()).await;
+    let session = sign_up(&server, "e@example.com", "correct horse").await;
+    let token = session["access_token"].as_str().expect("token").to_owned();
+    assert_eq!(server.call("GET", "/v1/auth/user", Some(&token), None).await.0, 200);
+    // Fifteen minutes by default, and five seconds of leeway for other instances' clocks.
+    server.advance_clock(std::time::Duration::from_secs(15 * 60)).await;
+    assert_eq!(server.call("GET", "/v1/auth/user", Some(&token), None).await.0, 200, "within the leeway");
+    server.advance_clock(std::time::Duration::from_secs(10)).await;
+    let (status, body) = server.call("GET", "/v1/auth/user", Some(&token), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthenticated")), "{body}");
+    let (status, renewed) = refresh(&server, &session["refresh_token"]).await;
+    assert_eq!(status, 200, "the refresh token lives on: {renewed}");
+    let fresh = renewed["access_token"].as_str().expect("token");
+    assert_eq!(server.call("GET", "/v1/auth/user", Some(fresh), None).await.0, 200);
+    // Moving the clock needs the service key.
+    let (status, _) = server.call("POST", "/v1/admin/clock", Some(fresh), Some(json!({"advanceMs": 1}))).await;
+    assert_eq!(status, 403);
+    // Without the setting there is no such route.
+    let plain = Server::start(backend).await;
+    let (status, _) = plain.admin("POST", "/v1/admin/clock", Some(json!({"advanceMs": 1}))).await;
+    assert_eq!(status, 404);
 }
 
 async fn password_grant(server: &Server, email: &str, password: &str) -> (u16, Value) {
@@ -334,7 +359,7 @@ async fn email_verification_is_single_use(backend: Backend) {
 }
 
 async fn password_reset_is_single_use_and_expires(backend: Backend) {
-    let server = Server::start_with(backend, Options::default().env("NIMBUS_AUTH_RECOVERY_TTL_SECS", "1")).await;
+    let server = Server::start_with(backend, Options::default().movable_clock()).await;
     let session = sign_up(&server, "p@example.com", "correct horse").await;
     assert_eq!(
         server.call("POST", "/v1/auth/recover", None, Some(json!({"email": "nobody@example.com"}))).await.0,
@@ -350,7 +375,8 @@ async fn password_reset_is_single_use_and_expires(backend: Backend) {
     assert_eq!(refresh(&server, &session["refresh_token"]).await.0, 401, "a reset ends existing sessions");
     server.call("POST", "/v1/auth/recover", None, Some(json!({"email": "p@example.com"}))).await;
     let token = token_in(&server.last_mail("p@example.com"));
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    // Recovery links live an hour by default.
+    server.advance_clock(std::time::Duration::from_secs(3601)).await;
     let confirm = json!({"token": token, "password": "too late pass"});
     assert_eq!(server.call("POST", "/v1/auth/recover/confirm", None, Some(confirm)).await.0, 400, "expired");
 }

@@ -29,8 +29,10 @@ async fn a_backup_under_write_load_restores_whole() {
         server.admin("PUT", &format!("/v1/docs/before/b{i}"), Some(json!({"i": i}))).await;
     }
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let batches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let writer = {
         let server = server.clone();
+        let batches = batches.clone();
         tokio::spawn(async move {
             let mut written = 0;
             while !*stopped.borrow() {
@@ -40,17 +42,29 @@ async fn a_backup_under_write_load_restores_whole() {
                 ]});
                 assert_eq!(server.admin("POST", "/v1/batch", Some(batch)).await.0, 200);
                 written += 1;
+                batches.store(written, std::sync::atomic::Ordering::Relaxed);
             }
             written
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let written_at_least = |n: usize| {
+        let batches = batches.clone();
+        async move {
+            let what = format!("{n} batches written");
+            crate::harness::eventually(std::time::Duration::from_secs(20), &what, || async {
+                (batches.load(std::sync::atomic::Ordering::Relaxed) >= n).then_some(())
+            })
+            .await
+        }
+    };
+    written_at_least(20).await;
     let backup = server.dir.path().join("backup.db");
     let output = server.run_cli(&["backup", "backup.db"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let again = server.run_cli(&["backup", "backup.db"]);
     assert!(!again.status.success(), "an existing file is not overwritten");
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let so_far = batches.load(std::sync::atomic::Ordering::Relaxed);
+    written_at_least(so_far + 10).await;
     stop.send(true).expect("stop");
     let written = writer.await.expect("the writer ran");
     assert!(written > 0);

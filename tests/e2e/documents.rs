@@ -560,9 +560,17 @@ async fn in_flight_request_finishes_on_sigterm(backend: Backend) {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body.as_bytes()[..5]).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The request is being answered (it waits for its body) beside this reading of the metrics.
+    crate::harness::eventually(std::time::Duration::from_secs(5), "the request in flight", || async {
+        (server.metric("nimbus_http_requests_in_flight").await >= Some(2.0)).then_some(())
+    })
+    .await;
     unsafe { libc::kill(server.pid() as i32, libc::SIGTERM) };
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // The server has begun to shut down once it takes no new connection.
+    crate::harness::eventually(std::time::Duration::from_secs(5), "new connections refused", || async {
+        tokio::net::TcpStream::connect(&addr).await.is_err().then_some(())
+    })
+    .await;
     stream.write_all(&body.as_bytes()[5..]).await.unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();

@@ -57,6 +57,7 @@ async fn user_token(server: &Server, email: &str) -> (String, String) {
 on_both_backends!(
     queries_read_through_the_rules,
     a_post_and_its_comments_in_one_request,
+    nested_lists_are_read_in_one_statement,
     mutations_keep_rest_preconditions_and_codes,
     get_serves_queries_and_graphiql,
     subscriptions_follow_the_realtime_stream,
@@ -151,6 +152,50 @@ async fn a_post_and_its_comments_in_one_request(backend: Backend) {
     assert_eq!(body["data"]["document"]["secrets"], Value::Null, "{body}");
     assert_eq!(codes(&body), ["permission-denied"], "{body}");
     assert_eq!(body["errors"][0]["path"], json!(["document", "secrets"]), "{body}");
+}
+
+async fn nested_lists_are_read_in_one_statement(backend: Backend) {
+    let server = server(backend).await;
+    let mut writes = Vec::new();
+    for post in 0..20 {
+        let data = json!({"title": format!("Post {post}"), "n": 10 + post, "published": true, "author": "x"});
+        writes.push(json!({"op": "set", "path": format!("posts/f{post}"), "data": data}));
+        // Post 7 has no comments: an empty page among full ones.
+        for comment in (0..3).filter(|_| post != 7) {
+            let path = format!("posts/f{post}/comments/f{post}c{comment}");
+            writes.push(json!({"op": "set", "path": path, "data": {"n": comment}}));
+        }
+    }
+    assert_eq!(server.admin("POST", "/v1/batch", Some(json!({"writes": writes}))).await.0, 200);
+    let (_, token) = user_token(&server, "n@example.com").await;
+    let query = r#"{ documents(collection: "posts", where: [{field: "n", op: GE, value: 10}], orderBy: [{field: "n"}],
+        limit: 20) { documents { id
+        collection(name: "comments", orderBy: [{field: "n", direction: DESC}], limit: 2) {
+          documents { id } nextCursor } } } }"#;
+    let statements = || async { server.metric("nimbus_documents_read_statements_total").await.unwrap_or(-1.0) };
+    let before = statements().await;
+    let (_, body) = graphql(&server, Some(&token), query, json!({})).await;
+    let after = statements().await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(after - before, 2.0, "one statement for the posts, one for all their comments");
+    let posts = body["data"]["documents"]["documents"].as_array().expect("posts").clone();
+    assert_eq!(posts.len(), 20);
+    for (i, post) in posts.iter().enumerate() {
+        let ids: Vec<&str> =
+            post["collection"]["documents"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
+        let expected = if i == 7 { vec![] } else { vec![format!("f{i}c2"), format!("f{i}c1")] };
+        assert_eq!(ids, expected, "each post's own page, in its order: {post}");
+    }
+    // A nested page's cursor goes on as REST's does.
+    let cursor = posts[4]["collection"]["nextCursor"].as_str().expect("a cursor, as more remain");
+    let rest = json!({"collection": "posts/f4/comments", "orderBy": [["n", "desc"]], "limit": 2, "startAfter": cursor});
+    let (status, page) = server.call("POST", "/v1/query", Some(&token), Some(rest)).await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["documents"][0]["id"], "f4c0", "{page}");
+    // Signed out, the rules still decide each nested page (comments need a user).
+    let (_, body) = graphql(&server, None, query, json!({})).await;
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(body["data"]["documents"]["documents"][0]["collection"]["documents"], json!([]), "{body}");
 }
 
 async fn mutations_keep_rest_preconditions_and_codes(backend: Backend) {

@@ -105,6 +105,11 @@ impl Options {
         self
     }
 
+    /// A server whose clock the service key may move forward (`advance_clock`).
+    pub fn movable_clock(self) -> Self {
+        self.env("NIMBUS_TEST_CLOCK", "true")
+    }
+
     pub fn file(mut self, path: &str, content: &str) -> Self {
         self.files.push((path.into(), content.into()));
         self
@@ -257,6 +262,31 @@ impl Server {
         let response = self.client.get(self.url("/metrics")).bearer_auth(SERVICE_KEY).send().await.expect("metrics");
         assert_eq!(response.status(), 200, "metrics with the service key");
         response.text().await.expect("metrics text")
+    }
+
+    /// The value of one unlabelled series in `/metrics`.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = self.metrics().await;
+        let prefix = format!("{name} ");
+        text.lines().find_map(|line| line.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Moves the server's clock forward (the server must run with
+    /// `NIMBUS_TEST_CLOCK=true`, see `Options::movable_clock`).
+    pub async fn advance_clock(&self, by: Duration) {
+        let body = serde_json::json!({"advanceMs": by.as_millis() as u64});
+        let (status, answer) = self.admin("POST", "/v1/admin/clock", Some(body)).await;
+        assert_eq!(status, 200, "the clock moves: {answer}");
+    }
+
+    /// Waits until no trigger or queue job is pending or running (dead
+    /// letters aside): after that no delivery can still land.
+    pub async fn jobs_settled(&self) {
+        eventually(Duration::from_secs(15), "every job finished", || async {
+            let rows = self.sql_rows("SELECT CAST(COUNT(*) AS TEXT) FROM jobs WHERE NOT dead").await;
+            (rows[0][0].as_deref() == Some("0")).then_some(())
+        })
+        .await;
     }
 
     /// Like `call`, with the service key.

@@ -317,14 +317,17 @@ async fn a_resumed_subscription_gets_what_it_missed_once(backend: Backend) {
     assert_eq!((fresh["type"].as_str(), fresh["id"].as_str()), (Some("snapshot"), Some("future")));
 
     // A position older than the retention window: resync, then a snapshot.
-    let pruning = Options::default().file("rules/app.rules", OPEN_RULES).env("NIMBUS_REALTIME_RETENTION_SECS", "1");
+    let pruning = Options::default()
+        .file("rules/app.rules", OPEN_RULES)
+        .env("NIMBUS_REALTIME_RETENTION_SECS", "1")
+        .movable_clock();
     let short = Server::start_with(backend, pruning).await;
     put(&short, None, "items/a", json!({"v": 1})).await;
     let mut live = Live::connect(&short, None).await;
     let old = live.subscribe("items", query.clone()).await["position"].clone();
     put(&short, None, "items/b", json!({"v": 1})).await;
     assert_eq!(entries(&live.next().await), [entry("added", "items/b")]);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    short.advance_clock(Duration::from_secs(2)).await;
     put(&short, None, "items/c", json!({"v": 1})).await;
     crate::harness::eventually(Duration::from_secs(10), "the old changes are pruned", || async {
         let rows = short.sql_rows("SELECT CAST(COUNT(*) AS TEXT) FROM changes WHERE doc_id IN ('a', 'b')").await;
@@ -347,7 +350,7 @@ async fn tokens_refreshed_expired_and_sessions_ended(backend: Backend) {
         } }";
     let options = Options::default()
         .file("rules/app.rules", rules)
-        .env("NIMBUS_AUTH_ACCESS_TTL_SECS", "10")
+        .movable_clock()
         .env("NIMBUS_REALTIME_SESSION_CHECK_MS", "200");
     let server = Server::start_with(backend, options).await;
     server.admin("PUT", "/v1/docs/reports/open", Some(json!({"public": true}))).await;
@@ -373,7 +376,8 @@ async fn tokens_refreshed_expired_and_sessions_ended(backend: Backend) {
     let frame = live.next().await;
     assert_eq!((text(&frame["id"]), entries(&frame)), ("reports".to_owned(), vec![entry("added", "reports/closed")]));
 
-    // The refreshed token lives 10 s; without another refresh it expires.
+    // The refreshed token lives 15 minutes; without another refresh it expires.
+    server.advance_clock(Duration::from_secs(15 * 60 + 1)).await;
     let expired = live.next().await;
     assert_eq!((expired["type"].as_str(), expired["error"]["code"].as_str()), (Some("error"), Some("unauthenticated")));
     let mut ended = Vec::new();

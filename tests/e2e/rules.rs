@@ -147,13 +147,17 @@ async fn reloading_under_load_fails_no_request(backend: Backend) {
             statuses
         }));
     }
-    for i in 0..10 {
+    for i in 0..5 {
         let source = format!("service cloud.firestore {{ match /products/{{id}} {{ allow read: if {i} >= 0; }} }}");
         let files = json!({"files": [{"name": "a.rules", "source": source}]});
         assert_eq!(server.admin("PUT", "/v1/admin/rules", Some(files)).await.0, 204);
-        std::fs::write(server.dir.path().join("rules/a.rules"), OPEN_PRODUCTS.replace("true", &format!("{i} < 100")))
-            .unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        let edited = format!("{i} < 100");
+        std::fs::write(server.dir.path().join("rules/a.rules"), OPEN_PRODUCTS.replace("true", &edited)).unwrap();
+        crate::harness::eventually(std::time::Duration::from_secs(10), "the edited file is loaded", || async {
+            let (_, rules) = server.admin("GET", "/v1/admin/rules", None).await;
+            rules["files"][0]["source"].as_str().is_some_and(|s| s.contains(&edited)).then_some(())
+        })
+        .await;
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;

@@ -83,8 +83,16 @@ export const everySecond = onSchedule("* * * * * *", async (event, ctx) => {
 export const broken = onSchedule("whenever", async () => {});
 "#;
 
+const NIGHTLY: &str = r#"
+import { onSchedule } from "nimbus:functions";
+export const nightly = onSchedule("0 3 * * *", async (event, ctx) => {
+  await ctx.db.doc(`nightly/${event.id}`).set({ at: event.scheduledTime });
+});
+"#;
+
 on_both_backends!(
     schedules_run_each_tick_once,
+    a_nightly_schedule_runs_when_the_clock_passes_its_time,
     auth_triggers_refuse_sign_ups_and_welcome_new_users,
     document_triggers_run_with_their_event,
     failing_triggers_retry_then_dead_letter_and_replay,
@@ -166,13 +174,20 @@ async fn failing_triggers_retry_then_dead_letter_and_replay(backend: Backend) {
 }
 
 async fn a_crash_after_commit_still_runs_the_trigger(backend: Backend) {
-    let options = Options::default().file("functions/slow.js", SLOW).env("NIMBUS_FUNCTIONS_TIMEOUT_MS", "2500");
+    let options =
+        Options::default().file("functions/slow.js", SLOW).env("NIMBUS_FUNCTIONS_TIMEOUT_MS", "2500").movable_clock();
     let mut server = Server::start_with(backend, options).await;
     let (status, _) = server.admin("PUT", "/v1/docs/jobs/j1", Some(json!({"n": 1}))).await;
     assert_eq!(status, 201);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    crate::harness::eventually(Duration::from_secs(10), "the trigger's job is claimed", || async {
+        let rows = server.sql_rows("SELECT CAST(COUNT(*) AS TEXT) FROM jobs WHERE locked_until > 0").await;
+        (rows[0][0].as_deref() == Some("1")).then_some(())
+    })
+    .await;
     server.crash_and_restart().await;
     eventually(&server, "/v1/docs/jobs/j1").await;
+    // The dead instance's lease (the timeout and two seconds) runs out; then it is picked up.
+    server.advance_clock(Duration::from_millis(4600)).await;
     crate::harness::eventually(Duration::from_secs(15), "the trigger's effect", || async {
         (count(&server, "effects").await > 0).then_some(())
     })
@@ -225,4 +240,29 @@ async fn schedules_run_each_tick_once(backend: Backend) {
     assert_eq!(times.len(), unique, "each tick ran once");
     let (_, listing) = server.admin("GET", "/v1/admin/functions", None).await;
     assert!(listing["errors"]["ticks.js"].as_str().unwrap().contains("invalid cron expression"), "{listing}");
+}
+
+async fn a_nightly_schedule_runs_when_the_clock_passes_its_time(backend: Backend) {
+    let options = Options::default().file("functions/nightly.js", NIGHTLY).movable_clock();
+    let server = Server::start_with(backend, options).await;
+    let nightly_times = || async {
+        let (_, runs) = server.admin("POST", "/v1/query", Some(json!({"collection": "nightly"}))).await;
+        let runs = runs["documents"].as_array().cloned().unwrap_or_default();
+        runs.iter().map(|d| d["data"]["at"].as_str().unwrap_or("?").to_owned()).collect::<Vec<_>>()
+    };
+    server.advance_clock(Duration::from_secs(24 * 3600)).await;
+    let first = crate::harness::eventually(Duration::from_secs(10), "the night's run", || async {
+        let times = nightly_times().await;
+        (!times.is_empty()).then_some(times)
+    })
+    .await;
+    assert!(first[0].ends_with("T03:00:00.000000Z"), "{first:?}");
+    // Three nights pass in one step: only the latest of the missed ticks runs.
+    server.advance_clock(Duration::from_secs(3 * 24 * 3600)).await;
+    crate::harness::eventually(Duration::from_secs(10), "the latest night's run", || async {
+        (nightly_times().await.len() == 2).then_some(())
+    })
+    .await;
+    server.jobs_settled().await;
+    assert_eq!(nightly_times().await.len(), 2, "one run per step of the clock, not one per missed night");
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use super::AuthError;
-use crate::clock::now_micros;
+use crate::clock::{now_micros, now_secs};
 use crate::store::auth::SigningKeyRow;
 use crate::store::Store;
 
@@ -27,6 +27,13 @@ pub const RESERVED_CLAIMS: &[&str] =
 
 const CACHE_LIMIT: usize = 50_000;
 const RELOAD_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+/// Seconds a token is still taken after its `exp` (clock skew between instances).
+const EXPIRY_LEEWAY_SECS: i64 = 5;
+
+/// Whether a token with this `exp` has expired by the server's clock.
+fn expired(exp: i64) -> bool {
+    exp + EXPIRY_LEEWAY_SECS < now_secs()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -110,10 +117,6 @@ struct Inner {
     keys: RwLock<Arc<Keys>>,
     last_reload: Mutex<Instant>,
     cache: Mutex<HashMap<String, Arc<AccessClaims>>>,
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Tokens {
@@ -219,9 +222,13 @@ impl Tokens {
         validation.set_audience(&[&self.inner.audience]);
         validation.set_issuer(&[&self.inner.issuer]);
         validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
-        validation.leeway = 5;
+        // Expiry is checked against the server's clock (crate::clock), not the library's.
+        validation.validate_exp = false;
         let data =
             jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map_err(|_| AuthError::InvalidCredentials)?;
+        if expired(data.claims.exp) {
+            return Err(AuthError::InvalidCredentials);
+        }
         let claims = Arc::new(data.claims);
         self.remember(token, claims.clone());
         Ok(claims)
@@ -229,14 +236,13 @@ impl Tokens {
 
     fn cached(&self, token: &str) -> Option<Arc<AccessClaims>> {
         let cache = self.inner.cache.lock().ok()?;
-        cache.get(token).filter(|c| c.exp > now_secs()).cloned()
+        cache.get(token).filter(|c| !expired(c.exp)).cloned()
     }
 
     fn remember(&self, token: &str, claims: Arc<AccessClaims>) {
         if let Ok(mut cache) = self.inner.cache.lock() {
             if cache.len() >= CACHE_LIMIT {
-                let now = now_secs();
-                cache.retain(|_, c| c.exp > now);
+                cache.retain(|_, c| !expired(c.exp));
                 if cache.len() >= CACHE_LIMIT {
                     cache.clear();
                 }

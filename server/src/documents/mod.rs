@@ -126,6 +126,8 @@ pub struct Documents {
     rules: RulesService,
     /// Rows read by rules-filtered lists (`nimbus_documents_rows_read_total`).
     rows_read: prometheus::IntCounter,
+    /// Statements run to read documents (`nimbus_documents_read_statements_total`).
+    read_statements: prometheus::IntCounter,
     triggers: TriggerIndex,
     cursors: cursor::CursorSeal,
 }
@@ -145,14 +147,25 @@ impl Documents {
         store: Store,
         schemas: Schemas,
         rules: RulesService,
-        rows_read: prometheus::IntCounter,
+        metrics: DocumentMetrics,
         triggers: TriggerIndex,
     ) -> Result<Documents, StoreError> {
         let cursors = cursor::CursorSeal::establish(&store).await?;
-        Ok(Documents { limits: DataLimits::default(), store, schemas, rules, rows_read, triggers, cursors })
+        let DocumentMetrics { rows_read, read_statements } = metrics;
+        Ok(Documents {
+            limits: DataLimits::default(),
+            store,
+            schemas,
+            rules,
+            rows_read,
+            read_statements,
+            triggers,
+            cursors,
+        })
     }
 
     pub async fn get(&self, caller: &Caller, path: &DocPath) -> Result<Document, DocumentError> {
+        self.read_statements.inc();
         let stored = self.store.get_document(&key(path)).await?;
         if *caller != Caller::Service {
             let existing = stored.as_ref().map(parse_data).transpose()?;
@@ -229,8 +242,22 @@ fn key(path: &DocPath) -> DocKey {
 
 pub use indexes::ensure_indexes;
 
-/// Registers documents' series with the app's registry: rows read by
-/// rules-filtered lists and queries (what `Documents::start` counts into).
-pub fn register_metrics(metrics: &crate::http::metrics::Metrics) -> Result<prometheus::IntCounter, prometheus::Error> {
-    metrics.counter("nimbus_documents_rows_read_total", "Documents read by rules-filtered lists and queries")
+/// The documents' series (what `Documents::start` counts into).
+pub struct DocumentMetrics {
+    rows_read: prometheus::IntCounter,
+    read_statements: prometheus::IntCounter,
+}
+
+impl DocumentMetrics {
+    /// Registers them with the app's registry.
+    pub fn register(metrics: &crate::http::metrics::Metrics) -> Result<DocumentMetrics, prometheus::Error> {
+        Ok(DocumentMetrics {
+            rows_read: metrics
+                .counter("nimbus_documents_rows_read_total", "Documents read by rules-filtered lists and queries")?,
+            read_statements: metrics.counter(
+                "nimbus_documents_read_statements_total",
+                "Statements run to read the documents asked for (gets, pages, counts, aggregates)",
+            )?,
+        })
+    }
 }

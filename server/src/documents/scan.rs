@@ -10,7 +10,8 @@ use super::cursor;
 use super::query::{self, ParsedQuery, QueryScope, Wanted};
 use super::{denied, parse_data, Caller, CollectionPath, DocumentError, Documents, QueryResult};
 use crate::clock::now_micros;
-use crate::store::documents::StoredDoc;
+use crate::store::documents::{StoredDoc, PAGES_PER_STATEMENT};
+use crate::store::StoreError;
 use nimbus_rules_lang::ast::Method;
 
 /// Most documents a rules-filtered query examines to fill one page.
@@ -53,8 +54,69 @@ fn aggregate_in_memory(aggregate: Option<&crate::store::query::Aggregate>, docum
     Value::from(result)
 }
 
+/// A query with its cursors opened and the caller's rules applied.
+struct Planned {
+    query: crate::store::query::Query,
+    /// What cursors are sealed to (the query's collection or group).
+    binding: String,
+    /// The store's answer is the whole answer (the service key, or rules
+    /// pushed down exactly); otherwise every row is checked.
+    exact: bool,
+}
+
 impl Documents {
     pub async fn query(&self, caller: &Caller, parsed: ParsedQuery) -> Result<QueryResult, DocumentError> {
+        let (planned, wanted) = self.plan(caller, parsed)?;
+        self.run_planned(caller, planned, wanted).await
+    }
+
+    /// Several queries of one caller, the pages that need no per-row check
+    /// read in one statement (GraphQL's nested lists). Answers in order.
+    pub async fn query_many(
+        &self,
+        caller: &Caller,
+        queries: Vec<ParsedQuery>,
+    ) -> Vec<Result<QueryResult, DocumentError>> {
+        /// Each query's answer, or its place among the pages read together.
+        enum Slot {
+            Answered(Result<QueryResult, DocumentError>),
+            Together(usize),
+        }
+        let mut slots = Vec::with_capacity(queries.len());
+        let mut together: Vec<Planned> = Vec::new();
+        for parsed in queries {
+            slots.push(match self.plan(caller, parsed) {
+                Ok((planned, Wanted::Documents)) if planned.exact => {
+                    together.push(planned);
+                    Slot::Together(together.len() - 1)
+                }
+                Ok((planned, wanted)) => Slot::Answered(self.run_planned(caller, planned, wanted).await),
+                Err(e) => Slot::Answered(Err(e)),
+            });
+        }
+        let pages = if together.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.read_statements.inc_by(together.len().div_ceil(PAGES_PER_STATEMENT) as u64);
+            let store_queries: Vec<_> = together.iter().map(|planned| planned.query.clone()).collect();
+            self.store.query_documents_many(&store_queries).await
+        };
+        let mut pages = pages.map(|pages| pages.into_iter().map(Some).collect::<Vec<_>>());
+        slots
+            .into_iter()
+            .map(|slot| match (slot, &mut pages) {
+                (Slot::Answered(answer), _) => answer,
+                (Slot::Together(i), Ok(pages)) => match pages.get_mut(i).and_then(Option::take) {
+                    Some(page) => Ok(self.direct_page(caller, &together[i], page)),
+                    None => Err(StoreError::Internal("a page went unread".into()).into()),
+                },
+                (Slot::Together(_), Err(e)) => Err(e.clone().into()),
+            })
+            .collect()
+    }
+
+    /// Opens the query's cursors and adds the caller's rules.
+    fn plan(&self, caller: &Caller, parsed: ParsedQuery) -> Result<(Planned, Wanted), DocumentError> {
         let ParsedQuery { scope, mut query, wanted, start_after, end_before } = parsed;
         let binding = scope.binding();
         let open = |token: Option<cursor::CursorToken>| {
@@ -66,26 +128,45 @@ impl Documents {
         let (start_after, end_before) = (open(start_after)?, open(end_before)?);
         query.start_after = start_after;
         query.end_before = end_before;
-        let query = match caller {
-            Caller::Service => query,
+        let planned = match caller {
+            Caller::Service => Planned { query, binding, exact: true },
             Caller::Public | Caller::User(_) => {
                 let ruled = self.with_pushed_rules(caller, &scope, query)?;
-                if !ruled.exact {
-                    return match wanted {
-                        Wanted::Documents => self.filtered_query(caller, &binding, ruled.query).await,
-                        _ => self.filtered_aggregate(caller, ruled.query, wanted).await,
-                    };
-                }
-                ruled.query
+                Planned { query: ruled.query, binding, exact: ruled.exact }
             }
         };
+        Ok((planned, wanted))
+    }
+
+    async fn run_planned(
+        &self,
+        caller: &Caller,
+        planned: Planned,
+        wanted: Wanted,
+    ) -> Result<QueryResult, DocumentError> {
+        if !planned.exact {
+            return match wanted {
+                Wanted::Documents => self.filtered_query(caller, &planned.binding, planned.query).await,
+                _ => self.filtered_aggregate(caller, planned.query, wanted).await,
+            };
+        }
+        let query = &planned.query;
         match wanted {
-            Wanted::Count => Ok(QueryResult::Count(self.store.count_documents(&query).await?)),
+            Wanted::Count => {
+                self.read_statements.inc();
+                Ok(QueryResult::Count(self.store.count_documents(query).await?))
+            }
             Wanted::Aggregates(list) => {
                 let functions: Vec<_> = list.iter().filter_map(|(_, a)| a.clone()).collect();
-                let mut values = self.store.aggregate_documents(&query, &functions).await?.into_iter();
+                self.read_statements.inc();
+                let mut values = self.store.aggregate_documents(query, &functions).await?.into_iter();
                 let needs_count = list.iter().any(|(_, a)| a.is_none());
-                let count = if needs_count { self.store.count_documents(&query).await? } else { 0 };
+                let count = if needs_count {
+                    self.read_statements.inc();
+                    self.store.count_documents(query).await?
+                } else {
+                    0
+                };
                 let results = list
                     .into_iter()
                     .map(|(name, aggregate)| {
@@ -99,14 +180,20 @@ impl Documents {
                 Ok(QueryResult::Aggregates(results))
             }
             Wanted::Documents => {
-                let page = self.store.query_documents(&query).await?;
-                if *caller != Caller::Service {
-                    self.rows_read.inc_by(page.documents.len() as u64);
-                }
-                let next_cursor = page.next.map(|cursor| self.cursors.seal(&binding, &query.order, &cursor));
-                Ok(QueryResult::Documents { documents: page.documents, next_cursor })
+                self.read_statements.inc();
+                let page = self.store.query_documents(query).await?;
+                Ok(self.direct_page(caller, &planned, page))
             }
         }
+    }
+
+    /// The answer of an exactly planned page.
+    fn direct_page(&self, caller: &Caller, planned: &Planned, page: crate::store::documents::Page) -> QueryResult {
+        if *caller != Caller::Service {
+            self.rows_read.inc_by(page.documents.len() as u64);
+        }
+        let next_cursor = page.next.map(|cursor| self.cursors.seal(&planned.binding, &planned.query.order, &cursor));
+        QueryResult::Documents { documents: page.documents, next_cursor }
     }
 
     /// Rules act as filters: documents the caller may not `list` are left out,
@@ -196,6 +283,7 @@ impl Documents {
         let mut fetched = Fetched::default();
         let mut scanned = 0;
         loop {
+            self.read_statements.inc();
             let page = self.store.query_documents(&query).await?;
             self.rows_read.inc_by(page.documents.len() as u64);
             for stored in page.documents {

@@ -10,6 +10,7 @@
 
 pub mod api;
 mod live;
+mod loader;
 mod schema;
 mod typed;
 
@@ -32,6 +33,7 @@ use crate::realtime::Realtime;
 /// The GraphQL service: the schema, built over the documents layer.
 pub struct Graphql {
     schema: Schema,
+    documents: Documents,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,14 +59,14 @@ impl Graphql {
     ) -> Result<Graphql, GraphqlError> {
         let builder = schema::build(schemas)
             .map_err(GraphqlError::Schema)?
-            .data(documents)
+            .data(documents.clone())
             .data(realtime)
             .limit_depth(limits.max_depth)
             .limit_complexity(limits.max_complexity)
             .extension(ErrorPaths)
             .extension(AliasLimit(limits.max_aliases));
         let builder = if limits.introspection { builder } else { builder.disable_introspection() };
-        Ok(Graphql { schema: builder.finish().map_err(|e| GraphqlError::Schema(e.0))? })
+        Ok(Graphql { schema: builder.finish().map_err(|e| GraphqlError::Schema(e.0))?, documents })
     }
 
     /// The schema in SDL, for client code generators (`nimbus graphql schema`).
@@ -84,7 +86,8 @@ impl Graphql {
             let error = failure(ErrorCode::MethodNotAllowed, "mutations need POST");
             return async_graphql::Response::from_errors(vec![error.into_server_error(Default::default())]);
         }
-        self.schema.execute(request.data(caller)).await
+        let pages = loader::for_request(self.documents.clone(), caller.clone());
+        self.schema.execute(request.data(caller).data(pages)).await
     }
 }
 

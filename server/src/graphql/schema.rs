@@ -13,16 +13,18 @@ use async_graphql::dynamic::{
 use async_graphql::{Error, Value as GraphqlValue};
 use serde_json::{json, Value};
 
+use super::loader::PageLoader;
 use super::{failure, public};
 use crate::auth::Caller;
 use crate::clock::format_time;
 use crate::documents::path::{CollectionPath, DocPath};
-use crate::documents::query::QueryRequest;
+use crate::documents::query::{ParsedQuery, QueryRequest};
 use crate::documents::{DocumentError, Documents, Precondition, QueryResult, WriteOp, WriteRequest};
 use crate::error::ErrorCode;
 use crate::store::commit::Committed;
 use crate::store::documents::StoredDoc;
 use crate::store::query::FieldPath;
+use async_graphql::dataloader::DataLoader;
 
 /// One page of a query's documents.
 struct Page {
@@ -181,7 +183,7 @@ pub(super) fn document_meta_fields(object: Object) -> Object {
                     let parent = stored(&ctx)?;
                     let name = ctx.args.try_get("name")?.string()?;
                     let scope = Scope::Collection(format!("{}/{}/{name}", parent.collection, parent.id));
-                    Ok(Some(page(&ctx, scope).await?))
+                    Ok(Some(nested_page(&ctx, scope).await?))
                 })
             })
             .argument(InputValue::new("name", TypeRef::named_nn(TypeRef::STRING))),
@@ -500,8 +502,26 @@ fn order_json(order: ValueAccessor<'_>) -> Result<Value, Error> {
 async fn run_query(ctx: &ResolverContext<'_>, body: Value) -> Result<QueryResult, Error> {
     let request: QueryRequest =
         serde_json::from_value(body).map_err(|e| failure(ErrorCode::InvalidArgument, e.to_string()))?;
-    let parsed = request.parse().map_err(|m| failure(ErrorCode::InvalidArgument, m))?;
-    service(ctx)?.query(caller(ctx)?, parsed).await.map_err(public)
+    service(ctx)?.query(caller(ctx)?, parsed(request)?).await.map_err(public)
+}
+
+/// A query request checked and parsed.
+pub(super) fn parsed(request: QueryRequest) -> Result<ParsedQuery, Error> {
+    request.parse().map_err(|m| failure(ErrorCode::InvalidArgument, m))
+}
+
+/// A subcollection's page, through the request's loader when it has one
+/// (queries and mutations; a subscription's documents are read one by one).
+async fn nested_page<'a>(ctx: &ResolverContext<'a>, scope: Scope) -> Result<FieldValue<'a>, Error> {
+    let Some(loader) = ctx.data_opt::<DataLoader<PageLoader>>() else { return page(ctx, scope).await };
+    let body = query_body(scope, &ctx.args, false)?;
+    let loaded = loader
+        .load_one(body.to_string())
+        .await?
+        .ok_or_else(|| failure(ErrorCode::Internal, "a nested page went unanswered"))??;
+    let (documents, next_cursor) = loaded.as_ref();
+    let documents = documents.iter().cloned().map(Doc::new).collect();
+    Ok(FieldValue::owned_any(Page { documents, next_cursor: next_cursor.clone() }))
 }
 
 /// A page of the query the field's arguments describe over `scope`.

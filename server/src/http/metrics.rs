@@ -17,6 +17,8 @@ pub struct Metrics {
     latency: HistogramVec,
     /// Request handlers that panicked (answered `500 internal`).
     pub panics: prometheus::IntCounter,
+    /// Requests whose headers have arrived and whose answer has not been sent.
+    in_flight: prometheus::IntGauge,
 }
 
 impl Metrics {
@@ -34,8 +36,10 @@ impl Metrics {
         let panics = prometheus::IntCounter::new("nimbus_http_panics_total", "Request handlers that panicked")?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
+        let in_flight = prometheus::IntGauge::new("nimbus_http_requests_in_flight", "HTTP requests being answered")?;
         registry.register(Box::new(panics.clone()))?;
-        Ok(Metrics { registry, requests, latency, panics })
+        registry.register(Box::new(in_flight.clone()))?;
+        Ok(Metrics { registry, requests, latency, panics, in_flight })
     }
 
     /// A new counter registered with the app's registry.
@@ -77,6 +81,7 @@ impl Metrics {
 /// path, which would make one series per document).
 pub async fn record(State(metrics): State<std::sync::Arc<Metrics>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let _in_flight = InFlight::enter(&metrics.in_flight);
     let method = request.method().as_str().to_owned();
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
@@ -84,6 +89,23 @@ pub async fn record(State(metrics): State<std::sync::Arc<Metrics>>, request: Req
     let status = response.status().as_u16().to_string();
     metrics.observe(&method, &route, &status, started.elapsed().as_secs_f64());
     response
+}
+
+/// One request counted in `nimbus_http_requests_in_flight` until dropped
+/// (also when the client goes away and the handler is cancelled).
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> InFlight<'a> {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// The Prometheus text of every series (who may read it is decided by the

@@ -113,7 +113,7 @@ fn token_expiry(caller: &Caller) -> Option<i64> {
 /// The instant of an expiry time (far away when there is none).
 fn deadline(expiry: Option<i64>) -> Instant {
     let left = match expiry {
-        Some(exp) => Duration::from_secs((exp - crate::clock::now_micros() / 1_000_000).max(0) as u64),
+        Some(exp) => Duration::from_secs((exp - crate::clock::now_secs()).max(0) as u64),
         None => Duration::from_secs(365 * 24 * 3600),
     };
     Instant::now() + left
@@ -453,9 +453,14 @@ impl<T: Transport> Session<T> {
         self.refresh_all(Recheck::EndWhatChanged).await
     }
 
-    /// Ends the connection when the caller's session was revoked or the user disabled.
+    /// Ends the connection when the caller's session was revoked or the user
+    /// disabled; expires the token when the clock has passed its expiry (the
+    /// timer covers the usual case; this one a clock moved forward).
     async fn check_session(&mut self) -> Result<(), Gone> {
         let Caller::User(claims) = &self.caller else { return Ok(()) };
+        if claims.exp <= crate::clock::now_secs() {
+            return self.expire().await;
+        }
         match self.realtime.store().session_in_force(&claims.sid, crate::clock::now_micros()).await {
             Ok(true) => Ok(()),
             Ok(false) => {

@@ -31,6 +31,23 @@ fn stored_doc((collection, id, data, version, create_time, update_time): DocRow)
     StoredDoc { collection, id, data, version, create_time, update_time }
 }
 
+/// A row of `select_many`: its part, its place in the part, then a `DocRow`.
+type PartRow = (i64, i64, String, String, String, i64, i64, i64);
+
+/// Most pages one `query_documents_many` statement reads.
+pub const PAGES_PER_STATEMENT: usize = 100;
+
+/// A page from the rows a select read (one more than the limit when more remain).
+fn page_of(mut documents: Vec<StoredDoc>, query: &Query) -> Result<Page, StoreError> {
+    let has_more = documents.len() > query.limit as usize;
+    documents.truncate(query.limit as usize);
+    let next = match documents.last() {
+        Some(last) if has_more => Some(cursor_after(last, query)?),
+        _ => None,
+    };
+    Ok(Page { documents, next })
+}
+
 /// Which documents a declared index holds.
 #[derive(Debug, Clone, Copy)]
 pub enum IndexScope<'a> {
@@ -102,13 +119,31 @@ impl Store {
                 on_reader!(self, |pool| bind_params!(sqlx::query_as(&sql.text), &sql.params).fetch_all(pool).await?);
             rows.into_iter().map(|(id, data, v, c, u)| (query.collection.clone(), id, data, v, c, u)).collect()
         };
-        let has_more = rows.len() > query.limit as usize;
-        let documents: Vec<StoredDoc> = rows.into_iter().take(query.limit as usize).map(stored_doc).collect();
-        let next = match documents.last() {
-            Some(last) if has_more => Some(cursor_after(last, query)?),
-            _ => None,
-        };
-        Ok(Page { documents, next })
+        page_of(rows.into_iter().map(stored_doc).collect(), query)
+    }
+
+    /// One page of each query, read in one statement per `PAGES_PER_STATEMENT`
+    /// queries (GraphQL's nested lists: a page of comments under each post).
+    pub async fn query_documents_many(&self, queries: &[Query]) -> Result<Vec<Page>, StoreError> {
+        let mut pages = Vec::with_capacity(queries.len());
+        for chunk in queries.chunks(PAGES_PER_STATEMENT) {
+            let _slot = self.query_slot().await?;
+            let parts: Vec<_> = chunk.iter().map(|q| (q, self.collection_term(&q.collection))).collect();
+            let sql = query::select_many(dialect(&self.pools), &parts);
+            let rows: Vec<PartRow> =
+                on_reader!(self, |pool| bind_params!(sqlx::query_as(&sql.text), &sql.params).fetch_all(pool).await?);
+            let mut rows = rows.into_iter().peekable();
+            for (part, query) in chunk.iter().enumerate() {
+                let mut documents = Vec::new();
+                while let Some((_, _, collection, id, data, v, c, u)) =
+                    rows.next_if(|row| usize::try_from(row.0).ok() == Some(part))
+                {
+                    documents.push(stored_doc((collection, id, data, v, c, u)));
+                }
+                pages.push(page_of(documents, query)?);
+            }
+        }
+        Ok(pages)
     }
 
     pub async fn count_documents(&self, query: &Query) -> Result<i64, StoreError> {

@@ -10,7 +10,7 @@ use crate::config::DatabaseConfig;
 use crate::error::{ApiFailure, ErrorCode};
 
 /// What went wrong talking to the database.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or opened (logged, never sent to clients).
     #[error("database unavailable: {0}")]

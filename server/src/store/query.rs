@@ -285,15 +285,44 @@ pub(super) fn select(dialect: &dyn Dialect, query: &Query, collection: Collectio
     let _ = write!(sql.text, "SELECT {first}id, {}, version, create_time, update_time", dialect.data_text());
     sql.text.push_str(" FROM documents WHERE ");
     where_clause(dialect, query, collection, &mut sql);
-    sql.text.push_str(" ORDER BY ");
-    let keys = order_keys(dialect, query);
-    let terms: Vec<String> = keys
+    let _ = write!(sql.text, " ORDER BY {} LIMIT {}", order_terms(dialect, query), page_rows(query));
+    sql
+}
+
+/// One more row than the page holds, to know whether a next page exists.
+fn page_rows(query: &Query) -> u64 {
+    u64::from(query.limit) + 1
+}
+
+/// The ORDER BY terms of a query (`expr ASC, …`).
+fn order_terms(dialect: &dyn Dialect, query: &Query) -> String {
+    let terms: Vec<String> = order_keys(dialect, query)
         .iter()
         .map(|(expr, dir)| format!("{expr} {}", if *dir == Direction::Asc { "ASC" } else { "DESC" }))
         .collect();
-    sql.text.push_str(&terms.join(", "));
-    // One more than asked, to know whether a next page exists.
-    let _ = write!(sql.text, " LIMIT {}", u64::from(query.limit) + 1);
+    terms.join(", ")
+}
+
+/// Several pages in one statement: each query's page (as `select` reads it,
+/// with its collection) is one part of a `UNION ALL`, numbered by `part`
+/// and by `place` in its own order, and the rows come back part by part.
+pub(super) fn select_many(dialect: &dyn Dialect, queries: &[(&Query, CollectionTerm)]) -> Sql {
+    let mut sql = Sql::new();
+    for (part, (query, collection)) in queries.iter().enumerate() {
+        if part > 0 {
+            sql.text.push_str(" UNION ALL ");
+        }
+        let order = order_terms(dialect, query);
+        let _ = write!(
+            sql.text,
+            "SELECT * FROM (SELECT CAST({part} AS BIGINT) AS part, ROW_NUMBER() OVER (ORDER BY {order}) AS place, \
+             collection, id, {}, version, create_time, update_time FROM documents WHERE ",
+            dialect.data_text()
+        );
+        where_clause(dialect, query, *collection, &mut sql);
+        let _ = write!(sql.text, " ORDER BY {order} LIMIT {}) AS page{part}", page_rows(query));
+    }
+    sql.text.push_str(" ORDER BY part, place");
     sql
 }
 

@@ -60,10 +60,10 @@ impl Schedules {
     }
 
     async fn run_forever(self, store: Store, index: TriggerIndex) {
-        let mut last = Utc::now();
+        let mut last = clock_now();
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
-            let now = Utc::now();
+            let now = clock_now();
             for schedule in self.current().iter() {
                 let Some(tick) = schedule.latest_tick(last, now) else { continue };
                 if let Err(e) = run_tick(&store, &index, schedule, tick).await {
@@ -73,6 +73,11 @@ impl Schedules {
             last = now;
         }
     }
+}
+
+/// The server's clock (`crate::clock`, which a test may move) as a date.
+fn clock_now() -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(crate::clock::now_micros()).unwrap_or_else(Utc::now)
 }
 
 async fn run_tick(
