@@ -168,6 +168,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .map_err(|e| StartError::Bind { addr: services.config.listen, reason: e.to_string() })?;
     services.rules.watch();
     services.functions.watch();
+    watch_collection_schemas(&services);
     services.realtime.spawn();
     schedules.spawn(services.store.clone(), services.triggers.clone());
     let settings = &services.config.functions;
@@ -182,6 +183,50 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     .spawn();
     let router = routes(&services);
     Ok(App { listener, router, services: Arc::new(services), new_service_key })
+}
+
+/// Reloads the collections' JSON Schemas when nimbus.toml or a schema file it
+/// names changes: the writes' checks and the GraphQL schema are replaced
+/// together, or (when the new ones do not compile) neither. Other settings
+/// in the file take effect at the next start.
+fn watch_collection_schemas(services: &Services) {
+    let config = services.config.clone();
+    let (documents, graphql) = (services.documents.clone(), services.graphql.clone());
+    let in_force = Arc::new(std::sync::Mutex::new(config.schemas.clone()));
+    crate::watch::watch_files("collection schemas", config.schema_sources.clone(), move || {
+        let (config, documents, graphql, in_force) =
+            (config.clone(), documents.clone(), graphql.clone(), in_force.clone());
+        async move {
+            let reloaded = match config.reload() {
+                Ok(reloaded) => reloaded,
+                Err(e) => {
+                    tracing::error!(
+                        "the settings file changed but cannot be used; the collection schemas in force stay: {e}"
+                    );
+                    return config.schema_sources.clone();
+                }
+            };
+            let mut current = in_force.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if *current != reloaded.schemas {
+                let replaced = Schemas::compile(&reloaded.schemas).and_then(|schemas| {
+                    graphql.replace_schemas(&reloaded.schemas).map_err(|e| e.to_string())?;
+                    documents.replace_schemas(schemas);
+                    Ok(())
+                });
+                match replaced {
+                    Ok(()) => {
+                        tracing::info!(
+                            count = reloaded.schemas.len(),
+                            "collection schemas reloaded (writes and GraphQL)"
+                        );
+                        *current = reloaded.schemas.clone();
+                    }
+                    Err(e) => tracing::error!("the collection schemas in force stay: {e}"),
+                }
+            }
+            reloaded.schema_sources
+        }
+    });
 }
 
 /// Every part's routes, each given only the services it uses, inside the gateway's layers.

@@ -84,6 +84,11 @@ pub struct Config {
     pub test_clock: bool,
     /// `NIMBUS_*` environment variables no setting reads (warned about at start).
     pub unknown_env: Vec<String>,
+    /// The flags it was loaded with (`reload` loads again with them).
+    pub flags: Overrides,
+    /// Where the collection schemas come from: the config file (watched even
+    /// while absent) and the JSON Schema files it names.
+    pub schema_sources: Vec<PathBuf>,
 }
 
 /// GraphQL limits (`NIMBUS_GRAPHQL_*`, `[graphql]` in `nimbus.toml`).
@@ -355,9 +360,18 @@ impl Env for ProcessEnv {
 }
 
 impl Config {
+    /// Loads the settings again, as at start (file → env → flags), to pick up
+    /// what changed in the file.
+    pub fn reload(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.flags, &ProcessEnv)
+    }
+
     /// Loads file → env → flags and validates everything.
     pub fn load(flags: &Overrides, env: &dyn Env) -> Result<Config, ConfigError> {
-        let (file, file_dir) = read_file_settings(flags, env)?;
+        let (file, file_dir, file_path) = read_file_settings(flags, env)?;
+        let schema_sources = std::iter::once(file_path)
+            .chain(file.schemas.values().filter_map(|v| v.as_str()).map(|f| file_dir.join(f)))
+            .collect();
         let layers = Layers { flags, env, asked: Default::default() };
         let data_dir =
             PathBuf::from(layers.get("data_dir", &file.data_dir).map_or("./nimbus-data".into(), |r| r.value));
@@ -407,14 +421,16 @@ impl Config {
             graphql: graphql_settings(&layers, &file.graphql)?,
             test_clock: layers.parse("test_clock", &file.test_clock.map(|b| b.to_string()), "false", boolean)?,
             unknown_env: Vec::new(),
+            flags: flags.clone(),
+            schema_sources,
         };
         config.unknown_env = layers.unknown_env();
         Ok(config)
     }
 }
 
-/// The parsed file (or defaults when absent) and the folder it is in.
-fn read_file_settings(flags: &Overrides, env: &dyn Env) -> Result<(FileSettings, PathBuf), ConfigError> {
+/// The parsed file (or defaults when absent), the folder it is in, and its path.
+fn read_file_settings(flags: &Overrides, env: &dyn Env) -> Result<(FileSettings, PathBuf, PathBuf), ConfigError> {
     let (path, required) = match (&flags.config, env.var("NIMBUS_CONFIG")) {
         (Some(path), _) => (path.clone(), true),
         (None, Some(path)) => (PathBuf::from(path), true),
@@ -423,11 +439,13 @@ fn read_file_settings(flags: &Overrides, env: &dyn Env) -> Result<(FileSettings,
     let dir = path.parent().map_or_else(PathBuf::new, Path::to_path_buf);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
-        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => return Ok((FileSettings::default(), dir)),
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((FileSettings::default(), dir, path))
+        }
         Err(e) => return Err(file_error(&path, e.to_string())),
     };
     let settings = toml::from_str(&text).map_err(|e| file_error(&path, e.message().to_owned()))?;
-    Ok((settings, dir))
+    Ok((settings, dir, path))
 }
 
 fn load_schemas(

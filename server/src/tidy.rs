@@ -113,14 +113,14 @@ const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
     ("auth", &["clock", "config", "error", "http", "ids", "store"]),
     ("rules", &["auth", "clock", "error", "http", "swap", "watch"]),
     ("triggers", &["clock", "store", "supervise", "swap"]),
-    ("documents", &["auth", "clock", "config", "error", "http", "ids", "rules", "store", "triggers"]),
+    ("documents", &["auth", "clock", "config", "error", "http", "ids", "rules", "store", "swap", "triggers"]),
     (
         "functions",
         &["auth", "clock", "documents", "error", "http", "ids", "store", "supervise", "swap", "triggers", "watch"],
     ),
     ("realtime", &["auth", "clock", "config", "documents", "error", "http", "rules", "store", "supervise"]),
     ("import", &["auth", "documents"]),
-    ("graphql", &["auth", "clock", "config", "documents", "error", "http", "ids", "realtime", "store"]),
+    ("graphql", &["auth", "clock", "config", "documents", "error", "http", "ids", "realtime", "store", "swap"]),
 ];
 
 /// The top-level module a source file belongs to (`documents/api.rs` → `documents`).

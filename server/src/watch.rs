@@ -1,7 +1,8 @@
-//! Noticing that a folder's files changed (rules, functions): a fingerprint of
-//! names, sizes and modification times, compared by one polling loop per
-//! folder (supervised: restarted if it panics). Polling works on every file
-//! system and in containers where change events do not.
+//! Noticing that a folder's files changed (rules, functions) or that some
+//! files did (nimbus.toml and the schemas it names): a fingerprint of names,
+//! sizes and modification times, compared by one polling loop per watch
+//! (supervised: restarted if it panics). Polling works on every file system
+//! and in containers where change events do not.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,36 @@ where
                 if now != seen {
                     seen = now;
                     on_change().await;
+                }
+            }
+        }
+    });
+}
+
+/// Sizes and modification times of `paths` (`None` for a missing file).
+pub fn files_fingerprint(paths: &[PathBuf]) -> Vec<Option<(u64, Option<SystemTime>)>> {
+    paths.iter().map(|p| std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().ok()))).collect()
+}
+
+/// Calls `on_change` whenever one of the files changes, appears or goes;
+/// `on_change` answers the files to watch from then on.
+pub fn watch_files<F, Fut>(name: &'static str, paths: Vec<PathBuf>, on_change: F)
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Vec<PathBuf>> + Send + 'static,
+{
+    crate::supervise::spawn_supervised(name, move || {
+        let (mut paths, on_change) = (paths.clone(), on_change.clone());
+        async move {
+            let mut seen = files_fingerprint(&paths);
+            loop {
+                tokio::time::sleep(EVERY).await;
+                let now = files_fingerprint(&paths);
+                if now != seen {
+                    // What was seen before reading, so a change made during the read is noticed next time.
+                    let next = on_change().await;
+                    seen = if next == paths { now } else { files_fingerprint(&next) };
+                    paths = next;
                 }
             }
         }

@@ -491,7 +491,52 @@ const OPEN_READS: &str = "rules_version = '2';
       match /{path=**} { allow read: if true; }
     } }";
 
-on_both_backends!(collections_with_a_schema_get_typed_fields);
+on_both_backends!(collections_with_a_schema_get_typed_fields, the_schemas_follow_nimbus_toml);
+
+const TOYS: &str = r#"
+[schemas.toys]
+type = "object"
+required = ["name"]
+[schemas.toys.properties.name]
+type = "string"
+"#;
+
+async fn the_schemas_follow_nimbus_toml(backend: Backend) {
+    let options = Options::default().file("nimbus.toml", TYPED).file("rules/app.rules", OPEN_READS);
+    let server = Server::start_with(backend, options).await;
+    let toys = "{ listToys { documents { id name } } }";
+    assert!(!codes(&graphql(&server, None, toys, json!({})).await.1).is_empty(), "no typed toys yet");
+    assert_eq!(server.admin("PUT", "/v1/docs/toys/t1", Some(json!({"name": 1}))).await.0, 201, "nor a check");
+
+    let settings = server.dir.path().join("nimbus.toml");
+    std::fs::write(&settings, format!("{TYPED}{TOYS}")).expect("edit nimbus.toml");
+    let body = crate::harness::eventually(std::time::Duration::from_secs(10), "the toys' schema", || async {
+        let (_, body) = graphql(&server, None, toys, json!({})).await;
+        body.get("errors").is_none().then_some(body)
+    })
+    .await;
+    assert_eq!(body["data"]["listToys"]["documents"], json!([{"id": "t1", "name": null}]), "{body}");
+    let (status, refused) = server.admin("PUT", "/v1/docs/toys/t2", Some(json!({"name": 2}))).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (400, Some("invalid-argument")),
+        "writes checked: {refused}"
+    );
+    assert_eq!(server.admin("PUT", "/v1/docs/toys/t3", Some(json!({"name": "ball"}))).await.0, 201);
+
+    // A schema that does not compile leaves the ones in force in place, for writes and GraphQL.
+    std::fs::write(&settings, format!("{TYPED}{TOYS}[schemas.games]\ntype = 12\n")).expect("edit nimbus.toml");
+    assert_eq!(server.admin("PUT", "/v1/docs/toys/t4", Some(json!({"name": 4}))).await.0, 400);
+    assert!(graphql(&server, None, toys, json!({})).await.1.get("errors").is_none());
+    // Taking the toys' schema out removes its type and its check.
+    std::fs::write(&settings, TYPED).expect("edit nimbus.toml");
+    crate::harness::eventually(std::time::Duration::from_secs(10), "the toys' schema gone", || async {
+        let (_, body) = graphql(&server, None, toys, json!({})).await;
+        body.get("errors").is_some().then_some(())
+    })
+    .await;
+    assert_eq!(server.admin("PUT", "/v1/docs/toys/t5", Some(json!({"name": 5}))).await.0, 201);
+}
 
 async fn collections_with_a_schema_get_typed_fields(backend: Backend) {
     let options = Options::default().file("nimbus.toml", TYPED).file("rules/app.rules", OPEN_READS);

@@ -26,6 +26,7 @@ use crate::error::{ApiFailure, ErrorCode};
 use crate::rules::RulesService;
 use crate::store::documents::{DocKey, StoredDoc};
 use crate::store::{Store, StoreError};
+use crate::swap::Swap;
 use crate::triggers::TriggerIndex;
 use access::Fetched;
 use data::DataLimits;
@@ -122,7 +123,8 @@ pub enum QueryResult {
 pub struct Documents {
     store: Store,
     limits: DataLimits,
-    schemas: Schemas,
+    /// The collections' JSON Schemas in force (replaced when nimbus.toml changes).
+    schemas: Swap<Schemas>,
     rules: RulesService,
     /// Rows read by rules-filtered lists (`nimbus_documents_rows_read_total`).
     rows_read: prometheus::IntCounter,
@@ -155,13 +157,18 @@ impl Documents {
         Ok(Documents {
             limits: DataLimits::default(),
             store,
-            schemas,
+            schemas: Swap::new(schemas),
             rules,
             rows_read,
             read_statements,
             triggers,
             cursors,
         })
+    }
+
+    /// Puts `schemas` in force for the writes that follow.
+    pub fn replace_schemas(&self, schemas: Schemas) {
+        self.schemas.store(schemas);
     }
 
     pub async fn get(&self, caller: &Caller, path: &DocPath) -> Result<Document, DocumentError> {

@@ -131,7 +131,7 @@ impl Documents {
         let op = request.op.clone();
         let precondition = request.precondition;
         let limits = self.limits;
-        let schemas = self.schemas.clone();
+        let schemas = self.schemas.load();
         let key = key(&request.path);
         let collection = key.collection.clone();
         let fresh = matches!(request.op, WriteOp::CreateNew(_));

@@ -138,7 +138,7 @@ fn subscriptions(
         let mut data = async_graphql::Data::default();
         data.insert(ClientAddress(ip));
         let authenticator = state.authenticator.clone();
-        GraphQLWebSocket::new(socket, state.graphql.schema.clone(), protocol)
+        GraphQLWebSocket::new(socket, state.graphql.schema(), protocol)
             .with_data(data)
             .on_connection_init(move |payload| connection_caller(authenticator, caller, payload))
             .serve()

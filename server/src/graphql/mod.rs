@@ -29,11 +29,16 @@ use crate::documents::Documents;
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 use crate::realtime::Realtime;
+use crate::swap::Swap;
 
-/// The GraphQL service: the schema, built over the documents layer.
+/// The GraphQL service: the schema in force, built over the documents layer.
+/// A new schema (the collections' JSON Schemas changed) is swapped in whole;
+/// requests already running finish on the one they started with.
 pub struct Graphql {
-    schema: Schema,
+    schema: Swap<Schema>,
     documents: Documents,
+    realtime: Realtime,
+    limits: GraphqlSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,16 +62,21 @@ impl Graphql {
         schemas: &[(String, serde_json::Value)],
         limits: &GraphqlSettings,
     ) -> Result<Graphql, GraphqlError> {
-        let builder = schema::build(schemas)
-            .map_err(GraphqlError::Schema)?
-            .data(documents.clone())
-            .data(realtime)
-            .limit_depth(limits.max_depth)
-            .limit_complexity(limits.max_complexity)
-            .extension(ErrorPaths)
-            .extension(AliasLimit(limits.max_aliases));
-        let builder = if limits.introspection { builder } else { builder.disable_introspection() };
-        Ok(Graphql { schema: builder.finish().map_err(|e| GraphqlError::Schema(e.0))?, documents })
+        let schema = build_schema(&documents, &realtime, schemas, limits)?;
+        Ok(Graphql { schema: Swap::new(schema), documents, realtime, limits: limits.clone() })
+    }
+
+    /// Builds the schema for new collection schemas and puts it in force; on
+    /// an error the schema in force stays.
+    pub fn replace_schemas(&self, schemas: &[(String, serde_json::Value)]) -> Result<(), GraphqlError> {
+        let schema = build_schema(&self.documents, &self.realtime, schemas, &self.limits)?;
+        self.schema.store(schema);
+        Ok(())
+    }
+
+    /// The schema in force.
+    fn schema(&self) -> Schema {
+        self.schema.load().as_ref().clone()
     }
 
     /// The schema in SDL, for client code generators (`nimbus graphql schema`).
@@ -87,8 +97,26 @@ impl Graphql {
             return async_graphql::Response::from_errors(vec![error.into_server_error(Default::default())]);
         }
         let pages = loader::for_request(self.documents.clone(), caller.clone());
-        self.schema.execute(request.data(caller).data(pages)).await
+        self.schema().execute(request.data(caller).data(pages)).await
     }
+}
+
+fn build_schema(
+    documents: &Documents,
+    realtime: &Realtime,
+    schemas: &[(String, serde_json::Value)],
+    limits: &GraphqlSettings,
+) -> Result<Schema, GraphqlError> {
+    let builder = schema::build(schemas)
+        .map_err(GraphqlError::Schema)?
+        .data(documents.clone())
+        .data(realtime.clone())
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .extension(ErrorPaths)
+        .extension(AliasLimit(limits.max_aliases));
+    let builder = if limits.introspection { builder } else { builder.disable_introspection() };
+    builder.finish().map_err(|e| GraphqlError::Schema(e.0))
 }
 
 /// Whether the operation the request would run is a mutation or subscription.
