@@ -5,7 +5,7 @@
 
 use serde_json::json;
 
-use crate::harness::{base_command, spawn_and_wait_for_address, Backend, Server, SERVICE_KEY};
+use crate::harness::{base_command, spawn_and_wait_for_address, Backend, Server};
 
 /// `nimbus restore <file>` with `folder` as the project folder (its default data dir).
 fn restore_in(folder: &std::path::Path, file: &str) -> std::process::Output {
@@ -85,16 +85,9 @@ async fn a_backup_under_write_load_restores_whole() {
     let twice = restore_in(folder.path(), &backup.display().to_string());
     assert!(!twice.status.success(), "a data dir with a database is not overwritten");
     let (mut child, base, _) = spawn_and_wait_for_address(base_command(folder.path()));
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/v1/query"))
-        .bearer_auth(SERVICE_KEY)
-        .json(&json!({"collection": "during", "count": true}))
-        .send()
+    let answer = crate::harness::query_as_service(&base, json!({"collection": "during", "count": true}))
         .await
-        .expect("query")
-        .json()
-        .await
-        .expect("JSON");
+        .expect("the restored server answers");
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(answer["count"], during, "the restored server serves the snapshot");

@@ -59,17 +59,8 @@ async fn ten_instances_starting_at_once_on_a_fresh_database_all_come_up() {
         assert_eq!(write.status(), 201, "instance {i} writes");
     }
     let (_, last) = instances.0.last().expect("instances");
-    let count: serde_json::Value = client
-        .post(format!("{last}/v1/query"))
-        .bearer_auth(SERVICE_KEY)
-        .json(&json!({"collection": "messages", "where": [["room", "==", "r"]], "count": true}))
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-        .expect("count")
-        .json()
-        .await
-        .expect("JSON");
+    let query = json!({"collection": "messages", "where": [["room", "==", "r"]], "count": true});
+    let count = crate::harness::query_as_service(last, query).await.expect("count");
     assert_eq!(count["count"], INSTANCES, "every instance wrote to the same database");
 }
 
@@ -258,29 +249,16 @@ async fn three_instances_behind_nginx() {
     }
     let direct = format!("http://127.0.0.1:{}", instances[2].port);
     eventually(Duration::from_secs(20), "every trigger ran", || async {
-        let answer: serde_json::Value = client
-            .post(format!("{direct}/v1/query"))
-            .bearer_auth(SERVICE_KEY)
-            .json(&json!({"collection": "counts", "count": true}))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let answer = crate::harness::query_as_service(&direct, json!({"collection": "counts", "count": true})).await?;
         (answer["count"] == 30).then_some(())
     })
     .await;
-    let twice: serde_json::Value = client
-        .post(format!("{direct}/v1/query"))
-        .bearer_auth(SERVICE_KEY)
-        .json(&json!({"collection": "counts", "where": [["n", ">", 1]], "count": true}))
-        .send()
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("JSON");
+    let twice = crate::harness::query_as_service(
+        &direct,
+        json!({"collection": "counts", "where": [["n", ">", 1]], "count": true}),
+    )
+    .await
+    .expect("query");
     assert_eq!(twice["count"], 0, "no trigger ran twice across the instances");
 
     // kill -9 of one instance under a steady write load: no acknowledged write is lost.

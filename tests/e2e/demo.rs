@@ -8,7 +8,7 @@ use crate::harness::{Backend, Options, Server};
 use crate::on_both_backends;
 
 fn repo_file(path: &str) -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = crate::harness::repository_root();
     std::fs::read_to_string(root.join(path)).unwrap()
 }
 

@@ -6,16 +6,11 @@
 //! with); the `Dockerfile` is multi-stage, unprivileged and health-checked.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use serde_yaml::Value;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn read(path: &str) -> String {
-    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    std::fs::read_to_string(crate::harness::repository_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn compose() -> Value {
@@ -40,7 +35,7 @@ fn the_compose_file_runs_postgres_replicas_and_a_balancer() {
         balancer["volumes"].as_sequence().expect("mounts").iter().filter_map(Value::as_str).collect();
     for mount in &mounts {
         let local = mount.split(':').next().expect("a source");
-        assert!(repo().join(local).exists(), "{local} is mounted but missing");
+        assert!(crate::harness::repository_root().join(local).exists(), "{local} is mounted but missing");
     }
     assert!(mounts.iter().any(|m| m.starts_with("./deploy/nginx/nimbus-proxy.conf:/etc/nginx/nimbus-proxy.conf")));
     let upstream = read("deploy/nginx/compose.conf");

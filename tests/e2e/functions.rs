@@ -186,30 +186,17 @@ async fn functions_reload_live_and_keep_the_last_good_version(backend: Backend) 
 
 #[test]
 fn functions_check_lists_the_demo_and_reports_errors() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let output = std::process::Command::new(crate::harness::nimbus_bin())
-        .args(["functions", "check", "functions"])
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("petstore.js: purchase (http)"));
+    let demo = crate::harness::cli_in(&crate::harness::repository_root(), &["functions", "check", "functions"]);
+    let (passed, stdout, stderr) = demo;
+    assert!(passed, "{stderr}");
+    assert!(stdout.contains("petstore.js: purchase (http)"), "{stdout}");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("bad.js"),
         "import { onHttp } from \"nimbus:functions\";\nexport const x = onHttp({ path: \"/x\" }, () => 1;\n",
     )
     .unwrap();
-    let output = std::process::Command::new(crate::harness::nimbus_bin())
-        .arg("functions")
-        .arg("check")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("bad.js:2"),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (passed, _, stderr) = crate::harness::cli_in(dir.path(), &["functions", "check", "."]);
+    assert!(!passed);
+    assert!(stderr.contains("bad.js:2"), "{stderr}");
 }

@@ -302,6 +302,32 @@ impl Drop for Server {
     }
 }
 
+/// `POST {base}/v1/query` with the service key: the answer (a count, a page),
+/// or `None` when the server does not answer with JSON within 10 s.
+pub async fn query_as_service(base: &str, query: Value) -> Option<Value> {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/v1/query"))
+        .bearer_auth(SERVICE_KEY)
+        .json(&query)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .ok()?;
+    response.json().await.ok()
+}
+
+/// The repository's root (the demo app's `rules/` and `functions/` are there).
+pub fn repository_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `nimbus <args>` in `dir`; answers whether it succeeded and its stdout and stderr.
+pub fn cli_in(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(nimbus_bin()).args(args).current_dir(dir).output().expect("nimbus runs");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
 /// Status and JSON body (or `Value::String` of the text when not JSON).
 pub async fn read(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();

@@ -171,36 +171,17 @@ async fn reloading_under_load_fails_no_request(backend: Backend) {
 
 #[test]
 fn the_demo_rules_pass_their_cases_and_the_cli_reports_errors() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let output = std::process::Command::new(crate::harness::nimbus_bin())
-        .args(["rules", "test", "rules/petstore.cases.json"])
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    let root = crate::harness::repository_root();
+    let (passed, stdout, stderr) = crate::harness::cli_in(&root, &["rules", "test", "rules/petstore.cases.json"]);
+    assert!(passed, "{stdout}{stderr}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
-    let output = std::process::Command::new(crate::harness::nimbus_bin())
-        .args(["rules", "check", "rules"])
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    assert!(output.status.success());
+    assert!(crate::harness::cli_in(&root, &["rules", "check", "rules"]).0);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("x.rules"), "service cloud.firestore {\n match /a/{b} { allow read: if 1 +; }\n}")
         .unwrap();
-    let output = std::process::Command::new(crate::harness::nimbus_bin())
-        .arg("rules")
-        .arg("check")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("x.rules:2:35: expected an expression"),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let (passed, _, stderr) = crate::harness::cli_in(dir.path(), &["rules", "check", "."]);
+    assert!(!passed);
+    assert!(stderr.contains("x.rules:2:35: expected an expression"), "{stderr}");
 }
 
 async fn rows_read(server: &Server) -> u64 {

@@ -5,7 +5,7 @@
 //! headless Chromium (`examples/petstore-web/test/browser.mjs`). `scripts/test`
 //! installs Chromium and builds the SDK and the app first.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::json;
@@ -13,17 +13,13 @@ use serde_json::json;
 use crate::harness::{Backend, Options, Server};
 use crate::on_both_backends;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn repo_file(path: &str) -> String {
-    std::fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    std::fs::read_to_string(crate::harness::repository_root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// The demo's rules and functions, with the web app as the static folder.
 async fn shop(backend: Backend) -> Server {
-    let public = repo().join("examples/petstore-web/public");
+    let public = crate::harness::repository_root().join("examples/petstore-web/public");
     assert!(
         public.join("app.js").exists(),
         "the web app is not built: run `npm ci && npm run build` in examples/petstore-web (scripts/test does)"
@@ -65,7 +61,7 @@ async fn the_static_folder_serves_the_app_and_leaves_the_api_alone(backend: Back
 
 /// Seeds the catalogue the way `scripts/serve` does: twice, the second time changing nothing.
 fn seed(server: &Server) {
-    let seed = repo().join("examples/petstore-web/seed.jsonl").display().to_string();
+    let seed = crate::harness::repository_root().join("examples/petstore-web/seed.jsonl").display().to_string();
     let first = server.run_cli(&["import", "firestore", &seed, "--skip-existing"]);
     assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
     let again = server.run_cli(&["import", "firestore", &seed, "--skip-existing"]);
@@ -82,10 +78,10 @@ async fn the_pet_store_works_in_a_browser(backend: Backend) {
     let last =
         json!({"name": "Last-chance hammock", "emoji": "🏝️", "price": 19, "stock": 1, "description": "Only one left."});
     assert_eq!(server.admin("PUT", "/v1/docs/products/last-hammock", Some(last)).await.0, 201);
-    let app = repo().join("examples/petstore-web");
+    let app = crate::harness::repository_root().join("examples/petstore-web");
     let artifacts = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join("target"))
+        .unwrap_or_else(|_| crate::harness::repository_root().join("target"))
         .join("petstore-web-screenshots")
         .join(&label);
     let output = Command::new("node")

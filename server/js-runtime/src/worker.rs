@@ -132,33 +132,32 @@ const DEFAULT_HEAP_BYTES: usize = 64 * 1024 * 1024;
 pub(crate) fn run(receiver: Arc<Mutex<mpsc::Receiver<Job>>>, idle: Duration, host: Arc<dyn Host>) {
     let Ok(tokio) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
     let watchdog = Watchdog::start();
-    let mut warm: HashMap<String, Warm> = HashMap::new();
-    let mut spare: Option<Blank> = None;
+    let mut runtimes = Runtimes { warm: HashMap::new(), spare: None, host };
     // The heap limit of the last job; `None` until this worker has run one (a
     // worker that never runs functions makes no blank runtime).
     let mut heap_bytes: Option<usize> = None;
     loop {
-        let job = match next_job(&receiver, spare.is_none() && heap_bytes.is_some()) {
+        let job = match next_job(&receiver, runtimes.spare.is_none() && heap_bytes.is_some()) {
             Next::Job(job) => job,
             Next::Idle => {
-                spare = blank(heap_bytes.unwrap_or(DEFAULT_HEAP_BYTES), &host).ok();
+                runtimes.spare = blank(heap_bytes.unwrap_or(DEFAULT_HEAP_BYTES), &runtimes.host).ok();
                 continue;
             }
             Next::Wait => continue,
             Next::Stop => return,
         };
-        warm.retain(|_, w| w.last_used.elapsed() < idle);
+        runtimes.warm.retain(|_, w| w.last_used.elapsed() < idle);
         match *job {
             Job::Describe { module, time_limit, reply } => {
                 heap_bytes = heap_bytes.or(Some(DEFAULT_HEAP_BYTES));
                 let deadline = Deadline { at: Instant::now() + time_limit, watchdog: &watchdog };
-                let result = tokio.block_on(describe(&mut warm, &mut spare, &module, &host, deadline));
+                let result = tokio.block_on(describe(&mut runtimes, &module, deadline));
                 let _ = reply.send(result);
             }
             Job::Invoke { module, export, input, context, limits, reply } => {
                 heap_bytes = Some(limits.heap_bytes);
                 let call = Call { module: &module, export: &export, input: &input, context: &context, limits };
-                let invocation = tokio.block_on(invoke(&mut warm, &mut spare, &watchdog, &host, call));
+                let invocation = tokio.block_on(invoke(&mut runtimes, &watchdog, call));
                 let _ = reply.send(invocation);
             }
         }
@@ -299,41 +298,48 @@ async fn load(js: &mut JsRuntime, main: &ModuleSpecifier) -> Result<(), JsError>
     Ok(())
 }
 
-/// The warm runtime for `module` (a new one when missing or outdated); `true` when new.
-async fn runtime<'w>(
-    warm: &'w mut HashMap<String, Warm>,
-    spare: &mut Option<Blank>,
-    module: &Module,
-    heap_bytes: usize,
-    host: &Arc<dyn Host>,
-    deadline: Deadline<'_>,
-) -> Result<(&'w mut Warm, bool), JsError> {
-    let fresh = !warm.get(&module.name).is_some_and(|w| w.version == module.version && w.heap_bytes == heap_bytes);
-    if fresh {
-        warm.remove(&module.name);
-        let created = create(module, spare, heap_bytes, host, deadline).await?;
-        warm.insert(module.name.clone(), created);
+/// One worker's runtimes: the warm one of each module it ran lately, a
+/// spare blank one made while idle, and the host their `ctx` calls.
+struct Runtimes {
+    warm: HashMap<String, Warm>,
+    spare: Option<Blank>,
+    host: Arc<dyn Host>,
+}
+
+impl Runtimes {
+    /// The warm runtime for `module` (a new one when missing or outdated); `true` when new.
+    async fn runtime(
+        &mut self,
+        module: &Module,
+        heap_bytes: usize,
+        deadline: Deadline<'_>,
+    ) -> Result<(&mut Warm, bool), JsError> {
+        let warm = &mut self.warm;
+        let fresh = !warm.get(&module.name).is_some_and(|w| w.version == module.version && w.heap_bytes == heap_bytes);
+        if fresh {
+            warm.remove(&module.name);
+            let created = create(module, &mut self.spare, heap_bytes, &self.host, deadline).await?;
+            warm.insert(module.name.clone(), created);
+        }
+        let entry = warm.get_mut(&module.name).ok_or(JsError::Stopped)?;
+        entry.last_used = Instant::now();
+        Ok((entry, fresh))
     }
-    let entry = warm.get_mut(&module.name).ok_or(JsError::Stopped)?;
-    entry.last_used = Instant::now();
-    Ok((entry, fresh))
 }
 
 async fn describe(
-    warm: &mut HashMap<String, Warm>,
-    spare: &mut Option<Blank>,
+    runtimes: &mut Runtimes,
     module: &Module,
-    host: &Arc<dyn Host>,
     deadline: Deadline<'_>,
 ) -> Result<Vec<Descriptor>, JsError> {
-    let (entry, _) = runtime(warm, spare, module, DEFAULT_HEAP_BYTES, host, deadline).await?;
+    let (entry, _) = runtimes.runtime(module, DEFAULT_HEAP_BYTES, deadline).await?;
     let mut entered = Entered::new(&mut entry.js);
     let outcome = deadline.run(&mut entered, |js| run_script(js, "globalThis.__nimbus_describe()")).await;
     drop(entered);
     let text = match outcome {
         Limited::Done(text) => text?,
         Limited::TimedOut => {
-            warm.remove(&module.name);
+            runtimes.warm.remove(&module.name);
             return Err(JsError::Load(format!("{}: describing took longer than its time limit", module.name)));
         }
     };
@@ -410,18 +416,12 @@ struct Call<'a> {
     limits: Limits,
 }
 
-async fn invoke(
-    warm: &mut HashMap<String, Warm>,
-    spare: &mut Option<Blank>,
-    watchdog: &Watchdog,
-    host: &Arc<dyn Host>,
-    call: Call<'_>,
-) -> Invocation {
+async fn invoke(runtimes: &mut Runtimes, watchdog: &Watchdog, call: Call<'_>) -> Invocation {
     let Call { module, export, input, context, limits } = call;
     let started = Instant::now();
     let deadline = Deadline { at: started + limits.timeout, watchdog };
     let failed = |error, cold| Invocation { result: Err(error), logs: Vec::new(), cold, duration: started.elapsed() };
-    let (entry, cold) = match runtime(warm, spare, module, limits.heap_bytes, host, deadline).await {
+    let (entry, cold) = match runtimes.runtime(module, limits.heap_bytes, deadline).await {
         Ok(found) => found,
         Err(error) => return failed(error, true),
     };
@@ -433,7 +433,7 @@ async fn invoke(
     let outcome = match limited {
         Limited::Done(outcome) if !out_of_memory => outcome,
         _ => {
-            warm.remove(&module.name);
+            runtimes.warm.remove(&module.name);
             let error = if out_of_memory { JsError::OutOfMemory } else { JsError::Timeout };
             return failed(error, cold);
         }

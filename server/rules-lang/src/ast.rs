@@ -76,18 +76,38 @@ pub enum UnaryOp {
 pub enum BinaryOp {
     Or,
     And,
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
+    Compare(CompareOp),
     In,
     Add,
     Sub,
     Mul,
     Div,
     Rem,
+}
+
+/// `==`, `!=`, `<`, `<=`, `>`, `>=`: in expressions, and in the conditions
+/// pushed down into queries (`pushdown::Condition::Compare`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+impl CompareOp {
+    /// The operator with its operands swapped (`a < b` is `b > a`).
+    pub fn flipped(self) -> CompareOp {
+        match self {
+            CompareOp::Lt => CompareOp::Gt,
+            CompareOp::Le => CompareOp::Ge,
+            CompareOp::Gt => CompareOp::Lt,
+            CompareOp::Ge => CompareOp::Le,
+            same => same,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

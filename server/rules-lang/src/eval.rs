@@ -7,7 +7,7 @@
 use std::cell::{Cell, OnceCell};
 use std::collections::{BTreeMap, HashMap};
 
-use crate::ast::{BinaryOp, Expr, ExprKind, Function, PathPart, UnaryOp};
+use crate::ast::{BinaryOp, CompareOp, Expr, ExprKind, Function, PathPart, UnaryOp};
 use crate::value::Value;
 use crate::{Auth, Request};
 
@@ -198,9 +198,9 @@ pub fn eval(expr: &Expr, scope: &Scope, env: &Env) -> Eval {
         ExprKind::Binary(BinaryOp::And, left, right) => {
             logical(eval(left, scope, env), || eval(right, scope, env), false)
         }
-        ExprKind::Binary(op @ (BinaryOp::Eq | BinaryOp::Ne), left, right) => {
+        ExprKind::Binary(BinaryOp::Compare(op @ (CompareOp::Eq | CompareOp::Ne)), left, right) => {
             let equal = eval_cow(left, scope, env)?.equals(eval_cow(right, scope, env)?.as_ref());
-            Ok(Value::Bool(equal == (*op == BinaryOp::Eq)))
+            Ok(Value::Bool(equal == (*op == CompareOp::Eq)))
         }
         ExprKind::Binary(op, left, right) => binary(*op, eval(left, scope, env)?, eval(right, scope, env)?),
         ExprKind::Ternary(condition, then, otherwise) => {
@@ -295,12 +295,12 @@ fn binary(op: BinaryOp, left: Value, right: Value) -> Eval {
             .map_or_else(|| error(format!("cannot compare a {} with a {}", left.type_name(), right.type_name())), Ok)
     };
     Ok(match op {
-        BinaryOp::Eq => Value::Bool(left.equals(&right)),
-        BinaryOp::Ne => Value::Bool(!left.equals(&right)),
-        BinaryOp::Lt => Value::Bool(compare(&left, &right)? == Ordering::Less),
-        BinaryOp::Le => Value::Bool(compare(&left, &right)? != Ordering::Greater),
-        BinaryOp::Gt => Value::Bool(compare(&left, &right)? == Ordering::Greater),
-        BinaryOp::Ge => Value::Bool(compare(&left, &right)? != Ordering::Less),
+        BinaryOp::Compare(CompareOp::Eq) => Value::Bool(left.equals(&right)),
+        BinaryOp::Compare(CompareOp::Ne) => Value::Bool(!left.equals(&right)),
+        BinaryOp::Compare(CompareOp::Lt) => Value::Bool(compare(&left, &right)? == Ordering::Less),
+        BinaryOp::Compare(CompareOp::Le) => Value::Bool(compare(&left, &right)? != Ordering::Greater),
+        BinaryOp::Compare(CompareOp::Gt) => Value::Bool(compare(&left, &right)? == Ordering::Greater),
+        BinaryOp::Compare(CompareOp::Ge) => Value::Bool(compare(&left, &right)? != Ordering::Less),
         BinaryOp::In => match right {
             Value::List(items) => Value::Bool(items.iter().any(|i| i.equals(&left))),
             Value::Map(map) => match left {

@@ -291,8 +291,13 @@ impl Parser {
         const LEVELS: &[&[(&str, BinaryOp)]] = &[
             &[("||", BinaryOp::Or)],
             &[("&&", BinaryOp::And)],
-            &[("==", BinaryOp::Eq), ("!=", BinaryOp::Ne)],
-            &[("<=", BinaryOp::Le), (">=", BinaryOp::Ge), ("<", BinaryOp::Lt), (">", BinaryOp::Gt)],
+            &[("==", BinaryOp::Compare(CompareOp::Eq)), ("!=", BinaryOp::Compare(CompareOp::Ne))],
+            &[
+                ("<=", BinaryOp::Compare(CompareOp::Le)),
+                (">=", BinaryOp::Compare(CompareOp::Ge)),
+                ("<", BinaryOp::Compare(CompareOp::Lt)),
+                (">", BinaryOp::Compare(CompareOp::Gt)),
+            ],
             &[("+", BinaryOp::Add), ("-", BinaryOp::Sub)],
             &[("*", BinaryOp::Mul), ("/", BinaryOp::Div), ("%", BinaryOp::Rem)],
         ];

@@ -13,15 +13,7 @@ use crate::ast::{BinaryOp, Expr, ExprKind, Function, Segment};
 use crate::eval::{eval, Env, EvalError, Lookup, Scope};
 use crate::value::Value;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompareOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
+pub use crate::ast::CompareOp;
 
 /// A condition on a document's data, with the rules language's semantics:
 /// a comparison with a missing field (or through a non-map) is false; `==`
@@ -327,17 +319,6 @@ fn concrete(expr: &Expr, scope: &Scope, env: &Env, row: &[String]) -> Condition 
 }
 
 fn comparison(op: BinaryOp, left: &Expr, right: &Expr, scope: &Scope, env: &Env, row: &[String]) -> Option<Condition> {
-    let op_of = |op: BinaryOp, flipped: bool| {
-        Some(match (op, flipped) {
-            (BinaryOp::Eq, _) => CompareOp::Eq,
-            (BinaryOp::Ne, _) => CompareOp::Ne,
-            (BinaryOp::Lt, false) | (BinaryOp::Gt, true) => CompareOp::Lt,
-            (BinaryOp::Le, false) | (BinaryOp::Ge, true) => CompareOp::Le,
-            (BinaryOp::Gt, false) | (BinaryOp::Lt, true) => CompareOp::Gt,
-            (BinaryOp::Ge, false) | (BinaryOp::Le, true) => CompareOp::Ge,
-            _ => return None,
-        })
-    };
     if op == BinaryOp::In {
         let field = data_field(left)?;
         if mentions_row(right, row) {
@@ -361,7 +342,8 @@ fn comparison(op: BinaryOp, left: &Expr, right: &Expr, scope: &Scope, env: &Env,
     if mentions_row(other, row) {
         return None;
     }
-    let op = op_of(op, flipped)?;
+    let BinaryOp::Compare(op) = op else { return None };
+    let op = if flipped { op.flipped() } else { op };
     match eval(other, scope, env) {
         Ok(value) => Some(scalar(&value).map_or(Condition::Unknown, |value| Condition::Compare { field, op, value })),
         Err(EvalError::NeedDocument(_)) => Some(Condition::Unknown),

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::path::DocPath;
 use crate::auth::Caller;
 use crate::store::documents::DocKey;
-use crate::store::query::{CompareOp as StoreOp, FieldPath, Filter, Scalar};
+use crate::store::query::{FieldPath, Filter, Scalar};
 use crate::store::{Store, StoreError};
 
 /// Most documents one request's rules may read with `get()`/`exists()`.
@@ -120,14 +120,7 @@ pub fn pushed_filter(condition: &Condition) -> Pushed {
         Condition::Nothing => Pushed { filter: Some(Filter::Or(Vec::new())), exact: true },
         Condition::Compare { field, op, value } => {
             let exact_op = matches!(op, CompareOp::Eq | CompareOp::Ne);
-            let op = match op {
-                CompareOp::Eq => StoreOp::Eq,
-                CompareOp::Ne => StoreOp::Ne,
-                CompareOp::Lt => StoreOp::Lt,
-                CompareOp::Le => StoreOp::Le,
-                CompareOp::Gt => StoreOp::Gt,
-                CompareOp::Ge => StoreOp::Ge,
-            };
+            let op = *op;
             match (field_path(field), Scalar::from_json(value)) {
                 (Some(field), Some(scalar)) => Pushed {
                     exact: exact_op && exact_scalar(&scalar),

@@ -39,7 +39,11 @@ pub fn router() -> Router<DocumentsApi> {
     Router::new()
         .route(
             "/v1/docs/{*path}",
-            get(get_path).put(put_document).patch(patch_document).delete(delete_document).post(create_in_collection),
+            get(get_path)
+                .put(put_or_patch_document)
+                .patch(put_or_patch_document)
+                .delete(delete_document)
+                .post(create_in_collection),
         )
         .route("/v1/batch", post(batch))
         .route("/v1/query", post(run_query))
@@ -164,24 +168,17 @@ async fn write_at(
     write_one(state, caller, request).await
 }
 
-async fn put_document(
+/// `PUT` (set) and `PATCH` (update, a merge) of one document.
+async fn put_or_patch_document(
     State(state): State<DocumentsApi>,
     caller: Caller,
+    method: axum::http::Method,
     Path(path): Path<String>,
     headers: HeaderMap,
     ApiJson(data): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    write_at(&state, &caller, &path, &headers, WriteOp::Set(data)).await
-}
-
-async fn patch_document(
-    State(state): State<DocumentsApi>,
-    caller: Caller,
-    Path(path): Path<String>,
-    headers: HeaderMap,
-    ApiJson(data): ApiJson<Value>,
-) -> Result<Response, ApiError> {
-    write_at(&state, &caller, &path, &headers, WriteOp::Update(data)).await
+    let op = if method == axum::http::Method::PATCH { WriteOp::Update(data) } else { WriteOp::Set(data) };
+    write_at(&state, &caller, &path, &headers, op).await
 }
 
 async fn delete_document(

@@ -2,6 +2,7 @@
 //! single-use email tokens. Every statement here is portable SQL, written once.
 //! Tokens arrive already hashed; this module never sees a secret.
 
+use super::query::Param;
 use super::{Store, StoreError};
 
 /// A user row.
@@ -47,52 +48,41 @@ pub enum Refreshed {
     Invalid,
 }
 
+/// The id and the columns a user's owner or an admin change, in `USER_COLUMNS` order ($1 to $8).
+fn user_identity(user: &UserRow) -> Vec<Param> {
+    vec![
+        (&user.id).into(),
+        (&user.email).into(),
+        (&user.password_hash).into(),
+        user.email_verified.into(),
+        user.anonymous.into(),
+        (&user.display_name).into(),
+        (&user.claims).into(),
+        user.disabled.into(),
+    ]
+}
+
 impl Store {
     pub async fn insert_user(&self, user: &UserRow) -> Result<(), StoreError> {
         let sql =
             format!("INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)");
-        on_writer!(self, |pool| {
-            sqlx::query(&sql)
-                .bind(&user.id)
-                .bind(&user.email)
-                .bind(&user.password_hash)
-                .bind(user.email_verified)
-                .bind(user.anonymous)
-                .bind(&user.display_name)
-                .bind(&user.claims)
-                .bind(user.disabled)
-                .bind(user.failed_signins)
-                .bind(user.last_failed_at)
-                .bind(user.created_at)
-                .bind(user.updated_at)
-                .execute(pool)
-                .await
-                .map(|_| ())?
-        });
-        Ok(())
+        let mut params = user_identity(user);
+        params.extend([
+            user.failed_signins.into(),
+            user.last_failed_at.into(),
+            user.created_at.into(),
+            user.updated_at.into(),
+        ]);
+        self.execute(&sql, &params).await.map(|_| ())
     }
 
     /// Writes every mutable column of `user` (the row must exist).
     pub async fn save_user(&self, user: &UserRow) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query(
-                "UPDATE users SET email = $2, password_hash = $3, email_verified = $4, anonymous = $5, \
-                 display_name = $6, claims = $7, disabled = $8, updated_at = $9 WHERE id = $1",
-            )
-            .bind(&user.id)
-            .bind(&user.email)
-            .bind(&user.password_hash)
-            .bind(user.email_verified)
-            .bind(user.anonymous)
-            .bind(&user.display_name)
-            .bind(&user.claims)
-            .bind(user.disabled)
-            .bind(user.updated_at)
-            .execute(pool)
-            .await
-            .map(|_| ())?
-        });
-        Ok(())
+        let sql = "UPDATE users SET email = $2, password_hash = $3, email_verified = $4, anonymous = $5, \
+                   display_name = $6, claims = $7, disabled = $8, updated_at = $9 WHERE id = $1";
+        let mut params = user_identity(user);
+        params.push(user.updated_at.into());
+        self.execute(sql, &params).await.map(|_| ())
     }
 
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
@@ -118,10 +108,7 @@ impl Store {
     }
 
     pub async fn delete_user(&self, id: &str) -> Result<bool, StoreError> {
-        let deleted = on_writer!(self, |pool| {
-            sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(pool).await?.rows_affected()
-        });
-        Ok(deleted == 1)
+        Ok(self.execute("DELETE FROM users WHERE id = $1", &[id.into()]).await? == 1)
     }
 
     /// Failed sign-ins for `email` (whether or not an account has it): (count, last failure).
@@ -137,58 +124,28 @@ impl Store {
     /// Counts a failed sign-in for `email`; the count restarts when the last
     /// failure is older than `window_start`, and older counts are dropped.
     pub async fn record_failed_signin(&self, email: &str, now: i64, window_start: i64) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO signin_failures (email, failed, last_failed_at) VALUES ($1, 1, $2) \
-                 ON CONFLICT (email) DO UPDATE SET failed = CASE WHEN signin_failures.last_failed_at < $3 \
-                 THEN 1 ELSE signin_failures.failed + 1 END, last_failed_at = $2",
-            )
-            .bind(email)
-            .bind(now)
-            .bind(window_start)
-            .execute(pool)
-            .await?;
-            sqlx::query("DELETE FROM signin_failures WHERE last_failed_at < $1")
-                .bind(window_start)
-                .execute(pool)
-                .await
-                .map(|_| ())?
-        });
-        Ok(())
+        let count = "INSERT INTO signin_failures (email, failed, last_failed_at) VALUES ($1, 1, $2) \
+                     ON CONFLICT (email) DO UPDATE SET failed = CASE WHEN signin_failures.last_failed_at < $3 \
+                     THEN 1 ELSE signin_failures.failed + 1 END, last_failed_at = $2";
+        self.execute(count, &[email.into(), now.into(), window_start.into()]).await?;
+        let forget = "DELETE FROM signin_failures WHERE last_failed_at < $1";
+        self.execute(forget, &[window_start.into()]).await.map(|_| ())
     }
 
     pub async fn clear_failed_signins(&self, email: &str) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query("DELETE FROM signin_failures WHERE email = $1").bind(email).execute(pool).await.map(|_| ())?
-        });
-        Ok(())
+        self.execute("DELETE FROM signin_failures WHERE email = $1", &[email.into()]).await.map(|_| ())
     }
 
     /// Ends every session of the user but `keep` (the one that made a change).
     pub async fn revoke_other_sessions(&self, user_id: &str, keep: &str, now: i64) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query("UPDATE sessions SET revoked_at = $3 WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL")
-                .bind(user_id)
-                .bind(keep)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|_| ())?
-        });
-        Ok(())
+        let sql = "UPDATE sessions SET revoked_at = $3 WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL";
+        self.execute(sql, &[user_id.into(), keep.into(), now.into()]).await.map(|_| ())
     }
 
     /// Spends every outstanding verification and reset link of the user.
     pub async fn revoke_email_tokens(&self, user_id: &str, now: i64) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query("UPDATE email_tokens SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL")
-                .bind(user_id)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|_| ())?
-        });
-        Ok(())
+        let sql = "UPDATE email_tokens SET used_at = $2 WHERE user_id = $1 AND used_at IS NULL";
+        self.execute(sql, &[user_id.into(), now.into()]).await.map(|_| ())
     }
 
     /// Starts a session with its first refresh token.
@@ -200,24 +157,13 @@ impl Store {
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
-                .bind(session_id)
-                .bind(user_id)
-                .bind(now)
-                .bind(expires_at)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)")
-                .bind(token_hash)
-                .bind(session_id)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?
-        });
-        Ok(())
+        let session = [session_id.into(), user_id.into(), now.into(), expires_at.into()];
+        let token = [token_hash.into(), session_id.into(), now.into()];
+        self.execute_together(&[
+            ("INSERT INTO sessions (id, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)", &session),
+            ("INSERT INTO refresh_tokens (token_hash, session_id, created_at) VALUES ($1, $2, $3)", &token),
+        ])
+        .await
     }
 
     /// Spends `old_hash` and stores `new_hash` in its session, or detects reuse
@@ -301,27 +247,13 @@ impl Store {
     }
 
     pub async fn revoke_session(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-                .bind(session_id)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|_| ())?
-        });
-        Ok(())
+        let sql = "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+        self.execute(sql, &[session_id.into(), now.into()]).await.map(|_| ())
     }
 
     pub async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
-                .bind(user_id)
-                .bind(now)
-                .execute(pool)
-                .await
-                .map(|_| ())?
-        });
-        Ok(())
+        let sql = "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
+        self.execute(sql, &[user_id.into(), now.into()]).await.map(|_| ())
     }
 
     pub async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>, StoreError> {
@@ -336,25 +268,23 @@ impl Store {
 
     /// Stores a new key and retires the others at `now`.
     pub async fn add_signing_key(&self, key: &SigningKeyRow) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
-                .bind(key.created_at)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&key.kid)
-            .bind(&key.algorithm)
-            .bind(&key.private_key)
-            .bind(&key.public_key)
-            .bind(key.created_at)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?
-        });
-        Ok(())
+        let retire = [key.created_at.into()];
+        let insert = [
+            (&key.kid).into(),
+            (&key.algorithm).into(),
+            (&key.private_key).into(),
+            (&key.public_key).into(),
+            key.created_at.into(),
+        ];
+        self.execute_together(&[
+            ("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL", &retire),
+            (
+                "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                &insert,
+            ),
+        ])
+        .await
     }
 
     pub async fn insert_email_token(
@@ -366,22 +296,10 @@ impl Store {
         now: i64,
         expires_at: i64,
     ) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO email_tokens (token_hash, user_id, email, purpose, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(token_hash)
-            .bind(user_id)
-            .bind(email)
-            .bind(purpose)
-            .bind(now)
-            .bind(expires_at)
-            .execute(pool)
-            .await
-            .map(|_| ())?
-        });
-        Ok(())
+        let sql = "INSERT INTO email_tokens (token_hash, user_id, email, purpose, created_at, expires_at) \
+                   VALUES ($1, $2, $3, $4, $5, $6)";
+        let params = [token_hash.into(), user_id.into(), email.into(), purpose.into(), now.into(), expires_at.into()];
+        self.execute(sql, &params).await.map(|_| ())
     }
 
     /// Spends an unexpired, unused email token; returns its user and the

@@ -75,6 +75,8 @@ macro_rules! bind_params {
                 $crate::store::query::Param::Int(v) => q.bind(*v),
                 $crate::store::query::Param::Real(v) => q.bind(*v),
                 $crate::store::query::Param::Text(v) => q.bind(v.as_str()),
+                $crate::store::query::Param::Bool(v) => q.bind(*v),
+                $crate::store::query::Param::MaybeText(v) => q.bind(v.as_deref()),
             };
         }
         q

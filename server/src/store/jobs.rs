@@ -92,30 +92,14 @@ impl Store {
     }
 
     pub async fn complete_job(&self, id: &str) -> Result<(), StoreError> {
-        on_writer!(self, |pool| sqlx::query("DELETE FROM jobs WHERE id = $1")
-            .bind(id)
-            .execute(pool)
-            .await
-            .map(|_| ())?);
-        Ok(())
+        self.execute("DELETE FROM jobs WHERE id = $1", &[id.into()]).await.map(|_| ())
     }
 
     /// Records a failed attempt: retried after `run_after`, or dead.
     pub async fn fail_job(&self, id: &str, error: &str, run_after: i64, dead: bool) -> Result<(), StoreError> {
-        on_writer!(self, |pool| {
-            sqlx::query(
-                "UPDATE jobs SET attempts = attempts + 1, last_error = $2, run_after = $3, locked_until = 0, dead = $4 \
-                 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(error)
-            .bind(run_after)
-            .bind(dead)
-            .execute(pool)
-            .await
-            .map(|_| ())?
-        });
-        Ok(())
+        let sql = "UPDATE jobs SET attempts = attempts + 1, last_error = $2, run_after = $3, locked_until = 0, \
+                   dead = $4 WHERE id = $1";
+        self.execute(sql, &[id.into(), error.into(), run_after.into(), dead.into()]).await.map(|_| ())
     }
 
     pub async fn dead_jobs(&self, limit: i64) -> Result<Vec<JobRow>, StoreError> {
@@ -125,19 +109,9 @@ impl Store {
 
     /// Puts a dead job back in the queue; returns whether it was dead.
     pub async fn replay_job(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let replayed = on_writer!(self, |pool| {
-            sqlx::query(
-                "UPDATE jobs SET dead = $2, attempts = 0, run_after = $3, locked_until = 0 WHERE id = $1 AND dead = $4",
-            )
-            .bind(id)
-            .bind(false)
-            .bind(now)
-            .bind(true)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(replayed == 1)
+        let sql =
+            "UPDATE jobs SET dead = $2, attempts = 0, run_after = $3, locked_until = 0 WHERE id = $1 AND dead = $4";
+        Ok(self.execute(sql, &[id.into(), false.into(), now.into(), true.into()]).await? == 1)
     }
 
     /// Jobs waiting to run (not dead), for the queue-depth metric.
@@ -152,14 +126,7 @@ impl Store {
 impl Store {
     /// Claims one tick of a schedule; `true` for the one instance that should run it.
     pub async fn claim_tick(&self, function: &str, tick: i64) -> Result<bool, StoreError> {
-        let inserted = on_writer!(self, |pool| {
-            sqlx::query("INSERT INTO schedule_ticks (function, tick) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(function)
-                .bind(tick)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(inserted == 1)
+        let sql = "INSERT INTO schedule_ticks (function, tick) VALUES ($1, $2) ON CONFLICT DO NOTHING";
+        Ok(self.execute(sql, &[function.into(), tick.into()]).await? == 1)
     }
 }

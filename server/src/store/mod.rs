@@ -194,6 +194,29 @@ impl Store {
         Ok(applied as usize == known)
     }
 
+    /// Runs one writing statement with its parameters; answers the rows it touched.
+    pub(in crate::store) async fn execute(&self, sql: &str, params: &[query::Param]) -> Result<u64, StoreError> {
+        Ok(on_writer!(self, |pool| documents::bind_params!(sqlx::query(sql), params)
+            .execute(pool)
+            .await?
+            .rows_affected()))
+    }
+
+    /// Runs writing statements in one transaction: all or none.
+    pub(in crate::store) async fn execute_together(
+        &self,
+        statements: &[(&str, &[query::Param])],
+    ) -> Result<(), StoreError> {
+        on_writer!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            for (sql, params) in statements {
+                documents::bind_params!(sqlx::query(sql), *params).execute(&mut *tx).await?;
+            }
+            tx.commit().await?
+        });
+        Ok(())
+    }
+
     pub async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(on_reader!(self, |pool| {
             sqlx::query_scalar("SELECT value FROM settings WHERE key = $1").bind(key).fetch_optional(pool).await?
@@ -202,15 +225,8 @@ impl Store {
 
     /// Stores `value` unless the key exists; returns whether it was stored.
     pub async fn insert_setting_if_absent(&self, key: &str, value: &str) -> Result<bool, StoreError> {
-        let inserted = on_writer!(self, |pool| {
-            sqlx::query("INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-                .bind(key)
-                .bind(value)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(inserted == 1)
+        let sql = "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING";
+        Ok(self.execute(sql, &[key.into(), value.into()]).await? == 1)
     }
 
     /// Closes every pool, waiting for connections in use.

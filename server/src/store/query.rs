@@ -83,26 +83,18 @@ impl Scalar {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CompareOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
+/// The rules' comparison operators are the store's: a pushed-down condition
+/// becomes a filter without translation.
+pub use nimbus_rules_lang::pushdown::CompareOp;
 
-impl CompareOp {
-    fn sql(self) -> &'static str {
-        match self {
-            CompareOp::Eq => "=",
-            CompareOp::Ne => "<>",
-            CompareOp::Lt => "<",
-            CompareOp::Le => "<=",
-            CompareOp::Gt => ">",
-            CompareOp::Ge => ">=",
-        }
+fn operator_sql(op: CompareOp) -> &'static str {
+    match op {
+        CompareOp::Eq => "=",
+        CompareOp::Ne => "<>",
+        CompareOp::Lt => "<",
+        CompareOp::Le => "<=",
+        CompareOp::Gt => ">",
+        CompareOp::Ge => ">=",
     }
 }
 
@@ -215,6 +207,39 @@ pub(super) enum Param {
     Int(i64),
     Real(f64),
     Text(String),
+    Bool(bool),
+    /// Text or SQL NULL.
+    MaybeText(Option<String>),
+}
+
+impl From<&str> for Param {
+    fn from(text: &str) -> Param {
+        Param::Text(text.to_owned())
+    }
+}
+
+impl From<&String> for Param {
+    fn from(text: &String) -> Param {
+        Param::Text(text.clone())
+    }
+}
+
+impl From<&Option<String>> for Param {
+    fn from(text: &Option<String>) -> Param {
+        Param::MaybeText(text.clone())
+    }
+}
+
+impl From<i64> for Param {
+    fn from(n: i64) -> Param {
+        Param::Int(n)
+    }
+}
+
+impl From<bool> for Param {
+    fn from(b: bool) -> Param {
+        Param::Bool(b)
+    }
 }
 
 /// How a dialect reads one JSON field; everything else is shared SQL.
@@ -521,11 +546,11 @@ fn compare_sql(dialect: &dyn Dialect, field: &FieldPath, op: CompareOp, value: &
             Scalar::Null => "1 = 0".to_owned(),
             Scalar::Bool(_) | Scalar::Number(_) => {
                 let n = sql.bind(Param::Real(num));
-                format!("{rank} = {value_rank} AND {} {} {n}", dialect.num(field), op.sql())
+                format!("{rank} = {value_rank} AND {} {} {n}", dialect.num(field), operator_sql(op))
             }
             Scalar::String(_) | Scalar::Timestamp(_) => {
                 let t = sql.bind(Param::Text(text));
-                format!("{rank} = {value_rank} AND {} {} {t}", dialect.text(field), op.sql())
+                format!("{rank} = {value_rank} AND {} {} {t}", dialect.text(field), operator_sql(op))
             }
         },
     };
