@@ -116,7 +116,7 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
     let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
     let schemas = Schemas::compile(&config.schemas).map_err(StartError::Config)?;
     crate::documents::ensure_indexes(&store, &config.indexes).await.map_err(StartError::Config)?;
-    let rules = RulesService::load(&config.rules_dir).map_err(StartError::Config)?;
+    let rules = RulesService::load(&config.rules_dir, store.clone()).await.map_err(StartError::Config)?;
     let document_metrics =
         crate::documents::DocumentMetrics::register(&metrics).map_err(|e| StartError::Metrics(e.to_string()))?;
     let triggers = TriggerIndex::default();

@@ -111,7 +111,7 @@ const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
     ("store", &["clock", "config", "error", "supervise"]),
     ("http", &["config", "error", "store", "supervise"]),
     ("auth", &["clock", "config", "error", "http", "ids", "store"]),
-    ("rules", &["auth", "clock", "error", "http", "swap", "watch"]),
+    ("rules", &["auth", "clock", "error", "http", "store", "supervise", "swap", "watch"]),
     ("triggers", &["clock", "store", "supervise", "swap"]),
     ("documents", &["auth", "clock", "config", "error", "http", "ids", "rules", "store", "swap", "triggers"]),
     (

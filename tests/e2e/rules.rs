@@ -74,6 +74,40 @@ on_both_backends!(
 const OPEN_PRODUCTS: &str = "service cloud.firestore { match /products/{id} { allow read: if true; } }";
 const CLOSED_PRODUCTS: &str = "service cloud.firestore { match /products/{id} { allow read: if false; } }";
 
+/// A signed-out read of `products/p1`: its status.
+async fn read_on(server: &Server) -> u16 {
+    server.call("GET", "/v1/docs/products/p1", None, None).await.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_changed_on_one_instance_take_effect_on_the_others() {
+    let a = Server::start_with(Backend::Postgres, Options::default().file("rules/a.rules", CLOSED_PRODUCTS)).await;
+    a.admin("PUT", "/v1/docs/products/p1", Some(json!({"name": "cat"}))).await;
+    let mut b = a.sibling(&[]).await;
+    assert_eq!(read_on(&b).await, 403);
+
+    let started = std::time::Instant::now();
+    let files = json!({"files": [{"name": "a.rules", "source": OPEN_PRODUCTS}]});
+    assert_eq!(a.admin("PUT", "/v1/admin/rules", Some(files)).await.0, 204);
+    crate::harness::eventually(std::time::Duration::from_secs(5), "the other instance reads", || async {
+        (read_on(&b).await == 200).then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "took {:?}", started.elapsed());
+
+    // A restart keeps the deployment, although that instance's folder still has the older rules.
+    b.crash_and_restart().await;
+    assert_eq!(read_on(&b).await, 200, "the deployment, newer than the folder, is in force");
+    // An edit of one instance's folder is deployed to the others.
+    std::fs::write(b.dir.path().join("rules/a.rules"), format!("{CLOSED_PRODUCTS}\n// closed again")).unwrap();
+    crate::harness::eventually(std::time::Duration::from_secs(5), "the edit reaches the first instance", || async {
+        (read_on(&a).await == 403).then_some(())
+    })
+    .await;
+    let (_, listing) = a.admin("GET", "/v1/admin/rules", None).await;
+    assert!(listing["files"][0]["source"].as_str().is_some_and(|s| s.ends_with("// closed again")), "{listing}");
+}
+
 async fn eventually_status(server: &Server, path: &str, expected: u16) {
     crate::harness::eventually(std::time::Duration::from_secs(10), &format!("{path} answering {expected}"), || async {
         (server.call("GET", path, None, None).await.0 == expected).then_some(())

@@ -103,6 +103,7 @@ macro_rules! on_writer {
 pub mod auth;
 pub mod changes;
 pub mod commit;
+pub mod deployments;
 pub mod documents;
 pub mod jobs;
 mod matching;
