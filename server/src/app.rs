@@ -168,6 +168,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
         .map_err(|e| StartError::Bind { addr: services.config.listen, reason: e.to_string() })?;
     services.rules.watch();
     services.functions.watch();
+    services.functions.write_invocation_log();
     watch_collection_schemas(&services);
     services.realtime.spawn();
     schedules.spawn(services.store.clone(), services.triggers.clone());
@@ -377,6 +378,7 @@ async fn start_functions(
         )),
         triggers.clone(),
         schedules.clone(),
+        crate::functions::invocations::InvocationLog::new(documents.store().clone()),
     )
     .await;
     Ok(functions)

@@ -3,8 +3,8 @@
 //! the stored service key and signing keys, and declared indexes are each
 //! made once — and then serve the same data; and three instances behind nginx
 //! with the proxy rules docker-compose.yml mounts (`deploy/nginx/nimbus-proxy.conf`):
-//! writes and reads through the balancer, realtime through it, each trigger
-//! run once, no acknowledged write lost when an instance is killed, and no
+//! writes and reads through the balancer, realtime through it, each trigger and
+//! each schedule tick run once, no acknowledged write lost when an instance is killed, and no
 //! failed request during a rolling restart.
 
 use std::time::Duration;
@@ -77,9 +77,12 @@ impl Drop for Instances {
 }
 
 const COUNTER: &str = r#"
-import { onCreate } from "nimbus:functions";
+import { onCreate, onSchedule } from "nimbus:functions";
 export const count = onCreate("jobs/{id}", async (event, ctx) => {
   await ctx.db.doc(`counts/${event.params.id}`).set({ n: { $increment: 1 } });
+});
+export const tick = onSchedule("* * * * * *", async (event, ctx) => {
+  await ctx.db.doc(`ticks/t${event.scheduledTime.replace(/[^0-9]/g, "")}`).set({ n: { $increment: 1 } });
 });
 "#;
 
@@ -260,6 +263,15 @@ async fn three_instances_behind_nginx() {
     .await
     .expect("query");
     assert_eq!(twice["count"], 0, "no trigger ran twice across the instances");
+    // Every instance runs the scheduler; each tick runs once.
+    eventually(Duration::from_secs(20), "three schedule ticks", || async {
+        let answer = crate::harness::query_as_service(&direct, json!({"collection": "ticks", "count": true})).await?;
+        (answer["count"].as_i64() >= Some(3)).then_some(())
+    })
+    .await;
+    let ticked_twice = json!({"collection": "ticks", "where": [["n", ">", 1]], "count": true});
+    let ticked_twice = crate::harness::query_as_service(&direct, ticked_twice).await.expect("query");
+    assert_eq!(ticked_twice["count"], 0, "no schedule tick ran twice across the instances");
 
     // kill -9 of one instance under a steady write load: no acknowledged write is lost.
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -3,7 +3,8 @@
 //! understands — every `NIMBUS_*` setting it and `deploy/env.example` give is
 //! one this binary reads and accepts — and against the nginx files it mounts
 //! (the same `deploy/nginx/nimbus-proxy.conf` the cluster test runs nginx
-//! with); the `Dockerfile` is multi-stage, unprivileged and health-checked.
+//! with); the `Dockerfile` is multi-stage, unprivileged and health-checked;
+//! the systemd unit runs `nimbus serve` as its own user with settings Nimbus reads.
 
 use std::collections::BTreeMap;
 
@@ -68,11 +69,17 @@ fn every_setting_the_compose_file_gives_is_one_nimbus_reads() {
     let settings = nimbus_environment();
     assert!(settings.keys().any(|k| k == "NIMBUS_SERVICE_KEY"), "the service key comes from the env file");
     assert!(!read("docker-compose.yml").contains("nsk_"), "no secret is baked into the compose file");
+    assert_nimbus_accepts(&settings, "the compose file");
+}
+
+/// Runs the binary with `settings` (paths standing for the deployment's) and
+/// checks it accepts every one and reads each.
+fn assert_nimbus_accepts(settings: &BTreeMap<String, String>, source: &str) {
     let folder = tempfile::tempdir().expect("temp dir");
     let mut command = std::process::Command::new(crate::harness::nimbus_bin());
     command.arg("types").current_dir(folder.path()).env("NIMBUS_LOG", "warn");
-    for (key, value) in &settings {
-        // Paths inside the container, and its database, stand for ones here.
+    for (key, value) in settings {
+        // Paths of the deployment, and its database, stand for ones here.
         let value = match key.as_str() {
             "NIMBUS_DATA_DIR" | "NIMBUS_RULES_DIR" | "NIMBUS_FUNCTIONS_DIR" => folder.path().display().to_string(),
             _ => value.clone(),
@@ -81,8 +88,28 @@ fn every_setting_the_compose_file_gives_is_one_nimbus_reads() {
     }
     let output = command.output().expect("nimbus runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "nimbus refuses the compose file's settings: {stderr}");
-    assert!(!stderr.contains("is not a setting"), "a setting nimbus does not read: {stderr}");
+    assert!(output.status.success(), "nimbus refuses the settings of {source}: {stderr}");
+    assert!(!stderr.contains("is not a setting"), "{source} gives a setting nimbus does not read: {stderr}");
+}
+
+#[test]
+fn the_systemd_unit_runs_serve_unprivileged_with_settings_nimbus_reads() {
+    let unit = read("deploy/systemd/nimbus.service");
+    let values = |key: &str| -> Vec<String> {
+        let prefix = format!("{key}=");
+        unit.lines().filter_map(|l| l.strip_prefix(&prefix)).map(str::to_owned).collect()
+    };
+    assert!(values("ExecStart").iter().any(|c| c.ends_with("nimbus serve")), "{unit}");
+    assert!(values("User").iter().all(|u| u != "root") && !values("User").is_empty(), "not root");
+    assert_eq!(values("KillSignal"), ["SIGTERM"], "the signal that lets requests finish");
+    assert!(values("EnvironmentFile").iter().any(|f| f.contains("/etc/nimbus/env")), "secrets from a file");
+    assert!(!unit.contains("nsk_"), "no secret in the unit");
+    let settings: BTreeMap<String, String> = values("Environment")
+        .iter()
+        .map(|pair| pair.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())).expect("KEY=value"))
+        .collect();
+    assert!(settings.contains_key("NIMBUS_DATA_DIR"), "{settings:?}");
+    assert_nimbus_accepts(&settings, "the systemd unit");
 }
 
 #[test]

@@ -99,6 +99,23 @@ async fn concurrency_env_and_invocation_records(backend: Backend) {
     assert_eq!(records.len(), 2);
     assert_eq!((records[0]["status"].as_str(), records[0]["logs"][0]["message"].as_str()), (Some("ok"), Some("done")));
     assert!(records[0]["durationMs"].as_f64().unwrap() >= 290.0);
+
+    // The log is in the database: it outlives the process, and every instance reads the same.
+    crate::harness::eventually(std::time::Duration::from_secs(10), "the invocations written", || async {
+        let rows =
+            server.sql_rows("SELECT CAST(COUNT(*) AS TEXT) FROM invocations WHERE function = 'limited.js:busy'").await;
+        (rows[0][0].as_deref() == Some("2")).then_some(())
+    })
+    .await;
+    let mut server = std::sync::Arc::try_unwrap(server).unwrap_or_else(|_| panic!("the calls are done"));
+    server.crash_and_restart().await;
+    let (_, after) = server.admin("GET", "/v1/admin/functions/invocations?function=limited.js:busy", None).await;
+    assert_eq!(after["invocations"], body["invocations"], "the same records after a restart");
+    if backend == Backend::Postgres {
+        let other = server.sibling(&[]).await;
+        let (_, there) = other.admin("GET", "/v1/admin/functions/invocations?function=limited.js:busy", None).await;
+        assert_eq!(there["invocations"], body["invocations"], "another instance lists them too");
+    }
 }
 
 async fn gateway_routes_and_checks_before_running(backend: Backend) {

@@ -228,5 +228,6 @@ async fn list_invocations(
     crate::http::extract::ApiQuery(params): crate::http::extract::ApiQuery<InvocationsParams>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
-    Ok(Json(json!({ "invocations": state.functions.recent_invocations(params.function.as_deref()) })))
+    let invocations = state.functions.recent_invocations(params.function.as_deref()).await?;
+    Ok(Json(json!({ "invocations": invocations })))
 }

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod host;
+pub mod invocations;
 pub mod jobs_api;
 pub mod routes;
 pub mod signup;
@@ -23,6 +24,8 @@ use std::time::Duration;
 use nimbus_js_runtime::{Descriptor, Invocation, Limits, Module, Pool};
 use serde_json::Value;
 
+use crate::store::StoreError;
+use invocations::{InvocationLog, InvocationRecord};
 use routes::HttpRoute;
 
 /// Settings of the functions part.
@@ -37,23 +40,6 @@ pub struct FunctionsConfig {
     /// `ctx.env`: values (secrets) from configuration.
     pub env: serde_json::Map<String, Value>,
 }
-
-/// One finished invocation, as the admin API lists it.
-#[derive(Debug, Clone, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InvocationRecord {
-    pub id: String,
-    pub function: String,
-    pub status: &'static str,
-    pub error: Option<String>,
-    pub duration_ms: f64,
-    pub cold: bool,
-    pub time: String,
-    pub logs: Vec<nimbus_js_runtime::LogLine>,
-}
-
-/// The latest invocations of this instance (newest last).
-const RECENT_INVOCATIONS: usize = 500;
 
 /// One loaded module and what it exports.
 #[derive(Clone)]
@@ -81,7 +67,7 @@ pub struct Functions {
     registry: Swap<Registry>,
     metrics: Arc<FunctionMetrics>,
     limiters: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
-    recent: Arc<std::sync::Mutex<std::collections::VecDeque<InvocationRecord>>>,
+    invocations: InvocationLog,
 }
 
 /// Prometheus series of function invocations.
@@ -116,6 +102,7 @@ impl Functions {
         host: Arc<dyn nimbus_js_runtime::Host>,
         triggers: crate::triggers::TriggerIndex,
         schedules: crate::triggers::schedule::Schedules,
+        invocations: InvocationLog,
     ) -> Functions {
         let pool = Arc::new(Pool::new(config.workers, config.idle, host).with_load_limit(config.limits.timeout));
         let functions = Functions {
@@ -126,7 +113,7 @@ impl Functions {
             registry: Swap::default(),
             metrics: Arc::new(metrics),
             limiters: Arc::default(),
-            recent: Arc::default(),
+            invocations,
         };
         functions.reload().await;
         functions
@@ -211,27 +198,26 @@ impl Functions {
     }
 
     fn remember(&self, function: &str, status: &'static str, invocation: &Invocation) {
-        let record = InvocationRecord {
+        self.invocations.record(InvocationRecord {
             id: uuid::Uuid::new_v4().to_string(),
             function: function.to_owned(),
-            status,
+            status: status.to_owned(),
             error: invocation.result.as_ref().err().map(|e| e.to_string()),
             duration_ms: invocation.duration.as_secs_f64() * 1000.0,
             cold: invocation.cold,
-            time: crate::clock::format_time(crate::clock::now_micros()),
-            logs: invocation.logs.clone(),
-        };
-        let mut recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if recent.len() == RECENT_INVOCATIONS {
-            recent.pop_front();
-        }
-        recent.push_back(record);
+            time: crate::clock::now_micros(),
+            logs: serde_json::to_string(&invocation.logs).unwrap_or_else(|_| "[]".into()),
+        });
     }
 
-    /// The latest invocations on this instance, newest first, optionally of one function.
-    pub fn recent_invocations(&self, function: Option<&str>) -> Vec<InvocationRecord> {
-        let recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        recent.iter().rev().filter(|r| function.is_none_or(|f| r.function == f)).cloned().collect()
+    /// Starts writing the invocation log to the database (until the process ends).
+    pub fn write_invocation_log(&self) {
+        self.invocations.spawn_writer();
+    }
+
+    /// The latest invocations of every instance, newest first, optionally of one function.
+    pub async fn recent_invocations(&self, function: Option<&str>) -> Result<Vec<InvocationRecord>, StoreError> {
+        self.invocations.recent(function).await
     }
 }
 

@@ -132,27 +132,9 @@ pub(super) const CHANGE_COLUMNS: &str =
 
 /// `INSERT INTO changes … VALUES (…), (…)` for `rows` rows.
 pub(super) fn changes_insert(sql: &WriteSql, rows: usize) -> String {
-    let mut text = format!("INSERT INTO changes ({CHANGE_COLUMNS}) VALUES ");
-    for row in 0..rows {
-        let p = row * 9;
-        let json = sql.json_param;
-        if row > 0 {
-            text.push_str(", ");
-        }
-        text.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}{json}, ${}{json}, ${}, ${}, ${})",
-            p + 1,
-            p + 2,
-            p + 3,
-            p + 4,
-            p + 5,
-            p + 6,
-            p + 7,
-            p + 8,
-            p + 9
-        ));
-    }
-    text
+    let json = sql.json_param;
+    let values = super::query::value_rows(rows, &["", "", "", "", json, json, "", "", ""]);
+    format!("INSERT INTO changes ({CHANGE_COLUMNS}) VALUES {values}")
 }
 
 /// A fresh commit id: random, positive (rows migrated from before ids existed carry `-seq`).

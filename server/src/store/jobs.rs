@@ -35,15 +35,8 @@ pub type JobsFor = Box<dyn Fn(&[super::commit::Committed], i64) -> Vec<NewJob> +
 pub(super) const JOBS_PER_INSERT: usize = 500;
 
 pub(super) fn jobs_insert(rows: usize) -> String {
-    let mut text = String::from("INSERT INTO jobs (id, function, payload, run_after, created_at) VALUES ");
-    for row in 0..rows {
-        let p = row * 5;
-        if row > 0 {
-            text.push_str(", ");
-        }
-        text.push_str(&format!("(${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5));
-    }
-    text
+    let values = super::query::value_rows(rows, &[""; 5]);
+    format!("INSERT INTO jobs (id, function, payload, run_after, created_at) VALUES {values}")
 }
 
 /// Inserts `$jobs` (a slice of `NewJob`) due at `$now` on `$conn`.

@@ -105,6 +105,7 @@ pub mod changes;
 pub mod commit;
 pub mod deployments;
 pub mod documents;
+pub mod invocations;
 pub mod jobs;
 mod matching;
 mod postgres;

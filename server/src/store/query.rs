@@ -281,6 +281,21 @@ impl Sql {
     }
 }
 
+/// `($1, $2), ($3, $4)`: the placeholders of `rows` rows, one per column,
+/// each followed by its column's suffix (a cast such as `::jsonb`, or nothing).
+pub(super) fn value_rows(rows: usize, suffixes: &[&str]) -> String {
+    let mut text = String::new();
+    for row in 0..rows {
+        text.push_str(if row > 0 { ", (" } else { "(" });
+        for (column, suffix) in suffixes.iter().enumerate() {
+            let _ =
+                write!(text, "{}${}{suffix}", if column > 0 { ", " } else { "" }, row * suffixes.len() + column + 1);
+        }
+        text.push(')');
+    }
+    text
+}
+
 /// The index key expressions for one field, in index order.
 pub(super) fn index_expressions(dialect: &dyn Dialect, field: &FieldPath) -> [String; 3] {
     [dialect.rank(field), dialect.num(field), dialect.text(field)]
