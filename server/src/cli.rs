@@ -47,6 +47,15 @@ pub enum Command {
         #[command(flatten)]
         config: Overrides,
     },
+    /// Copy the whole project (users, keys, documents, change log, jobs, settings) from its
+    /// SQLite database to an empty PostgreSQL database, to move to several instances.
+    Copy {
+        /// The PostgreSQL database to copy into (postgres://…); it must be empty.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        #[command(flatten)]
+        config: Overrides,
+    },
     /// Put a backup made by `nimbus backup` in place as the database of an empty data dir.
     Restore {
         file: std::path::PathBuf,
@@ -155,6 +164,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Migrate(flags) => with_config(&flags, migrate),
         Command::Backup { file, config } => with_config(&config, |config| backup(config, &file)),
         Command::Restore { file, config } => with_config(&config, |config| restore(config, &file)),
+        Command::Copy { to, config } => with_config(&config, |config| copy(config, &to)),
         Command::Rules(RulesCommand::Check { dir }) => match crate::rules::load_dir(&dir) {
             Ok(_) => {
                 println!("{}: rules are valid", dir.display());
@@ -334,7 +344,7 @@ fn sqlite_path(config: &Config, command: &str) -> Result<std::path::PathBuf, Str
     match &config.database {
         crate::config::DatabaseConfig::Sqlite { path } => Ok(path.clone()),
         crate::config::DatabaseConfig::Postgres { .. } => Err(format!(
-            "`nimbus {command}` is for SQLite; back PostgreSQL up with its own tools (pg_dump, or \
+            "`nimbus {command}` is for SQLite; for PostgreSQL use its own tools (pg_dump, or \
              continuous archiving: docs/operations.md)"
         )),
     }
@@ -354,6 +364,46 @@ fn backup(config: Config, file: &std::path::Path) -> Result<(), String> {
         println!("backed up to {}", file.display());
         Ok(())
     })
+}
+
+fn copy(config: Config, url: &str) -> Result<(), String> {
+    sqlite_path(&config, "copy")?;
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        return Err("--to takes a PostgreSQL URL (postgres://user:password@host/database)".into());
+    }
+    let target = crate::config::DatabaseConfig::Postgres { url: secrecy::SecretString::from(url.to_owned()) };
+    tokio_runtime()?.block_on(async move {
+        let connect = |database| crate::store::Store::connect(database, config.query_timeout);
+        let source = connect(&config.database).await.map_err(|e| e.to_string())?;
+        let destination = connect(&target).await.map_err(|e| format!("--to: {e}"))?;
+        if destination.has_tables().await.map_err(|e| e.to_string())? {
+            return Err("--to: the database is not empty; copy into a new, empty database".into());
+        }
+        source.migrate().await.map_err(|e| e.to_string())?;
+        let copied = source.copy_to(&destination).await.map_err(|e| format!("copy: {e}"));
+        destination.close().await;
+        source.close().await;
+        for (table, rows) in copied? {
+            println!("{table}: {rows} rows");
+        }
+        println!("copied; to serve from PostgreSQL, set NIMBUS_DATABASE_URL={}", without_password(url));
+        println!("(writes made after the copy began are not in it: stop the server before copying)");
+        Ok(())
+    })
+}
+
+/// A database URL with its password left out, to print.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:…{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
 }
 
 fn restore(config: Config, file: &std::path::Path) -> Result<(), String> {

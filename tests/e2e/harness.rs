@@ -165,6 +165,19 @@ impl Server {
         self.wait_ready().await;
     }
 
+    /// Stops the server (SIGTERM) and starts it again in the same folder, with
+    /// the same settings, on `database` (after `nimbus copy` moved the project there).
+    pub async fn restart_on(&mut self, database: PgDatabase) {
+        self.terminate();
+        self.env.retain(|(key, _)| key != "NIMBUS_DATABASE_URL");
+        self.env.push(("NIMBUS_DATABASE_URL".into(), database.url.clone()));
+        self._db = Some(database);
+        let (child, base) = spawn_in(self.dir.path(), &self.env);
+        self.child = child;
+        self.base = base;
+        self.wait_ready().await;
+    }
+
     /// A second instance on the same PostgreSQL database (its own folder,
     /// the same rules files), with `extra` settings on top.
     pub async fn sibling(&self, extra: &[(&str, &str)]) -> Server {

@@ -6,6 +6,7 @@ mod harness;
 mod auth;
 mod backup;
 mod cluster;
+mod copy;
 mod demo;
 mod deploy;
 mod documents;

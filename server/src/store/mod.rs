@@ -103,6 +103,7 @@ macro_rules! on_writer {
 pub mod auth;
 pub mod changes;
 pub mod commit;
+mod copy;
 pub mod deployments;
 pub mod documents;
 pub mod invocations;
