@@ -4,8 +4,9 @@
 //! made once — and then serve the same data; and three instances behind nginx
 //! with the proxy rules docker-compose.yml mounts (`deploy/nginx/nimbus-proxy.conf`):
 //! writes and reads through the balancer, realtime through it, each trigger and
-//! each schedule tick run once, no acknowledged write lost when an instance is killed, and no
-//! failed request during a rolling restart.
+//! each schedule tick run once, a killed instance's running job taken over by
+//! another once its lease ends, no acknowledged write lost when an instance is
+//! killed, and no failed request during a rolling restart.
 
 use std::time::Duration;
 
@@ -81,6 +82,11 @@ import { onCreate, onSchedule } from "nimbus:functions";
 export const count = onCreate("jobs/{id}", async (event, ctx) => {
   await ctx.db.doc(`counts/${event.params.id}`).set({ n: { $increment: 1 } });
 });
+export const slow = onCreate("slow/{id}", async (event, ctx) => {
+  const until = Date.now() + 1500;
+  while (Date.now() < until) {}
+  await ctx.db.doc(`slowdone/${event.params.id}`).set({ n: { $increment: 1 } });
+});
 export const tick = onSchedule("* * * * * *", async (event, ctx) => {
   await ctx.db.doc(`ticks/t${event.scheduledTime.replace(/[^0-9]/g, "")}`).set({ n: { $increment: 1 } });
 });
@@ -105,7 +111,12 @@ impl Instance {
 
     fn spawn(&mut self, database: &str) {
         let mut command = base_command(self.folder.path());
-        command.env("NIMBUS_DATABASE_URL", database).env("NIMBUS_LISTEN", format!("127.0.0.1:{}", self.port));
+        command
+            .env("NIMBUS_DATABASE_URL", database)
+            .env("NIMBUS_LISTEN", format!("127.0.0.1:{}", self.port))
+            // A job's lease is the timeout and two seconds: 5 s, which the lease test moves past.
+            .env("NIMBUS_FUNCTIONS_TIMEOUT_MS", "3000")
+            .env("NIMBUS_TEST_CLOCK", "true");
         let (child, _, _) = spawn_and_wait_for_address(command);
         self.child = Some(child);
     }
@@ -272,6 +283,40 @@ async fn three_instances_behind_nginx() {
     let ticked_twice = json!({"collection": "ticks", "where": [["n", ">", 1]], "count": true});
     let ticked_twice = crate::harness::query_as_service(&direct, ticked_twice).await.expect("query");
     assert_eq!(ticked_twice["count"], 0, "no schedule tick ran twice across the instances");
+
+    // A trigger job whose instance is killed while running it runs on another once its lease ends.
+    instances[1].signal(libc::SIGTERM);
+    instances[2].signal(libc::SIGTERM);
+    let first = format!("http://127.0.0.1:{}", instances[0].port);
+    let put = client.put(format!("{first}/v1/docs/slow/s1")).bearer_auth(SERVICE_KEY).json(&json!({}));
+    assert_eq!(put.send().await.expect("put").status(), 201);
+    let jobs = sqlx::PgPool::connect(&database.url).await.expect("connect");
+    eventually(Duration::from_secs(10), "the slow job claimed", || {
+        let jobs = jobs.clone();
+        async move {
+            let sql = "SELECT COUNT(*) FROM jobs WHERE function = 'count.js:slow' AND locked_until > 0";
+            let claimed: i64 = sqlx::query_scalar(sql).fetch_one(&jobs).await.ok()?;
+            (claimed == 1).then_some(())
+        }
+    })
+    .await;
+    instances[0].signal(libc::SIGKILL);
+    for instance in &mut instances[1..] {
+        instance.spawn(&database.url);
+        let clock = format!("http://127.0.0.1:{}/v1/admin/clock", instance.port);
+        let moved = client.post(clock).bearer_auth(SERVICE_KEY).json(&json!({"advanceMs": 6000})).send().await;
+        assert_eq!(moved.expect("the clock moves").status(), 200);
+    }
+    eventually(Duration::from_secs(15), "the job ran on another instance", || async {
+        let answer =
+            crate::harness::query_as_service(&direct, json!({"collection": "slowdone", "count": true})).await?;
+        (answer["count"] == 1).then_some(())
+    })
+    .await;
+    let twice = json!({"collection": "slowdone", "where": [["n", ">", 1]], "count": true});
+    assert_eq!(crate::harness::query_as_service(&direct, twice).await.expect("query")["count"], 0, "once");
+    instances[0].spawn(&database.url);
+    jobs.close().await;
 
     // kill -9 of one instance under a steady write load: no acknowledged write is lost.
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -38,6 +38,11 @@ mod postgres_only {
     async fn a_write_on_one_instance_reaches_a_subscriber_on_another() {
         super::a_write_on_one_instance_reaches_a_subscriber_on_another().await
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_ended_on_one_instance_end_connections_on_another() {
+        super::sessions_ended_on_one_instance_end_connections_on_another().await
+    }
 }
 
 /// How long a frame the test waits for may take.
@@ -629,6 +634,33 @@ async fn a_write_on_one_instance_reaches_a_subscriber_on_another() {
 }
 
 /// Added paths from frames of subscription `id` until `count` arrived (each frame's position must grow).
+async fn sessions_ended_on_one_instance_end_connections_on_another() {
+    let a = Server::start_with(Backend::Postgres, Options::default().file("rules/app.rules", OPEN_RULES)).await;
+    // B checks sessions only every minute: a prompt end is the announcement's doing.
+    let b = a.sibling(&[("NIMBUS_REALTIME_SESSION_CHECK_MS", "60000")]).await;
+    let query = json!({"query": {"collection": "items"}});
+    let disabled = signed_up(&a, "off@example.com").await;
+    let mut live = Live::connect(&b, Some(&text(&disabled["access_token"]))).await;
+    assert_eq!(live.subscribe("q", query.clone()).await["type"], "snapshot");
+    let signed_out = signed_up(&a, "out@example.com").await;
+    let token = text(&signed_out["access_token"]);
+    let mut other = Live::connect(&b, Some(&token)).await;
+    assert_eq!(other.subscribe("q", query).await["type"], "snapshot");
+
+    let started = std::time::Instant::now();
+    let user = format!("/v1/admin/users/{}", text(&disabled["user"]["id"]));
+    assert_eq!(a.admin("PATCH", &user, Some(json!({"disabled": true}))).await.0, 200);
+    let ended = live.next().await;
+    assert_eq!(ended["error"]["code"], "unauthenticated", "{ended}");
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    put(&a, None, "items/after", json!({"v": 1})).await;
+    let frame = other.next().await;
+    assert_eq!(entries(&frame), [entry("added", "items/after")], "the other user's connection goes on");
+    assert_eq!(a.call("POST", "/v1/auth/logout", Some(&token), None).await.0, 204);
+    let ended = other.next().await;
+    assert_eq!(ended["error"]["code"], "unauthenticated", "a sign-out on another instance: {ended}");
+}
+
 async fn collect_added(live: &mut Live, count: usize) -> Vec<String> {
     let mut added = Vec::new();
     let mut last = i64::MIN;

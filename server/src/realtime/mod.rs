@@ -164,6 +164,16 @@ impl Realtime {
     /// Starts the feed (tailing, pruning, announcing commits).
     pub fn spawn(&self) {
         self.0.feed.spawn(self.0.settings.poll, self.0.settings.retention);
+        let store = self.store().clone();
+        crate::supervise::spawn_supervised("session announcements", move || {
+            let store = store.clone();
+            async move {
+                while let Err(e) = store.hear_session_changes().await {
+                    tracing::warn!("hearing the other instances' session changes failed (will retry): {e}");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        });
     }
 
     pub fn feed(&self) -> &Feed {

@@ -138,6 +138,8 @@ impl<T: Transport> Session<T> {
         let realtime = self.realtime.clone();
         let mut events = realtime.feed().subscribe();
         let mut rules = realtime.rules_replacements();
+        let mut session_changes = realtime.store().session_changes();
+        let mut session_changes_open = true;
         let settings = realtime.settings().clone();
         let mut session_check =
             tokio::time::interval_at(Instant::now() + settings.session_check, settings.session_check);
@@ -185,6 +187,15 @@ impl<T: Transport> Session<T> {
                 _ = rules.changed() => self.refresh_all(Recheck::Report).await,
                 _ = &mut timer, if expiry.is_some() => self.expire().await,
                 _ = session_check.tick() => self.check_session().await,
+                change = session_changes.recv(), if session_changes_open => match change {
+                    Ok(change) if self.concerned_by(&change) => self.check_session().await,
+                    Ok(_) => Ok(()),
+                    Err(RecvError::Lagged(_)) => self.check_session().await,
+                    Err(RecvError::Closed) => {
+                        session_changes_open = false;
+                        Ok(())
+                    }
+                },
                 _ = ping.tick() => {
                     unanswered += 1;
                     if self.transport.answers_pings() && unanswered > UNANSWERED_PINGS {
@@ -451,6 +462,11 @@ impl<T: Transport> Session<T> {
         );
         self.send_error(None, &expired).await?;
         self.refresh_all(Recheck::EndWhatChanged).await
+    }
+
+    /// Whether ended sessions include this connection's.
+    fn concerned_by(&self, change: &crate::store::sessions::SessionChange) -> bool {
+        matches!(&self.caller, Caller::User(claims) if change.concerns(&claims.sub, &claims.sid))
     }
 
     /// Ends the connection when the caller's session was revoked or the user

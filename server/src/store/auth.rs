@@ -3,6 +3,7 @@
 //! Tokens arrive already hashed; this module never sees a secret.
 
 use super::query::Param;
+use super::sessions::SessionChange;
 use super::{Store, StoreError};
 
 /// A user row.
@@ -139,7 +140,9 @@ impl Store {
     /// Ends every session of the user but `keep` (the one that made a change).
     pub async fn revoke_other_sessions(&self, user_id: &str, keep: &str, now: i64) -> Result<(), StoreError> {
         let sql = "UPDATE sessions SET revoked_at = $3 WHERE user_id = $1 AND id <> $2 AND revoked_at IS NULL";
-        self.execute(sql, &[user_id.into(), keep.into(), now.into()]).await.map(|_| ())
+        self.execute(sql, &[user_id.into(), keep.into(), now.into()]).await?;
+        self.announce_session_change(SessionChange::User(user_id.to_owned())).await;
+        Ok(())
     }
 
     /// Spends every outstanding verification and reset link of the user.
@@ -174,7 +177,7 @@ impl Store {
         new_hash: &str,
         now: i64,
     ) -> Result<Refreshed, StoreError> {
-        Ok(on_writer!(self, |pool| {
+        let (outcome, revoked) = on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             let spent: Option<String> = sqlx::query_scalar(
                 "UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1 AND used_at IS NULL RETURNING session_id",
@@ -197,9 +200,9 @@ impl Store {
                                 .bind(now)
                                 .execute(&mut *tx)
                                 .await?;
-                            Refreshed::Reused
+                            (Refreshed::Reused, Some(session_id))
                         }
-                        None => Refreshed::Invalid,
+                        None => (Refreshed::Invalid, None),
                     }
                 }
                 Some(session_id) => {
@@ -220,15 +223,19 @@ impl Store {
                             .bind(now)
                             .execute(&mut *tx)
                             .await?;
-                            Refreshed::Rotated { session_id, user_id }
+                            (Refreshed::Rotated { session_id, user_id }, None)
                         }
-                        None => Refreshed::Invalid,
+                        None => (Refreshed::Invalid, None),
                     }
                 }
             };
             tx.commit().await?;
             outcome
-        }))
+        });
+        if let Some(session_id) = revoked {
+            self.announce_session_change(SessionChange::Session(session_id)).await;
+        }
+        Ok(outcome)
     }
 
     /// Whether the session is neither revoked nor expired and its user exists and is not disabled.
@@ -248,12 +255,16 @@ impl Store {
 
     pub async fn revoke_session(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
         let sql = "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
-        self.execute(sql, &[session_id.into(), now.into()]).await.map(|_| ())
+        self.execute(sql, &[session_id.into(), now.into()]).await?;
+        self.announce_session_change(SessionChange::Session(session_id.to_owned())).await;
+        Ok(())
     }
 
     pub async fn revoke_user_sessions(&self, user_id: &str, now: i64) -> Result<(), StoreError> {
         let sql = "UPDATE sessions SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL";
-        self.execute(sql, &[user_id.into(), now.into()]).await.map(|_| ())
+        self.execute(sql, &[user_id.into(), now.into()]).await?;
+        self.announce_session_change(SessionChange::User(user_id.to_owned())).await;
+        Ok(())
     }
 
     pub async fn signing_keys(&self) -> Result<Vec<SigningKeyRow>, StoreError> {

@@ -111,6 +111,7 @@ pub mod jobs;
 mod matching;
 mod postgres;
 pub mod query;
+pub mod sessions;
 mod sqlite;
 
 /// A handle to the database, cheap to clone.
@@ -125,6 +126,8 @@ pub struct Store {
     query_slots: std::sync::Arc<tokio::sync::Semaphore>,
     /// Bumped after every document commit of this process (`local_commits`).
     commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Sessions that ended (`session_changes`).
+    sessions: tokio::sync::broadcast::Sender<std::sync::Arc<sessions::SessionChange>>,
 }
 
 impl Store {
@@ -145,6 +148,7 @@ impl Store {
             indexed: Default::default(),
             query_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(query_slots)),
             commits: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+            sessions: tokio::sync::broadcast::Sender::new(1024),
         })
     }
 
