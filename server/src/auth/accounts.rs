@@ -123,7 +123,10 @@ impl Accounts {
         hooks: Option<Arc<dyn super::SignUpHooks>>,
     ) -> Accounts {
         let limits = RateLimits::new(config.signin_per_minute, config.signup_per_minute, config.email_per_minute);
-        let in_flight = std::thread::available_parallelism().map_or(2, |n| n.get() * 2);
+        // One hash per core: two 19 MiB hashes taking turns on one core evict
+        // each other's memory from the caches, which made each sign-in cost
+        // about 1.5 hashes of CPU (docs/benchmarks.md); more sign-ins queue.
+        let in_flight = std::thread::available_parallelism().map_or(2, |n| n.get());
         Accounts {
             store,
             passwords: Passwords::new(in_flight),
