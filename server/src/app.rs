@@ -187,9 +187,7 @@ pub async fn build(config: Config) -> Result<App, StartError> {
 }
 
 /// Reloads the collections' JSON Schemas when nimbus.toml or a schema file it
-/// names changes: the writes' checks and the GraphQL schema are replaced
-/// together, or (when the new ones do not compile) neither. Other settings
-/// in the file take effect at the next start.
+/// names changes (see `reload_collection_schemas`).
 fn watch_collection_schemas(services: &Services) {
     let config = services.config.clone();
     let (documents, graphql) = (services.documents.clone(), services.graphql.clone());
@@ -197,37 +195,44 @@ fn watch_collection_schemas(services: &Services) {
     crate::watch::watch_files("collection schemas", config.schema_sources.clone(), move || {
         let (config, documents, graphql, in_force) =
             (config.clone(), documents.clone(), graphql.clone(), in_force.clone());
-        async move {
-            let reloaded = match config.reload() {
-                Ok(reloaded) => reloaded,
-                Err(e) => {
-                    tracing::error!(
-                        "the settings file changed but cannot be used; the collection schemas in force stay: {e}"
-                    );
-                    return config.schema_sources.clone();
-                }
-            };
-            let mut current = in_force.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if *current != reloaded.schemas {
-                let replaced = Schemas::compile(&reloaded.schemas).and_then(|schemas| {
-                    graphql.replace_schemas(&reloaded.schemas).map_err(|e| e.to_string())?;
-                    documents.replace_schemas(schemas);
-                    Ok(())
-                });
-                match replaced {
-                    Ok(()) => {
-                        tracing::info!(
-                            count = reloaded.schemas.len(),
-                            "collection schemas reloaded (writes and GraphQL)"
-                        );
-                        *current = reloaded.schemas.clone();
-                    }
-                    Err(e) => tracing::error!("the collection schemas in force stay: {e}"),
-                }
-            }
-            reloaded.schema_sources
-        }
+        async move { reload_collection_schemas(&config, &documents, &graphql, &in_force) }
     });
+}
+
+/// Reads the settings again; when the schemas differ from `in_force`, the
+/// writes' checks and the GraphQL schema are replaced together, or (when the
+/// new ones do not compile) neither. Other settings in the file take effect at
+/// the next start. Answers the files to watch from now on.
+fn reload_collection_schemas(
+    config: &Config,
+    documents: &Documents,
+    graphql: &Graphql,
+    in_force: &std::sync::Mutex<Vec<(String, serde_json::Value)>>,
+) -> Vec<std::path::PathBuf> {
+    let reloaded = match config.reload() {
+        Ok(reloaded) => reloaded,
+        Err(e) => {
+            tracing::error!("the settings file changed but cannot be used; the collection schemas in force stay: {e}");
+            return config.schema_sources.clone();
+        }
+    };
+    let mut current = in_force.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *current == reloaded.schemas {
+        return reloaded.schema_sources;
+    }
+    let replaced = Schemas::compile(&reloaded.schemas).and_then(|schemas| {
+        graphql.replace_schemas(&reloaded.schemas).map_err(|e| e.to_string())?;
+        documents.replace_schemas(schemas);
+        Ok(())
+    });
+    match replaced {
+        Ok(()) => {
+            tracing::info!(count = reloaded.schemas.len(), "collection schemas reloaded (writes and GraphQL)");
+            *current = reloaded.schemas.clone();
+        }
+        Err(e) => tracing::error!("the collection schemas in force stay: {e}"),
+    }
+    reloaded.schema_sources
 }
 
 /// Every part's routes, each given only the services it uses, inside the gateway's layers.

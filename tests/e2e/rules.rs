@@ -219,10 +219,7 @@ fn the_demo_rules_pass_their_cases_and_the_cli_reports_errors() {
 }
 
 async fn rows_read(server: &Server) -> u64 {
-    let text = server.metrics().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix("nimbus_documents_rows_read_total "))
-        .map_or(0, |v| v.trim().parse().unwrap())
+    server.metric("nimbus_documents_rows_read_total").await.map_or(0, |n| n as u64)
 }
 
 async fn owners_read_and_write_their_own_documents(backend: Backend) {

@@ -4,7 +4,8 @@
 //! table keeps the newest 500 across all instances, and a reading merges what
 //! this instance has not written yet, so a call shows at once.
 
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use crate::store::invocations::InvocationRecord;
@@ -19,7 +20,7 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 #[derive(Clone)]
 pub struct InvocationLog {
     store: Store,
-    queued: Arc<Mutex<Vec<InvocationRecord>>>,
+    queued: Arc<Mutex<VecDeque<InvocationRecord>>>,
     /// Held while a batch is between the queue and the database, so a reading
     /// finds every invocation in one of the two.
     writing: Arc<tokio::sync::Mutex<()>>,
@@ -33,11 +34,16 @@ impl InvocationLog {
     /// Queues an invocation (the oldest queued ones go when the database is
     /// unreachable for long).
     pub fn record(&self, record: InvocationRecord) {
-        let mut queued = self.queued.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut queued = self.queue();
         if queued.len() >= KEPT {
-            queued.remove(0);
+            queued.pop_front();
         }
-        queued.push(record);
+        queued.push_back(record);
+    }
+
+    /// The invocations not written yet (a panic while it was held cannot leave it half-changed).
+    fn queue(&self) -> MutexGuard<'_, VecDeque<InvocationRecord>> {
+        self.queued.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Writes the queue every `FLUSH_EVERY` until the process ends.
@@ -58,13 +64,14 @@ impl InvocationLog {
 
     async fn write_queued(&self) -> Result<(), StoreError> {
         let _writing = self.writing.lock().await;
-        let batch = std::mem::take(&mut *self.queued.lock().unwrap_or_else(|poisoned| poisoned.into_inner()));
+        let mut batch = std::mem::take(&mut *self.queue());
         if batch.is_empty() {
             return Ok(());
         }
-        let written = self.store.record_invocations(&batch, KEPT as i64).await;
+        let written = self.store.record_invocations(batch.make_contiguous(), KEPT as i64).await;
         if written.is_err() {
-            let mut queued = self.queued.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            // Put the batch back before what came meanwhile, keeping the newest `KEPT`.
+            let mut queued = self.queue();
             let newer = std::mem::replace(&mut *queued, batch);
             queued.extend(newer);
             let excess = queued.len().saturating_sub(KEPT);
@@ -77,7 +84,7 @@ impl InvocationLog {
     pub async fn recent(&self, function: Option<&str>) -> Result<Vec<InvocationRecord>, StoreError> {
         let _writing = self.writing.lock().await;
         let mut records: Vec<InvocationRecord> = {
-            let queued = self.queued.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let queued = self.queue();
             queued.iter().filter(|r| function.is_none_or(|f| r.function == f)).cloned().collect()
         };
         records.extend(self.store.recent_invocations(function, KEPT as i64).await?);
