@@ -1,8 +1,10 @@
 // Installed in every runtime before any user code runs. It keeps private
 // references to the one host op and the timers, then removes `Deno` from the
 // global scope, so a function reaches no other deno_core op (`op_panic`,
-// `op_print`, …). It defines discovery of descriptors, one entry point per
-// invocation, the captured console, and setTimeout/setInterval.
+// `op_print`, …). It defines the captured console and setTimeout/setInterval,
+// and its value is `{ adopt, describe, invoke }`: the host keeps these functions
+// and calls them directly (no script is compiled per call), and user code
+// cannot reach them.
 (() => {
   const core = globalThis.Deno.core;
   const hostOp = core.ops.op_nimbus_host;
@@ -38,12 +40,15 @@
   let logs = [];
   const log = (level) => (...args) => logs.push({ level, message: format(args) });
   globalThis.console = { log: log("info"), info: log("info"), debug: log("debug"), warn: log("warn"), error: log("error") };
-  hidden("__nimbus_describe", () =>
+  // The module's exports, handed over by the host once the module has loaded.
+  let exports = null;
+  const adopt = (namespace) => { exports ??= namespace; };
+  const describe = () =>
     JSON.stringify(
-      Object.entries(globalThis.__nimbus_exports)
+      Object.entries(exports ?? {})
         .filter(([, v]) => v && typeof v === "object" && typeof v.__nimbus === "string")
         .map(([name, v]) => ({ name, kind: v.__nimbus, spec: v.spec ?? {} })),
-    ));
+    );
   const host = async (request) => {
     const reply = JSON.parse(await hostOp(JSON.stringify(request)));
     if (reply.error) {
@@ -106,16 +111,31 @@
       text: async () => reply.body, json: async () => JSON.parse(reply.body),
     };
   };
-  hidden("__nimbus_invoke", async (name, input, ctx) => {
+  // One call: `name`'s handler with the input and context given as JSON text.
+  // The reply is JSON text, returned at once when the handler returns a value
+  // and as a promise when it returns one.
+  const invoke = (name, inputText, contextText) => {
     logs = [];
-    const context = { ...(ctx ?? {}), db, publish: (topic, data) => host({ op: "publish", topic, data }), log: globalThis.console.log };
-    try {
-      const descriptor = globalThis.__nimbus_exports[name];
-      const result = await descriptor.handler(input, context);
-      return JSON.stringify({ ok: result === undefined ? null : result, logs });
-    } catch (e) {
+    const ok = (result) => JSON.stringify({ ok: result === undefined ? null : result, logs });
+    const failed = (e) => {
       const error = { name: e?.name ?? "Error", code: e?.code ?? null, message: String(e?.message ?? e) };
       return JSON.stringify({ error, logs });
+    };
+    const settle = (result) => {
+      try {
+        return ok(result);
+      } catch (e) {
+        return failed(e);
+      }
+    };
+    try {
+      const ctx = JSON.parse(contextText);
+      const context = { ...(ctx ?? {}), db, publish: (topic, data) => host({ op: "publish", topic, data }), log: globalThis.console.log };
+      const result = exports[name].handler(JSON.parse(inputText), context);
+      return typeof result?.then === "function" ? Promise.resolve(result).then(settle, failed) : settle(result);
+    } catch (e) {
+      return failed(e);
     }
-  });
+  };
+  return { adopt, describe, invoke };
 })();

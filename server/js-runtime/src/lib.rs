@@ -10,7 +10,7 @@ mod worker;
 use std::future::Future;
 use std::pin::Pin;
 
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -130,7 +130,7 @@ enum Job {
 /// Worker threads sharing one queue: a call goes to whichever worker is free,
 /// so a burst runs on several runtimes of the same function at once.
 pub struct Pool {
-    queue: Mutex<mpsc::Sender<Job>>,
+    queue: flume::Sender<Job>,
     load_limit: Duration,
 }
 
@@ -140,15 +140,14 @@ pub const DEFAULT_LOAD_LIMIT: Duration = Duration::from_secs(10);
 impl Pool {
     /// Starts `threads` workers; each drops runtimes unused for `idle`.
     pub fn new(threads: usize, idle: Duration, host: Arc<dyn Host>) -> Pool {
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let (sender, receiver) = flume::unbounded::<Job>();
         for index in 0..threads.max(1) {
             let (receiver, host) = (receiver.clone(), host.clone());
             let _ = std::thread::Builder::new()
                 .name(format!("nimbus-js-{index}"))
                 .spawn(move || worker::run(receiver, idle, host));
         }
-        Pool { queue: Mutex::new(sender), load_limit: DEFAULT_LOAD_LIMIT }
+        Pool { queue: sender, load_limit: DEFAULT_LOAD_LIMIT }
     }
 
     /// Sets how long loading and describing one module may take (a module
@@ -159,7 +158,7 @@ impl Pool {
     }
 
     fn send(&self, job: Job) -> bool {
-        self.queue.lock().map(|q| q.send(job).is_ok()).unwrap_or(false)
+        self.queue.send(job).is_ok()
     }
 
     /// Loads the module and lists its trigger descriptors.

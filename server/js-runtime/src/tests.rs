@@ -261,3 +261,78 @@ async fn a_module_that_never_finishes_loading_is_refused_in_time() {
         .await;
     assert_eq!(fine.unwrap().len(), 1);
 }
+
+/// The harness's entry points are kept by the host, not left on the global
+/// object, and a module cannot swap the exports the host calls.
+#[tokio::test]
+async fn user_code_cannot_reach_or_replace_the_entry_points() {
+    let pool = pool();
+    let m = module(
+        r#"
+        import { onHttp } from "nimbus:functions";
+        const fake = { probe: { __nimbus: "http", spec: {}, handler: () => "replaced" } };
+        for (const name of Object.getOwnPropertyNames(globalThis).filter((n) => n.startsWith("__nimbus"))) {
+            try { globalThis[name](fake); } catch {}
+        }
+        export const probe = onHttp({ path: "/probe" }, () =>
+            Object.getOwnPropertyNames(globalThis).filter((n) => n.startsWith("__nimbus")));
+        "#,
+    );
+    let invocation = pool.invoke(m, "probe", Value::Null, Value::Null, LIMITS).await;
+    assert_eq!(invocation.result.unwrap(), serde_json::json!([]));
+}
+
+/// Values, promises, rejections and replies that cannot be JSON all come back.
+#[tokio::test]
+async fn every_kind_of_result_comes_back() {
+    let pool = pool();
+    let m = module(
+        r#"
+        import { onHttp } from "nimbus:functions";
+        export const plain = onHttp({ path: "/a" }, (input) => ({ doubled: input.n * 2 }));
+        export const nothing = onHttp({ path: "/b" }, () => {});
+        export const later = onHttp({ path: "/c" }, (input) => Promise.resolve(input.n + 1));
+        export const rejects = onHttp({ path: "/d" }, () => Promise.reject(new TypeError("nope")));
+        export const big = onHttp({ path: "/e" }, () => 1n);
+        export const bigLater = onHttp({ path: "/f" }, async () => 1n);
+        export const notJson = onHttp({ path: "/g" }, (input, ctx) => [typeof input, input, ctx.uid]);
+        "#,
+    );
+    let call = |export: &'static str, input: Value| {
+        let (pool, m) = (&pool, m.clone());
+        async move { pool.invoke(m, export, input, serde_json::json!({"uid": "u1"}), LIMITS).await.result }
+    };
+    assert_eq!(call("plain", serde_json::json!({"n": 21})).await, Ok(serde_json::json!({"doubled": 42})));
+    assert_eq!(call("nothing", Value::Null).await, Ok(Value::Null));
+    assert_eq!(call("later", serde_json::json!({"n": 1})).await, Ok(serde_json::json!(2)));
+    assert!(matches!(call("rejects", Value::Null).await, Err(JsError::Thrown { name, .. }) if name == "TypeError"));
+    for export in ["big", "bigLater"] {
+        let result = call(export, Value::Null).await;
+        assert!(matches!(&result, Err(JsError::Thrown { name, .. }) if name == "TypeError"), "{export}: {result:?}");
+    }
+    let quoted = serde_json::json!("a \"quoted\" \u{2028} line\n");
+    assert_eq!(call("notJson", quoted.clone()).await, Ok(serde_json::json!(["string", quoted, "u1"])));
+}
+
+/// Calls arm the watchdog without waking it; a runaway after many quick calls
+/// is still stopped at its own deadline.
+#[tokio::test]
+async fn a_runaway_after_many_quick_calls_stops_at_its_deadline() {
+    let pool = Pool::new(1, Duration::from_secs(60), Arc::new(NoHost));
+    let m = module(
+        r#"
+        import { onHttp } from "nimbus:functions";
+        export const ok = onHttp({ path: "/ok" }, () => 1);
+        export const spin = onHttp({ path: "/spin" }, () => { while (true) {} });
+        "#,
+    );
+    for _ in 0..200 {
+        assert_eq!(pool.invoke(m.clone(), "ok", Value::Null, Value::Null, LIMITS).await.result, Ok(1.into()));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let spun = pool.invoke(m, "spin", Value::Null, Value::Null, LIMITS).await;
+    assert_eq!(spun.result, Err(JsError::Timeout));
+    let took = started.elapsed();
+    assert!(took >= LIMITS.timeout && took < LIMITS.timeout + Duration::from_millis(400), "took {took:?}");
+}

@@ -8,7 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use deno_core::{
@@ -28,8 +28,35 @@ struct Warm {
     version: u64,
     heap_bytes: usize,
     js: JsRuntime,
+    harness: Harness,
     out_of_memory: Rc<Cell<bool>>,
     last_used: Instant,
+}
+
+/// The harness's entry points, kept from its evaluation (`harness.js`'s
+/// value): `adopt` takes the module's exports once it has loaded; `describe`
+/// and `invoke` take and answer JSON text.
+struct Harness {
+    adopt: v8::Global<v8::Function>,
+    describe: v8::Global<v8::Function>,
+    invoke: v8::Global<v8::Function>,
+}
+
+impl Harness {
+    /// Evaluates the harness in `js` and keeps its entry points.
+    fn install(js: &mut JsRuntime) -> Result<Harness, JsError> {
+        let value = js.execute_script("nimbus:harness", HARNESS).map_err(load_error)?;
+        deno_core::scope!(scope, js);
+        let value = v8::Local::new(scope, value);
+        let object = v8::Local::<v8::Object>::try_from(value).map_err(load_error)?;
+        let entry = |name: &str| -> Result<v8::Global<v8::Function>, JsError> {
+            let key = v8::String::new(scope, name).ok_or_else(|| JsError::Load("allocation failed".into()))?;
+            let found = object.get(scope, key.into()).ok_or_else(|| JsError::Load(format!("harness has no {name}")))?;
+            let function = v8::Local::<v8::Function>::try_from(found).map_err(load_error)?;
+            Ok(v8::Global::new(scope, function))
+        };
+        Ok(Harness { adopt: entry("adopt")?, describe: entry("describe")?, invoke: entry("invoke")? })
+    }
 }
 
 /// The one op: a request from `ctx` to the host, answered as JSON text.
@@ -129,7 +156,7 @@ impl std::ops::DerefMut for Entered<'_> {
 /// The heap limit of runtimes that describe modules (no invocation limits apply).
 const DEFAULT_HEAP_BYTES: usize = 64 * 1024 * 1024;
 
-pub(crate) fn run(receiver: Arc<Mutex<mpsc::Receiver<Job>>>, idle: Duration, host: Arc<dyn Host>) {
+pub(crate) fn run(receiver: flume::Receiver<Job>, idle: Duration, host: Arc<dyn Host>) {
     let Ok(tokio) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
     let watchdog = Watchdog::start();
     let mut runtimes = Runtimes { warm: HashMap::new(), spare: None, host };
@@ -174,18 +201,26 @@ enum Next {
 }
 
 /// The next job; when none is queued and `make_spare`, `Idle` at once instead of waiting.
-fn next_job(receiver: &Mutex<mpsc::Receiver<Job>>, make_spare: bool) -> Next {
-    let Ok(queue) = receiver.lock() else { return Next::Stop };
-    match queue.try_recv() {
-        Ok(job) => return Next::Job(Box::new(job)),
-        Err(mpsc::TryRecvError::Disconnected) => return Next::Stop,
-        Err(mpsc::TryRecvError::Empty) if make_spare => return Next::Idle,
-        Err(mpsc::TryRecvError::Empty) => {}
+/// Under load the next call comes within microseconds; going to sleep and
+/// being woken costs more than that, so a worker that finds the queue empty
+/// looks again, yielding its core, for this long before it sleeps.
+const LINGER: Duration = Duration::from_micros(50);
+
+fn next_job(queue: &flume::Receiver<Job>, make_spare: bool) -> Next {
+    let lingering = Instant::now();
+    loop {
+        match queue.try_recv() {
+            Ok(job) => return Next::Job(Box::new(job)),
+            Err(flume::TryRecvError::Disconnected) => return Next::Stop,
+            Err(flume::TryRecvError::Empty) if make_spare => return Next::Idle,
+            Err(flume::TryRecvError::Empty) if lingering.elapsed() < LINGER => std::thread::yield_now(),
+            Err(flume::TryRecvError::Empty) => break,
+        }
     }
     match queue.recv_timeout(Duration::from_secs(1)) {
         Ok(job) => Next::Job(Box::new(job)),
-        Err(mpsc::RecvTimeoutError::Timeout) => Next::Wait,
-        Err(mpsc::RecvTimeoutError::Disconnected) => Next::Stop,
+        Err(flume::RecvTimeoutError::Timeout) => Next::Wait,
+        Err(flume::RecvTimeoutError::Disconnected) => Next::Stop,
     }
 }
 
@@ -220,6 +255,7 @@ impl ModuleLoader for Sources {
 /// A runtime with the host op and limits set up, but no module yet.
 struct Blank {
     js: JsRuntime,
+    harness: Harness,
     sources: Rc<Sources>,
     heap_bytes: usize,
     out_of_memory: Rc<Cell<bool>>,
@@ -242,8 +278,8 @@ fn blank(heap_bytes: usize, host: &Arc<dyn Host>) -> Result<Blank, JsError> {
         handle.terminate_execution();
         current * 2
     });
-    Entered::new(&mut js).execute_script("nimbus:harness", HARNESS).map_err(load_error)?;
-    Ok(Blank { js, sources, heap_bytes, out_of_memory })
+    let harness = Harness::install(&mut Entered::new(&mut js))?;
+    Ok(Blank { js, harness, sources, heap_bytes, out_of_memory })
 }
 
 fn specifier(text: &str) -> Result<ModuleSpecifier, JsError> {
@@ -262,21 +298,17 @@ async fn create(
     host: &Arc<dyn Host>,
     deadline: Deadline<'_>,
 ) -> Result<Warm, JsError> {
-    let Blank { mut js, sources, heap_bytes, out_of_memory } = match spare.take() {
+    let Blank { mut js, harness, sources, heap_bytes, out_of_memory } = match spare.take() {
         Some(blank) if blank.heap_bytes == heap_bytes => blank,
         _ => blank(heap_bytes, host)?,
     };
-    let user = specifier(&format!("file:///functions/{}", module.name))?;
-    let main = specifier("nimbus:main")?;
-    let main_source =
-        format!("import * as m from {};\nglobalThis.__nimbus_exports = m;\n", serde_json::Value::from(user.as_str()));
-    sources.0.borrow_mut().extend([
-        (specifier("nimbus:functions")?, PRELUDE.to_owned()),
-        (user, module.source.clone()),
-        (main.clone(), main_source),
-    ]);
+    let main = specifier(&format!("file:///functions/{}", module.name))?;
+    sources
+        .0
+        .borrow_mut()
+        .extend([(specifier("nimbus:functions")?, PRELUDE.to_owned()), (main.clone(), module.source.clone())]);
     let mut entered = Entered::new(&mut js);
-    let loaded = deadline.run(&mut entered, |js| load(js, &main)).await;
+    let loaded = deadline.run(&mut entered, |js| load(js, &main, &harness.adopt)).await;
     drop(entered);
     match loaded {
         Limited::Done(result) => result?,
@@ -287,14 +319,22 @@ async fn create(
     if out_of_memory.get() {
         return Err(JsError::Load(format!("{}: loading used more memory than its heap limit", module.name)));
     }
-    Ok(Warm { version: module.version, heap_bytes, js, out_of_memory, last_used: Instant::now() })
+    Ok(Warm { version: module.version, heap_bytes, js, harness, out_of_memory, last_used: Instant::now() })
 }
 
-async fn load(js: &mut JsRuntime, main: &ModuleSpecifier) -> Result<(), JsError> {
+/// Loads and evaluates the module, then hands its exports to the harness.
+async fn load(js: &mut JsRuntime, main: &ModuleSpecifier, adopt: &v8::Global<v8::Function>) -> Result<(), JsError> {
     let id = js.load_main_es_module(main).await.map_err(load_error)?;
     let evaluated = js.mod_evaluate(id);
     js.run_event_loop(PollEventLoopOptions::default()).await.map_err(load_error)?;
     evaluated.await.map_err(load_error)?;
+    let namespace = js.get_module_namespace(id).map_err(load_error)?;
+    let namespace = {
+        deno_core::scope!(scope, js);
+        let local = v8::Local::new(scope, namespace);
+        v8::Global::new(scope, v8::Local::<v8::Value>::from(local))
+    };
+    js.call_with_args(adopt, &[namespace]).await.map_err(load_error)?;
     Ok(())
 }
 
@@ -334,7 +374,7 @@ async fn describe(
 ) -> Result<Vec<Descriptor>, JsError> {
     let (entry, _) = runtimes.runtime(module, DEFAULT_HEAP_BYTES, deadline).await?;
     let mut entered = Entered::new(&mut entry.js);
-    let outcome = deadline.run(&mut entered, |js| run_script(js, "globalThis.__nimbus_describe()")).await;
+    let outcome = deadline.run(&mut entered, |js| call_harness(js, &entry.harness.describe, &[])).await;
     drop(entered);
     let text = match outcome {
         Limited::Done(text) => text?,
@@ -380,16 +420,34 @@ impl Deadline<'_> {
     }
 }
 
-/// Runs a script whose value is (a promise of) a string, and returns the string.
-async fn run_script(js: &mut JsRuntime, code: &str) -> Result<String, JsError> {
+/// Calls a harness function with string arguments; its value is (a promise
+/// of) a string, which it returns. A value returned at once is read without
+/// polling the event loop.
+async fn call_harness(
+    js: &mut JsRuntime,
+    function: &v8::Global<v8::Function>,
+    args: &[&str],
+) -> Result<String, JsError> {
     let thrown =
         |e: &dyn std::fmt::Display| JsError::Thrown { name: "Error".into(), code: None, message: e.to_string() };
-    let promise = js.execute_script("nimbus:invoke", code.to_owned()).map_err(|e| thrown(&e))?;
-    let resolve = js.resolve(promise);
-    let value = js.with_event_loop_promise(resolve, PollEventLoopOptions::default()).await.map_err(|e| thrown(&e))?;
+    let args = strings(js, args)?;
+    let called = js.call_with_args(function, &args);
+    let value = js.with_event_loop_promise(called, PollEventLoopOptions::default()).await.map_err(|e| thrown(&e))?;
     deno_core::scope!(scope, js);
     let local = v8::Local::new(scope, value);
     Ok(local.to_rust_string_lossy(scope))
+}
+
+/// `texts` as JavaScript strings.
+fn strings(js: &mut JsRuntime, texts: &[&str]) -> Result<Vec<v8::Global<v8::Value>>, JsError> {
+    deno_core::scope!(scope, js);
+    texts
+        .iter()
+        .map(|text| {
+            let string = v8::String::new(scope, text).ok_or(JsError::OutOfMemory)?;
+            Ok(v8::Global::new(scope, v8::Local::<v8::Value>::from(string)))
+        })
+        .collect()
 }
 
 #[derive(serde::Deserialize)]
@@ -425,9 +483,10 @@ async fn invoke(runtimes: &mut Runtimes, watchdog: &Watchdog, call: Call<'_>) ->
         Ok(found) => found,
         Err(error) => return failed(error, true),
     };
-    let code = format!("globalThis.__nimbus_invoke({}, {input}, {context})", Value::from(export));
+    let (input, context) = (input.to_string(), context.to_string());
+    let args = [export, &input, &context];
     let mut entered = Entered::new(&mut entry.js);
-    let limited = deadline.run(&mut entered, |js| run_script(js, &code)).await;
+    let limited = deadline.run(&mut entered, |js| call_harness(js, &entry.harness.invoke, &args)).await;
     drop(entered);
     let out_of_memory = entry.out_of_memory.get();
     let outcome = match limited {
@@ -455,63 +514,76 @@ async fn invoke(runtimes: &mut Runtimes, watchdog: &Watchdog, call: Call<'_>) ->
 /// The armed deadline: when, which isolate, and the flag set when it fires.
 type Armed = Option<(Instant, v8::IsolateHandle, Arc<AtomicBool>)>;
 
-/// Terminates the armed isolate at its deadline.
+/// What the watchdog thread shares with its worker.
+struct Watch {
+    armed: Armed,
+    /// When the sleeping watchdog wakes by itself (`None`: only when notified).
+    wakes_at: Option<Instant>,
+}
+
+/// Terminates the armed isolate at its deadline. Arming and disarming only
+/// wake the watchdog thread when it would otherwise sleep past the new
+/// deadline, so a call costs no thread switch: with one timeout for all
+/// calls it wakes about once per timeout, finds a later deadline armed, and
+/// sleeps on.
 struct Watchdog {
-    state: Arc<(Mutex<Armed>, Condvar)>,
+    state: Arc<(Mutex<Watch>, Condvar)>,
 }
 
 impl Watchdog {
     fn start() -> Watchdog {
-        let state: Arc<(Mutex<Armed>, Condvar)> = Arc::new((Mutex::new(None), Condvar::new()));
+        let state = Arc::new((Mutex::new(Watch { armed: None, wakes_at: None }), Condvar::new()));
         let shared = state.clone();
-        let _ = std::thread::Builder::new().name("nimbus-js-watchdog".into()).spawn(move || {
-            let (lock, wake) = &*shared;
-            let Ok(mut armed) = lock.lock() else { return };
-            loop {
-                let wait = match armed.as_ref() {
-                    None => None,
-                    Some((deadline, handle, fired)) => {
-                        let now = Instant::now();
-                        if now >= *deadline {
-                            fired.store(true, Ordering::SeqCst);
-                            handle.terminate_execution();
-                            *armed = None;
-                            continue;
-                        }
-                        Some(*deadline - now)
-                    }
-                };
-                armed = match wait {
-                    None => match wake.wait(armed) {
-                        Ok(guard) => guard,
-                        Err(_) => return,
-                    },
-                    Some(duration) => match wake.wait_timeout(armed, duration) {
-                        Ok((guard, _)) => guard,
-                        Err(_) => return,
-                    },
-                };
-            }
-        });
+        let _ = std::thread::Builder::new().name("nimbus-js-watchdog".into()).spawn(move || watch(&shared));
         Watchdog { state }
     }
 
     fn arm(&self, handle: v8::IsolateHandle, deadline: Instant) -> Arc<AtomicBool> {
         let fired = Arc::new(AtomicBool::new(false));
         let (lock, wake) = &*self.state;
-        if let Ok(mut armed) = lock.lock() {
-            *armed = Some((deadline, handle, fired.clone()));
-            wake.notify_all();
+        if let Ok(mut watch) = lock.lock() {
+            watch.armed = Some((deadline, handle, fired.clone()));
+            if watch.wakes_at.is_none_or(|at| at > deadline) {
+                wake.notify_all();
+            }
         }
         fired
     }
 
     fn disarm(&self) {
-        let (lock, wake) = &*self.state;
-        if let Ok(mut armed) = lock.lock() {
-            *armed = None;
-            wake.notify_all();
+        if let Ok(mut watch) = self.state.0.lock() {
+            watch.armed = None;
         }
+    }
+}
+
+/// The watchdog thread: sleeps until the armed deadline, terminates the
+/// isolate if it is still armed then, and otherwise sleeps on.
+fn watch(state: &(Mutex<Watch>, Condvar)) {
+    let (lock, wake) = state;
+    let Ok(mut watch) = lock.lock() else { return };
+    loop {
+        let now = Instant::now();
+        watch.wakes_at = match watch.armed.as_ref() {
+            Some((deadline, handle, fired)) if now >= *deadline => {
+                fired.store(true, Ordering::SeqCst);
+                handle.terminate_execution();
+                watch.armed = None;
+                None
+            }
+            Some((deadline, ..)) => Some(*deadline),
+            None => None,
+        };
+        watch = match watch.wakes_at {
+            None => match wake.wait(watch) {
+                Ok(guard) => guard,
+                Err(_) => return,
+            },
+            Some(at) => match wake.wait_timeout(watch, at.saturating_duration_since(now)) {
+                Ok((guard, _)) => guard,
+                Err(_) => return,
+            },
+        };
     }
 }
 
