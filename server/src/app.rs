@@ -247,31 +247,37 @@ fn routes(services: &Services) -> Router {
     let api = Router::new()
         .route("/readyz", get(crate::http::health::readyz))
         .with_state(services.store.clone())
-        .merge(Router::new().route("/metrics", get(metrics_for_operators)).with_state(operations))
+        .merge(Router::new().route("/metrics", get(metrics_for_operators)).with_state(Arc::new(operations)))
         .merge(
-            auth_api::router().with_state(AuthApi { accounts: services.accounts.clone(), authenticator: auth.clone() }),
+            auth_api::router()
+                .with_state(Arc::new(AuthApi { accounts: services.accounts.clone(), authenticator: auth.clone() })),
         )
         .merge(
-            documents_api::router()
-                .with_state(DocumentsApi { documents: services.documents.clone(), authenticator: auth.clone() }),
+            documents_api::router().with_state(Arc::new(DocumentsApi {
+                documents: services.documents.clone(),
+                authenticator: auth.clone(),
+            })),
         )
-        .merge(rules_api::router().with_state(RulesApi { rules: services.rules.clone(), authenticator: auth.clone() }))
-        .merge(functions_api::router().merge(jobs_api::router()).with_state(FunctionsApi {
+        .merge(
+            rules_api::router()
+                .with_state(Arc::new(RulesApi { rules: services.rules.clone(), authenticator: auth.clone() })),
+        )
+        .merge(functions_api::router().merge(jobs_api::router()).with_state(Arc::new(FunctionsApi {
             functions: services.functions.clone(),
             documents: services.documents.clone(),
             messages: services.messages.clone(),
             store: services.store.clone(),
             triggers: services.triggers.clone(),
             authenticator: auth.clone(),
-        }))
+        })))
         .merge(
             graphql_api::router()
-                .with_state(GraphqlApi { graphql: services.graphql.clone(), authenticator: auth.clone() }),
+                .with_state(Arc::new(GraphqlApi { graphql: services.graphql.clone(), authenticator: auth.clone() })),
         )
-        .merge(
-            realtime_api::router()
-                .with_state(RealtimeApi { realtime: services.realtime.clone(), authenticator: authenticator.clone() }),
-        );
+        .merge(realtime_api::router().with_state(Arc::new(RealtimeApi {
+            realtime: services.realtime.clone(),
+            authenticator: authenticator.clone(),
+        })));
     let config = &services.config;
     let api = if config.test_clock {
         tracing::warn!("test_clock is on: the service key can move this server's clock (POST /v1/admin/clock)");
@@ -304,7 +310,7 @@ struct Operations {
 crate::auth::api::authenticates!(Operations);
 
 async fn metrics_for_operators(
-    State(operations): State<Operations>,
+    State(operations): State<Arc<Operations>>,
     headers: axum::http::HeaderMap,
     caller: Result<Caller, ApiError>,
 ) -> Response {

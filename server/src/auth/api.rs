@@ -12,6 +12,7 @@ use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 use super::accounts::{AdminChange, NewAccount, ProfileChange, SignedIn};
 use super::tokens::AccessClaims;
@@ -37,6 +38,14 @@ macro_rules! authenticates {
     };
 }
 pub(crate) use authenticates;
+
+/// Routers hold their state behind an `Arc`: axum clones the state for every
+/// request, and one reference count is cheaper than the many of a service.
+impl<S: Authenticates> Authenticates for Arc<S> {
+    fn authenticator(&self) -> &crate::auth::Authenticator {
+        (**self).authenticator()
+    }
+}
 
 impl<S: Authenticates + Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
@@ -64,7 +73,7 @@ pub struct AuthApi {
 
 authenticates!(AuthApi);
 
-pub fn router() -> Router<AuthApi> {
+pub fn router() -> Router<Arc<AuthApi>> {
     Router::new()
         .route("/.well-known/jwks.json", get(jwks))
         .route("/v1/auth/signup", post(sign_up))
@@ -117,7 +126,7 @@ fn signed_in_user(caller: &Caller) -> Result<&AccessClaims, AuthError> {
     }
 }
 
-async fn jwks(State(state): State<AuthApi>) -> Json<Value> {
+async fn jwks(State(state): State<Arc<AuthApi>>) -> Json<Value> {
     Json(state.accounts.tokens().jwks())
 }
 
@@ -129,7 +138,7 @@ struct Credentials {
 }
 
 async fn sign_up(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
@@ -155,7 +164,7 @@ struct PasswordGrant {
 }
 
 async fn token(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Json<Value>, ApiError> {
@@ -179,12 +188,12 @@ async fn token(
     Ok(signed_in_json(signed_in))
 }
 
-async fn sign_out(State(state): State<AuthApi>, caller: Caller) -> Result<StatusCode, ApiError> {
+async fn sign_out(State(state): State<Arc<AuthApi>>, caller: Caller) -> Result<StatusCode, ApiError> {
     state.accounts.sign_out(signed_in_user(&caller)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn current_user(State(state): State<AuthApi>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn current_user(State(state): State<Arc<AuthApi>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     let user = state.accounts.user(&signed_in_user(&caller)?.sub).await?;
     Ok(Json(user_json(&user)))
 }
@@ -205,7 +214,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 }
 
 async fn change_profile(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     caller: Caller,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<ProfileBody>,
@@ -227,7 +236,7 @@ struct TokenBody {
 }
 
 async fn verify_email(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> Result<Json<Value>, ApiError> {
     let user = state.accounts.verify_email(body.token.expose_secret()).await?;
@@ -236,7 +245,7 @@ async fn verify_email(
 
 /// The link in the verification email: verifies and answers in plain text.
 async fn verify_email_link(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     ApiQuery(body): ApiQuery<TokenBody>,
 ) -> Result<&'static str, ApiError> {
     state.accounts.verify_email(body.token.expose_secret()).await?;
@@ -244,7 +253,7 @@ async fn verify_email_link(
 }
 
 async fn request_verification(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     ClientIp(ip): ClientIp,
     caller: Caller,
 ) -> Result<StatusCode, ApiError> {
@@ -259,7 +268,7 @@ struct RecoverBody {
 }
 
 async fn request_recovery(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     ClientIp(ip): ClientIp,
     ApiJson(body): ApiJson<RecoverBody>,
 ) -> Result<StatusCode, ApiError> {
@@ -275,7 +284,7 @@ struct ConfirmRecoveryBody {
 }
 
 async fn confirm_recovery(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     ApiJson(body): ApiJson<ConfirmRecoveryBody>,
 ) -> Result<StatusCode, ApiError> {
     state.accounts.confirm_recovery(body.token.expose_secret(), body.password).await?;
@@ -291,7 +300,7 @@ struct ListUsersParams {
 }
 
 async fn admin_list_users(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     caller: Caller,
     ApiQuery(params): ApiQuery<ListUsersParams>,
 ) -> Result<Json<Value>, ApiError> {
@@ -304,7 +313,7 @@ async fn admin_list_users(
 }
 
 async fn admin_get_user(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -327,7 +336,7 @@ struct AdminCreateBody {
 }
 
 async fn admin_create_user(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     caller: Caller,
     ApiJson(body): ApiJson<AdminCreateBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -356,7 +365,7 @@ struct AdminChangeBody {
 }
 
 async fn admin_change_user(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<AdminChangeBody>,
@@ -367,7 +376,7 @@ async fn admin_change_user(
 }
 
 async fn admin_delete_user(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -377,7 +386,7 @@ async fn admin_delete_user(
 }
 
 async fn admin_revoke(
-    State(state): State<AuthApi>,
+    State(state): State<Arc<AuthApi>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
@@ -386,7 +395,7 @@ async fn admin_revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn admin_rotate_keys(State(state): State<AuthApi>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn admin_rotate_keys(State(state): State<Arc<AuthApi>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let kid = state.accounts.tokens().rotate().await?;
     Ok(Json(json!({ "kid": kid })))

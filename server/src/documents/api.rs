@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::Value;
+use std::sync::Arc;
 
 use super::path::{AnyPath, CollectionPath, DocPath};
 use super::query::QueryRequest;
@@ -35,7 +36,7 @@ pub struct DocumentsApi {
 
 crate::auth::api::authenticates!(DocumentsApi);
 
-pub fn router() -> Router<DocumentsApi> {
+pub fn router() -> Router<Arc<DocumentsApi>> {
     Router::new()
         .route(
             "/v1/docs/{*path}",
@@ -97,7 +98,7 @@ struct ListParams {
 }
 
 async fn get_path(
-    State(state): State<DocumentsApi>,
+    State(state): State<Arc<DocumentsApi>>,
     caller: Caller,
     Path(path): Path<String>,
     ApiQuery(params): ApiQuery<ListParams>,
@@ -170,7 +171,7 @@ async fn write_at(
 
 /// `PUT` (set) and `PATCH` (update, a merge) of one document.
 async fn put_or_patch_document(
-    State(state): State<DocumentsApi>,
+    State(state): State<Arc<DocumentsApi>>,
     caller: Caller,
     method: axum::http::Method,
     Path(path): Path<String>,
@@ -182,7 +183,7 @@ async fn put_or_patch_document(
 }
 
 async fn delete_document(
-    State(state): State<DocumentsApi>,
+    State(state): State<Arc<DocumentsApi>>,
     caller: Caller,
     Path(path): Path<String>,
     headers: HeaderMap,
@@ -191,7 +192,7 @@ async fn delete_document(
 }
 
 async fn create_in_collection(
-    State(state): State<DocumentsApi>,
+    State(state): State<Arc<DocumentsApi>>,
     caller: Caller,
     Path(path): Path<String>,
     ApiJson(data): ApiJson<Value>,
@@ -261,7 +262,7 @@ fn batch_request(index: usize, write: BatchWrite) -> Result<WriteRequest, ApiErr
 }
 
 async fn batch(
-    State(state): State<DocumentsApi>,
+    State(state): State<Arc<DocumentsApi>>,
     caller: Caller,
     ApiJson(body): ApiJson<BatchBody>,
 ) -> Result<Response, ApiError> {
@@ -281,7 +282,7 @@ async fn batch(
 }
 
 async fn run_query(
-    State(state): State<DocumentsApi>,
+    State(state): State<Arc<DocumentsApi>>,
     caller: Caller,
     ApiJson(body): ApiJson<QueryRequest>,
 ) -> Result<Response, ApiError> {
@@ -292,7 +293,7 @@ async fn run_query(
 
 /// The database's plan for a query (service key only), to check index use.
 async fn explain_query(
-    State(state): State<DocumentsApi>,
+    State(state): State<Arc<DocumentsApi>>,
     caller: Caller,
     ApiJson(body): ApiJson<QueryRequest>,
 ) -> Result<Response, ApiError> {

@@ -10,6 +10,7 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use nimbus_js_runtime::JsError;
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 
 use super::routes::{self, AuthMode};
 use crate::auth::{AuthError, Caller};
@@ -30,7 +31,7 @@ pub struct FunctionsApi {
 
 crate::auth::api::authenticates!(FunctionsApi);
 
-pub fn router() -> Router<FunctionsApi> {
+pub fn router() -> Router<Arc<FunctionsApi>> {
     Router::new()
         .route("/fn/{*path}", any(gateway))
         .route("/v1/admin/functions", get(list_functions))
@@ -78,7 +79,7 @@ fn request_headers(headers: &HeaderMap) -> Value {
 }
 
 async fn gateway(
-    State(state): State<FunctionsApi>,
+    State(state): State<Arc<FunctionsApi>>,
     caller: Caller,
     method: Method,
     uri: Uri,
@@ -201,7 +202,7 @@ fn js_error(error: JsError) -> ApiError {
     }
 }
 
-async fn list_functions(State(state): State<FunctionsApi>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn list_functions(State(state): State<Arc<FunctionsApi>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let registry = state.functions.registry();
     let modules: Vec<Value> = registry
@@ -223,7 +224,7 @@ struct InvocationsParams {
 
 /// The latest invocations on this instance, with status, duration and console lines.
 async fn list_invocations(
-    State(state): State<FunctionsApi>,
+    State(state): State<Arc<FunctionsApi>>,
     caller: Caller,
     crate::http::extract::ApiQuery(params): crate::http::extract::ApiQuery<InvocationsParams>,
 ) -> Result<Json<Value>, ApiError> {

@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 use super::api::FunctionsApi;
 use crate::auth::Caller;
@@ -14,7 +15,7 @@ use crate::error::ErrorCode;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 
-pub fn router() -> Router<FunctionsApi> {
+pub fn router() -> Router<Arc<FunctionsApi>> {
     Router::new()
         .route("/v1/messages/{topic}", post(publish))
         .route("/v1/admin/functions/dead-letters", get(list_dead_letters))
@@ -24,7 +25,7 @@ pub fn router() -> Router<FunctionsApi> {
 /// Publishes the JSON body to a topic: the service key, or a user a rule on
 /// `match /topics/{topic}` allows to `create` (with the message as `request.resource.data`).
 async fn publish(
-    State(state): State<FunctionsApi>,
+    State(state): State<Arc<FunctionsApi>>,
     caller: Caller,
     Path(topic): Path<String>,
     ApiJson(data): ApiJson<Value>,
@@ -45,7 +46,7 @@ async fn publish(
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
 }
 
-async fn list_dead_letters(State(state): State<FunctionsApi>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn list_dead_letters(State(state): State<Arc<FunctionsApi>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let jobs = state.store.dead_jobs(1000).await?;
     let items: Vec<Value> = jobs
@@ -65,7 +66,7 @@ async fn list_dead_letters(State(state): State<FunctionsApi>, caller: Caller) ->
 }
 
 async fn replay(
-    State(state): State<FunctionsApi>,
+    State(state): State<Arc<FunctionsApi>>,
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {

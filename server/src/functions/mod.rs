@@ -119,6 +119,11 @@ impl Functions {
         functions
     }
 
+    /// How many JavaScript worker threads run invocations.
+    pub fn workers(&self) -> usize {
+        self.config.workers
+    }
+
     pub fn registry(&self) -> Arc<Registry> {
         self.registry.load()
     }
@@ -199,7 +204,7 @@ impl Functions {
 
     fn remember(&self, function: &str, status: &'static str, invocation: &Invocation) {
         self.invocations.record(InvocationRecord {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: crate::ids::uuid(),
             function: function.to_owned(),
             status: status.to_owned(),
             error: invocation.result.as_ref().err().map(|e| e.to_string()),

@@ -75,7 +75,7 @@ impl SignUpHooks for FunctionSignUpHooks {
         let jobs: Vec<NewJob> = functions_of(&self.functions, "afterSignUp")
             .into_iter()
             .map(|(_, name, export)| {
-                let id = uuid::Uuid::new_v4().to_string();
+                let id = crate::ids::uuid();
                 let event = json!({"id": id, "type": "afterSignUp", "user": user, "time": format_time(now_micros())});
                 NewJob { id, function: format!("{name}:{export}"), payload: event.to_string() }
             })

@@ -1,9 +1,14 @@
 //! The trigger worker: claims due jobs (document triggers, queue messages,
-//! schedule ticks), runs their function at least once with a stable event id,
-//! retries with exponential backoff and finally moves a job that keeps
-//! failing to the dead letters.
+//! schedule ticks) in batches, runs their function at least once with a
+//! stable event id, deletes finished jobs in batches, retries with
+//! exponential backoff and finally moves a job that keeps failing to the
+//! dead letters. Jobs run continuously: a new batch is claimed as soon as
+//! half of the slots are free, not when the last batch has finished.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
 
 use serde_json::{json, Value};
 
@@ -31,7 +36,21 @@ pub struct TriggerWorker {
     backoff: Duration,
     lease: Duration,
     metrics: QueueMetrics,
+    /// Slots for jobs claimed and not yet finished.
+    slots: Arc<Semaphore>,
+    /// Finished jobs, deleted in batches.
+    finished: mpsc::UnboundedSender<String>,
+    finished_queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>>,
 }
+
+/// Most jobs claimed and not yet finished: eight for each JavaScript worker,
+/// at least 16 (a claimed job waits for a worker within its lease).
+fn slots_for(workers: usize) -> usize {
+    (workers * 8).max(16)
+}
+
+/// Most finished jobs one delete takes at once.
+const FINISHED_PER_BATCH: usize = 500;
 
 impl QueueMetrics {
     /// Registers the job queue's series with the app's registry.
@@ -55,24 +74,46 @@ impl TriggerWorker {
         metrics: QueueMetrics,
     ) -> TriggerWorker {
         let (max_attempts, backoff) = retry;
-        TriggerWorker { store, functions, index, max_attempts: i64::from(max_attempts.max(1)), backoff, lease, metrics }
+        let slots = Arc::new(Semaphore::new(slots_for(functions.workers())));
+        let (finished, finished_queue) = mpsc::unbounded_channel();
+        TriggerWorker {
+            store,
+            functions,
+            index,
+            max_attempts: i64::from(max_attempts.max(1)),
+            backoff,
+            lease,
+            metrics,
+            slots,
+            finished,
+            finished_queue: Arc::new(tokio::sync::Mutex::new(finished_queue)),
+        }
     }
 
-    /// Claims the due jobs and runs them concurrently; returns how many ran.
-    pub async fn run_once(&self) -> Result<usize, StoreError> {
-        let now = now_micros();
-        let jobs = self.store.claim_jobs(now, now + self.lease.as_micros() as i64, 16).await?;
-        let count = jobs.len();
-        let runs = jobs.into_iter().map(|job| {
-            let worker = self.clone();
-            tokio::spawn(async move { worker.run(job).await })
-        });
-        for run in runs.collect::<Vec<_>>() {
-            if let Ok(Err(e)) = run.await {
-                tracing::error!("trigger job bookkeeping failed: {e}");
-            }
+    /// Waits for free slots (all of them when `eager` is false, else half),
+    /// claims that many due jobs and starts them; returns how many it claimed
+    /// and how many it asked for.
+    async fn claim_and_start(&self, eager: bool) -> Result<(usize, usize), StoreError> {
+        let all = slots_for(self.functions.workers());
+        let wanted = if eager { (all / 2).max(1) } else { 1 };
+        let Ok(mut permits) = self.slots.clone().acquire_many_owned(wanted as u32).await else { return Ok((0, 0)) };
+        while let Ok(more) = self.slots.clone().try_acquire_owned() {
+            permits.merge(more);
         }
-        Ok(count)
+        let asked = permits.num_permits();
+        let now = now_micros();
+        let jobs = self.store.claim_jobs(now, now + self.lease.as_micros() as i64, asked as i64).await?;
+        let claimed = jobs.len();
+        for job in jobs {
+            let (worker, permit) = (self.clone(), permits.split(1));
+            tokio::spawn(async move {
+                let _permit = permit;
+                if let Err(e) = worker.run(job).await {
+                    tracing::error!("trigger job bookkeeping failed: {e}");
+                }
+            });
+        }
+        Ok((claimed, asked))
     }
 
     async fn run(&self, job: JobRow) -> Result<(), StoreError> {
@@ -90,7 +131,10 @@ impl TriggerWorker {
             },
         };
         match outcome {
-            Ok(()) => self.store.complete_job(&job.id).await,
+            Ok(()) => {
+                let _ = self.finished.send(job.id);
+                Ok(())
+            }
             Err(error) => {
                 let attempts = job.attempts + 1;
                 let dead = attempts >= self.max_attempts;
@@ -110,11 +154,16 @@ impl TriggerWorker {
 
     /// Runs jobs until the process ends: at once when woken, else every 200 ms.
     pub fn spawn(self) {
+        let (store, finished) = (self.store.clone(), self.finished_queue.clone());
+        crate::supervise::spawn_supervised("finished jobs", move || delete_finished(store.clone(), finished.clone()));
         crate::supervise::spawn_supervised("trigger worker", move || self.clone().run_forever());
     }
 
     async fn run_forever(self) {
         let mut last_depth = std::time::Instant::now() - Duration::from_secs(60);
+        // After a full claim more jobs are probably due: claim again when half
+        // the slots are free. Otherwise wait to be woken (or 200 ms).
+        let mut more_due = true;
         loop {
             if last_depth.elapsed() > Duration::from_secs(2) {
                 last_depth = std::time::Instant::now();
@@ -122,12 +171,36 @@ impl TriggerWorker {
                     self.metrics.depth.set(depth);
                 }
             }
-            match self.run_once().await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::error!("claiming trigger jobs failed: {e}"),
+            if !more_due {
+                let _ = tokio::time::timeout(Duration::from_millis(200), self.index.woken()).await;
             }
-            let _ = tokio::time::timeout(Duration::from_millis(200), self.index.woken()).await;
+            more_due = match self.claim_and_start(more_due).await {
+                Ok((claimed, asked)) => claimed > 0 && claimed == asked,
+                Err(e) => {
+                    tracing::error!("claiming trigger jobs failed: {e}");
+                    false
+                }
+            };
         }
+    }
+}
+
+/// Deletes finished jobs, whatever has finished since the last statement in
+/// one. A job whose delete keeps failing runs again after its lease (jobs run
+/// at least once).
+async fn delete_finished(store: Store, finished: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>>) {
+    let mut finished = finished.lock().await;
+    let mut batch = Vec::with_capacity(FINISHED_PER_BATCH);
+    while finished.recv_many(&mut batch, FINISHED_PER_BATCH).await > 0 {
+        for attempt in 1..=3u32 {
+            match store.complete_jobs(&batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(jobs = batch.len(), "deleting finished jobs failed (attempt {attempt}): {e}");
+                    tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt))).await;
+                }
+            }
+        }
+        batch.clear();
     }
 }

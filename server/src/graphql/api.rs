@@ -36,7 +36,7 @@ pub struct GraphqlApi {
 
 crate::auth::api::authenticates!(GraphqlApi);
 
-pub fn router() -> Router<GraphqlApi> {
+pub fn router() -> Router<Arc<GraphqlApi>> {
     Router::new().route("/v1/graphql", get(get_graphql).post(post_graphql))
 }
 
@@ -82,12 +82,12 @@ async fn run(state: &GraphqlApi, caller: Caller, request: async_graphql::Request
     }
 }
 
-async fn post_graphql(State(state): State<GraphqlApi>, caller: Caller, ApiJson(body): ApiJson<Body>) -> Response {
+async fn post_graphql(State(state): State<Arc<GraphqlApi>>, caller: Caller, ApiJson(body): ApiJson<Body>) -> Response {
     run(&state, caller, request(body.query, body.variables, body.operation_name), Operations::Any).await
 }
 
 async fn get_graphql(
-    State(state): State<GraphqlApi>,
+    State(state): State<Arc<GraphqlApi>>,
     headers: HeaderMap,
     ClientIp(ip): ClientIp,
     caller: Caller,
@@ -128,7 +128,7 @@ async fn get_graphql(
 /// A WebSocket of subscriptions; `connection_init` may carry a token
 /// (`{"token"}` or `{"authorization": "Bearer …"}`) that replaces the upgrade request's caller.
 fn subscriptions(
-    state: GraphqlApi,
+    state: Arc<GraphqlApi>,
     caller: Caller,
     ip: std::net::IpAddr,
     upgrade: WebSocketUpgrade,

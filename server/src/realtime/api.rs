@@ -5,6 +5,7 @@
 //! address before the upgrade, so a refusal is an ordinary error response.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -34,7 +35,7 @@ pub struct RealtimeApi {
 
 crate::auth::api::authenticates!(RealtimeApi);
 
-pub fn router() -> Router<RealtimeApi> {
+pub fn router() -> Router<Arc<RealtimeApi>> {
     Router::new().route("/v1/realtime", get(websocket)).route("/v1/realtime/sse", get(event_stream))
 }
 
@@ -63,7 +64,7 @@ async fn caller_of(realtime: &Realtime, from_header: Caller, token: Option<Strin
 }
 
 async fn websocket(
-    State(state): State<RealtimeApi>,
+    State(state): State<Arc<RealtimeApi>>,
     ClientIp(ip): ClientIp,
     from_header: Caller,
     ApiQuery(params): ApiQuery<SocketParams>,
@@ -131,7 +132,7 @@ impl Transport for Socket {
 }
 
 async fn event_stream(
-    State(state): State<RealtimeApi>,
+    State(state): State<Arc<RealtimeApi>>,
     ClientIp(ip): ClientIp,
     from_header: Caller,
     headers: HeaderMap,

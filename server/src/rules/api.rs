@@ -9,6 +9,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 use super::cases::{self, Case};
 use super::{compile, RulesError, RulesFile};
@@ -25,13 +26,13 @@ pub struct RulesApi {
 
 crate::auth::api::authenticates!(RulesApi);
 
-pub fn router() -> Router<RulesApi> {
+pub fn router() -> Router<Arc<RulesApi>> {
     Router::new()
         .route("/v1/admin/rules", get(read_rules).put(replace_rules))
         .route("/v1/admin/rules:test", post(test_rules))
 }
 
-async fn read_rules(State(state): State<RulesApi>, caller: Caller) -> Result<Json<Value>, ApiError> {
+async fn read_rules(State(state): State<Arc<RulesApi>>, caller: Caller) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let status = state.rules.status();
     Ok(Json(
@@ -46,7 +47,7 @@ struct FilesBody {
 }
 
 async fn replace_rules(
-    State(state): State<RulesApi>,
+    State(state): State<Arc<RulesApi>>,
     caller: Caller,
     ApiJson(body): ApiJson<FilesBody>,
 ) -> Result<StatusCode, ApiError> {
@@ -64,7 +65,7 @@ struct TestBody {
 }
 
 async fn test_rules(
-    State(state): State<RulesApi>,
+    State(state): State<Arc<RulesApi>>,
     caller: Caller,
     ApiJson(body): ApiJson<TestBody>,
 ) -> Result<Json<Value>, ApiError> {

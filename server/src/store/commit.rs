@@ -124,7 +124,7 @@ pub(super) struct WriteSql {
 }
 
 /// Most change-log rows in one INSERT (9 parameters each).
-pub(super) const CHANGES_PER_INSERT: usize = 500;
+pub(super) const CHANGES_PER_INSERT: usize = super::query::rows_per_statement(9);
 
 /// The columns of a change-log row, in the order `changes_insert` binds them.
 pub(super) const CHANGE_COLUMNS: &str =

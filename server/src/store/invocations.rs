@@ -34,7 +34,7 @@ fn json_text<S: serde::Serializer>(text: &str, serializer: S) -> Result<S::Ok, S
 
 const COLUMNS: &str = "id, function, status, error, duration_ms, cold, time, logs";
 /// Rows per INSERT (8 parameters each).
-const ROWS_PER_INSERT: usize = 250;
+const ROWS_PER_INSERT: usize = super::query::rows_per_statement(8);
 
 impl Store {
     /// Adds `rows` and drops all but the newest `keep`, in one transaction.

@@ -32,7 +32,7 @@ pub struct JobRow {
 pub type JobsFor = Box<dyn Fn(&[super::commit::Committed], i64) -> Vec<NewJob> + Send + Sync>;
 
 /// Most job rows in one INSERT (5 parameters each).
-pub(super) const JOBS_PER_INSERT: usize = 500;
+pub(super) const JOBS_PER_INSERT: usize = super::query::rows_per_statement(5);
 
 pub(super) fn jobs_insert(rows: usize) -> String {
     let values = super::query::value_rows(rows, &[""; 5]);
@@ -84,8 +84,14 @@ impl Store {
         }))
     }
 
-    pub async fn complete_job(&self, id: &str) -> Result<(), StoreError> {
-        self.execute("DELETE FROM jobs WHERE id = $1", &[id.into()]).await.map(|_| ())
+    /// Deletes finished jobs, a few hundred per statement.
+    pub async fn complete_jobs(&self, ids: &[String]) -> Result<(), StoreError> {
+        for chunk in ids.chunks(super::query::MAX_PARAMS_PER_STATEMENT) {
+            let placeholders = (1..=chunk.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+            let params: Vec<super::query::Param> = chunk.iter().map(Into::into).collect();
+            self.execute(&format!("DELETE FROM jobs WHERE id IN ({placeholders})"), &params).await?;
+        }
+        Ok(())
     }
 
     /// Records a failed attempt: retried after `run_after`, or dead.

@@ -99,7 +99,7 @@ impl TriggerIndex {
 
     /// One job per consumer of `topic`, all with the same message id.
     pub fn message_jobs(&self, topic: &str, data: &Value) -> (String, Vec<NewJob>) {
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = crate::ids::uuid();
         let event = json!({"id": id, "topic": topic, "data": data, "time": format_time(now_micros())}).to_string();
         let consumers = self.consumers.load();
         let jobs = consumers
@@ -177,7 +177,7 @@ fn jobs_of_change(triggers: &[DocTrigger], change: &Committed, auth: &Value, now
     fired(triggers, change, &path)
         .into_iter()
         .map(|(trigger, params)| {
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = crate::ids::uuid();
             let event = json!({
                 "id": id,
                 "type": kind,

@@ -90,7 +90,7 @@ async fn run_tick(
     if !store.claim_tick(&schedule.function, tick_micros).await? {
         return Ok(());
     }
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = crate::ids::uuid();
     let event = json!({"id": id, "type": "schedule", "scheduledTime": format_time(tick_micros), "time": format_time(crate::clock::now_micros())});
     store.enqueue_jobs(&[NewJob { id, function: schedule.function.clone(), payload: event.to_string() }]).await?;
     index.wake();

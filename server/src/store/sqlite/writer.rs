@@ -340,7 +340,7 @@ fn fresh_creates(group: &[(Commit, Reply)]) -> Option<Created> {
 }
 
 /// Most rows in one multi-row `INSERT` of fresh documents (4 parameters each).
-const FRESH_ROWS_PER_INSERT: usize = 200;
+const FRESH_ROWS_PER_INSERT: usize = crate::store::query::rows_per_statement(4);
 
 /// Inserts the documents of `created` with a few multi-row statements instead
 /// of one statement per document.
