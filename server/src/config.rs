@@ -670,7 +670,9 @@ fn graphql_settings(layers: &Layers, g: &GraphqlFileSettings) -> Result<GraphqlS
 
 fn function_settings(layers: &Layers, f: &FunctionsFileSettings) -> Result<FunctionSettings, ConfigError> {
     let text = |v: &Option<u64>| v.map(|n| n.to_string());
-    let default_workers = std::thread::available_parallelism().map_or(2, |n| n.get()).to_string();
+    // Four per core: an invocation waiting for the database or fetch() holds
+    // its worker without using the core, and more runtimes let those waits overlap.
+    let default_workers = (4 * std::thread::available_parallelism().map_or(2, |n| n.get())).to_string();
     Ok(FunctionSettings {
         timeout: Duration::from_millis(layers.parse(
             "functions_timeout_ms",

@@ -61,15 +61,17 @@ pub(super) use record_jobs;
 const JOB_COLUMNS: &str = "id, function, payload, attempts, last_error, created_at";
 
 impl Store {
-    /// Inserts jobs on their own (messages published outside a document write).
+    /// Inserts jobs on their own (messages published outside a document
+    /// write): a commit without writes, so on SQLite it joins the writer's
+    /// group commit instead of taking the write connection for itself.
     pub async fn enqueue_jobs(&self, jobs: &[NewJob]) -> Result<(), StoreError> {
-        let now = crate::clock::now_micros();
-        on_writer!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            record_jobs!(tx, jobs, now)?;
-            tx.commit().await?
-        });
-        Ok(())
+        let jobs = jobs.to_vec();
+        let jobs_for: JobsFor = Box::new(move |_, _| jobs.clone());
+        match self.commit(Vec::new(), Some(jobs_for), None).await {
+            Ok(_) => Ok(()),
+            Err(super::commit::CommitError::Store(e)) => Err(e),
+            Err(rejected) => Err(StoreError::Internal(rejected.to_string())),
+        }
     }
 
     /// Leases up to `limit` due jobs until `lease_until`.
