@@ -71,7 +71,13 @@ impl Documents {
     ) -> Result<Vec<Option<i64>>, DocumentError> {
         let mut views = Vec::with_capacity(requests.len());
         for request in requests {
-            let current = self.store.get_document(&key(&request.path)).await?;
+            // A create at an id the server just drew has nothing to read: the
+            // rule sees `resource == null` as for any create, and the commit
+            // still requires the document to be absent (the version seen is `None`).
+            let current = match request.op {
+                WriteOp::CreateNew(_) => None,
+                _ => self.store.get_document(&key(&request.path)).await?,
+            };
             let existing = current.as_ref().map(parse_data).transpose()?;
             let (method, incoming) = rule_view(&request.op, existing.as_ref(), now);
             let existing = if method == Method::Create { None } else { existing };
