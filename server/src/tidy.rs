@@ -112,7 +112,7 @@ const ALLOWED_IMPORTS: &[(&str, &[&str])] = &[
     ("http", &["config", "error", "store", "supervise"]),
     ("auth", &["clock", "config", "error", "http", "ids", "store"]),
     ("rules", &["auth", "clock", "error", "http", "store", "supervise", "swap", "watch"]),
-    ("triggers", &["clock", "store", "supervise", "swap"]),
+    ("triggers", &["clock", "ids", "store", "supervise", "swap"]),
     ("documents", &["auth", "clock", "config", "error", "http", "ids", "rules", "store", "swap", "triggers"]),
     (
         "functions",
