@@ -5,6 +5,7 @@
 //! Nimbus: it loads ES modules that import `nimbus:functions`, lists their
 //! trigger descriptors, and calls one export with JSON in and JSON out.
 
+mod dispatch;
 mod worker;
 
 use std::future::Future;
@@ -127,10 +128,11 @@ enum Job {
     },
 }
 
-/// Worker threads sharing one queue: a call goes to whichever worker is free,
-/// so a burst runs on several runtimes of the same function at once.
+/// Worker threads: a call goes to the worker that became idle last, or waits
+/// for the first one free, so a burst runs on several runtimes of the same
+/// function at once.
 pub struct Pool {
-    queue: flume::Sender<Job>,
+    dispatch: dispatch::Dispatch,
     load_limit: Duration,
 }
 
@@ -140,14 +142,14 @@ pub const DEFAULT_LOAD_LIMIT: Duration = Duration::from_secs(10);
 impl Pool {
     /// Starts `threads` workers; each drops runtimes unused for `idle`.
     pub fn new(threads: usize, idle: Duration, host: Arc<dyn Host>) -> Pool {
-        let (sender, receiver) = flume::unbounded::<Job>();
-        for index in 0..threads.max(1) {
-            let (receiver, host) = (receiver.clone(), host.clone());
+        let (dispatch, inboxes) = dispatch::channels(threads.max(1));
+        for (index, inbox) in inboxes.into_iter().enumerate() {
+            let host = host.clone();
             let _ = std::thread::Builder::new()
                 .name(format!("nimbus-js-{index}"))
-                .spawn(move || worker::run(receiver, idle, host));
+                .spawn(move || worker::run(inbox, idle, host));
         }
-        Pool { queue: sender, load_limit: DEFAULT_LOAD_LIMIT }
+        Pool { dispatch, load_limit: DEFAULT_LOAD_LIMIT }
     }
 
     /// Sets how long loading and describing one module may take (a module
@@ -158,7 +160,7 @@ impl Pool {
     }
 
     fn send(&self, job: Job) -> bool {
-        self.queue.send(job).is_ok()
+        self.dispatch.send(job)
     }
 
     /// Loads the module and lists its trigger descriptors.

@@ -336,3 +336,40 @@ async fn a_runaway_after_many_quick_calls_stops_at_its_deadline() {
     let took = started.elapsed();
     assert!(took >= LIMITS.timeout && took < LIMITS.timeout + Duration::from_millis(400), "took {took:?}");
 }
+
+/// Calls one after another go to the worker that was idle last: one cold
+/// start, then warm calls, however many workers there are.
+#[tokio::test]
+async fn calls_one_after_another_stay_on_the_warm_worker() {
+    let pool = Pool::new(4, Duration::from_secs(60), Arc::new(NoHost));
+    let m = module("import { onHttp } from 'nimbus:functions'; export const a = onHttp({ path: '/a' }, () => 1);");
+    let mut cold = 0;
+    for _ in 0..12 {
+        let call = pool.invoke(m.clone(), "a", Value::Null, Value::Null, LIMITS).await;
+        assert_eq!(call.result, Ok(1.into()));
+        cold += usize::from(call.cold);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(cold, 1, "only the first call starts cold");
+}
+
+/// A burst larger than the pool waits in the shared queue and every call is answered.
+#[tokio::test]
+async fn a_burst_larger_than_the_pool_is_answered_whole() {
+    let pool = Arc::new(Pool::new(3, Duration::from_secs(60), Arc::new(NoHost)));
+    let m = module("import { onHttp } from 'nimbus:functions'; export const a = onHttp({ path: '/a' }, (n) => n * 2);");
+    let calls = (0..200).map(|n| {
+        let (pool, m) = (pool.clone(), m.clone());
+        tokio::spawn(async move { pool.invoke(m, "a", n.into(), Value::Null, LIMITS).await.result })
+    });
+    let results: Vec<_> = futures_results(calls.collect()).await;
+    assert_eq!(results, (0..200).map(|n| Ok(Value::from(n * 2))).collect::<Vec<_>>());
+}
+
+async fn futures_results(handles: Vec<tokio::task::JoinHandle<Result<Value, JsError>>>) -> Vec<Result<Value, JsError>> {
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap_or(Err(JsError::Stopped)));
+    }
+    out
+}

@@ -18,6 +18,7 @@ use deno_core::{
 };
 use serde_json::Value;
 
+use crate::dispatch::{Inbox, Next};
 use crate::{Descriptor, Host, Invocation, Job, JsError, Limits, LogLine, Module};
 
 const PRELUDE: &str = include_str!("prelude.js");
@@ -156,7 +157,7 @@ impl std::ops::DerefMut for Entered<'_> {
 /// The heap limit of runtimes that describe modules (no invocation limits apply).
 const DEFAULT_HEAP_BYTES: usize = 64 * 1024 * 1024;
 
-pub(crate) fn run(receiver: flume::Receiver<Job>, idle: Duration, host: Arc<dyn Host>) {
+pub(crate) fn run(inbox: Inbox, idle: Duration, host: Arc<dyn Host>) {
     let Ok(tokio) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
     let watchdog = Watchdog::start();
     let mut runtimes = Runtimes { warm: HashMap::new(), spare: None, host };
@@ -164,9 +165,9 @@ pub(crate) fn run(receiver: flume::Receiver<Job>, idle: Duration, host: Arc<dyn 
     // worker that never runs functions makes no blank runtime).
     let mut heap_bytes: Option<usize> = None;
     loop {
-        let job = match next_job(&receiver, runtimes.spare.is_none() && heap_bytes.is_some()) {
+        let job = match inbox.next(runtimes.spare.is_none() && heap_bytes.is_some()) {
             Next::Job(job) => job,
-            Next::Idle => {
+            Next::Nothing => {
                 runtimes.spare = blank(heap_bytes.unwrap_or(DEFAULT_HEAP_BYTES), &runtimes.host).ok();
                 continue;
             }
@@ -188,39 +189,6 @@ pub(crate) fn run(receiver: flume::Receiver<Job>, idle: Duration, host: Arc<dyn 
                 let _ = reply.send(invocation);
             }
         }
-    }
-}
-
-enum Next {
-    Job(Box<Job>),
-    /// Nothing queued and no blank runtime ready: make one now.
-    Idle,
-    /// Waited a while without work.
-    Wait,
-    Stop,
-}
-
-/// The next job; when none is queued and `make_spare`, `Idle` at once instead of waiting.
-/// Under load the next call comes within microseconds; going to sleep and
-/// being woken costs more than that, so a worker that finds the queue empty
-/// looks again, yielding its core, for this long before it sleeps.
-const LINGER: Duration = Duration::from_micros(50);
-
-fn next_job(queue: &flume::Receiver<Job>, make_spare: bool) -> Next {
-    let lingering = Instant::now();
-    loop {
-        match queue.try_recv() {
-            Ok(job) => return Next::Job(Box::new(job)),
-            Err(flume::TryRecvError::Disconnected) => return Next::Stop,
-            Err(flume::TryRecvError::Empty) if make_spare => return Next::Idle,
-            Err(flume::TryRecvError::Empty) if lingering.elapsed() < LINGER => std::thread::yield_now(),
-            Err(flume::TryRecvError::Empty) => break,
-        }
-    }
-    match queue.recv_timeout(Duration::from_secs(1)) {
-        Ok(job) => Next::Job(Box::new(job)),
-        Err(flume::RecvTimeoutError::Timeout) => Next::Wait,
-        Err(flume::RecvTimeoutError::Disconnected) => Next::Stop,
     }
 }
 

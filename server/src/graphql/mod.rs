@@ -39,6 +39,42 @@ pub struct Graphql {
     documents: Documents,
     realtime: Realtime,
     limits: GraphqlSettings,
+    parsed: ParsedQueries,
+}
+
+/// Queries already parsed, by their text: an app sends the same few queries
+/// again and again, and parsing one costs as much as resolving a short list.
+/// Validation, limits and the extensions still run on every request.
+#[derive(Default)]
+struct ParsedQueries(std::sync::Mutex<std::collections::HashMap<String, ExecutableDocument>>);
+
+/// Most parsed queries kept; when full the cache starts again empty.
+const PARSED_QUERIES_KEPT: usize = 256;
+
+impl ParsedQueries {
+    /// Gives `request` its parsed query from the cache, parsing (and keeping)
+    /// it on a miss; a query that does not parse is left to the engine, which
+    /// reports the error.
+    fn prepare(&self, request: &mut async_graphql::Request) {
+        let cached = self.lock().get(&request.query).cloned();
+        let parsed = match cached {
+            Some(parsed) => parsed,
+            None => {
+                let Ok(parsed) = async_graphql::parser::parse_query(&request.query) else { return };
+                let mut kept = self.lock();
+                if kept.len() >= PARSED_QUERIES_KEPT {
+                    kept.clear();
+                }
+                kept.insert(request.query.clone(), parsed.clone());
+                parsed
+            }
+        };
+        request.set_parsed_query(parsed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ExecutableDocument>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +99,13 @@ impl Graphql {
         limits: &GraphqlSettings,
     ) -> Result<Graphql, GraphqlError> {
         let schema = build_schema(&documents, &realtime, schemas, limits)?;
-        Ok(Graphql { schema: Swap::new(schema), documents, realtime, limits: limits.clone() })
+        Ok(Graphql {
+            schema: Swap::new(schema),
+            documents,
+            realtime,
+            limits: limits.clone(),
+            parsed: ParsedQueries::default(),
+        })
     }
 
     /// Builds the schema for new collection schemas and puts it in force; on
@@ -92,6 +134,7 @@ impl Graphql {
         mut request: async_graphql::Request,
         allowed: Operations,
     ) -> async_graphql::Response {
+        self.parsed.prepare(&mut request);
         if allowed == Operations::QueriesOnly && changes_data(&mut request) {
             let error = failure(ErrorCode::MethodNotAllowed, "mutations need POST");
             return async_graphql::Response::from_errors(vec![error.into_server_error(Default::default())]);
