@@ -66,8 +66,51 @@ pub struct Functions {
     config: Arc<FunctionsConfig>,
     registry: Swap<Registry>,
     metrics: Arc<FunctionMetrics>,
-    limiters: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Semaphore>>>>,
+    /// Per function (`module.js:export`): its concurrency limit and its series.
+    per_function: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<PerFunction>>>>,
     invocations: InvocationLog,
+}
+
+/// How an invocation ended, as `nimbus_function_invocations_total` labels it.
+#[derive(Clone, Copy)]
+enum Outcome {
+    Ok = 0,
+    Timeout = 1,
+    Error = 2,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 3] = [Outcome::Ok, Outcome::Timeout, Outcome::Error];
+
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Timeout => "timeout",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// One function's concurrency limit and its series, looked up once per call
+/// (a labelled series looked up by its labels costs a hash of each).
+struct PerFunction {
+    limiter: tokio::sync::Semaphore,
+    /// By outcome, then warm (0) or cold (1) start.
+    invocations: [[prometheus::IntCounter; 2]; 3],
+    duration: prometheus::Histogram,
+}
+
+impl PerFunction {
+    fn new(function: &str, concurrency: usize, metrics: &FunctionMetrics) -> PerFunction {
+        let series = |outcome: Outcome| {
+            ["warm", "cold"].map(|start| metrics.invocations.with_label_values(&[function, outcome.label(), start]))
+        };
+        PerFunction {
+            limiter: tokio::sync::Semaphore::new(concurrency.max(1)),
+            invocations: Outcome::ALL.map(series),
+            duration: metrics.duration.with_label_values(&[function]),
+        }
+    }
 }
 
 /// Prometheus series of function invocations.
@@ -112,7 +155,7 @@ impl Functions {
             config: Arc::new(config),
             registry: Swap::default(),
             metrics: Arc::new(metrics),
-            limiters: Arc::default(),
+            per_function: Arc::default(),
             invocations,
         };
         functions.reload().await;
@@ -172,34 +215,35 @@ impl Functions {
     /// Calls `export` of `module` and records the invocation.
     pub async fn invoke(&self, module: Arc<Module>, export: &str, input: Value, mut context: Value) -> Invocation {
         let function = format!("{}:{export}", module.name);
-        let limiter = self.limiter(&function);
-        let _permit = limiter.acquire().await;
+        let this = self.per_function(&function);
+        let _permit = this.limiter.acquire().await;
         if let Value::Object(map) = &mut context {
             map.insert("env".into(), Value::Object(self.config.env.clone()));
         }
         let invocation = self.pool.invoke(module.clone(), export, input, context, self.config.limits).await;
         let outcome = match &invocation.result {
-            Ok(_) => "ok",
-            Err(nimbus_js_runtime::JsError::Timeout) => "timeout",
-            Err(_) => "error",
+            Ok(_) => Outcome::Ok,
+            Err(nimbus_js_runtime::JsError::Timeout) => Outcome::Timeout,
+            Err(_) => Outcome::Error,
         };
-        let start = if invocation.cold { "cold" } else { "warm" };
-        self.remember(&function, outcome, &invocation);
-        self.metrics.invocations.with_label_values(&[&function, outcome, start]).inc();
-        self.metrics.duration.with_label_values(&[&function]).observe(invocation.duration.as_secs_f64());
+        self.remember(&function, outcome.label(), &invocation);
+        this.invocations[outcome as usize][usize::from(invocation.cold)].inc();
+        this.duration.observe(invocation.duration.as_secs_f64());
         for line in &invocation.logs {
             tracing::info!(function = %function, level = %line.level, "{}", line.message);
         }
         invocation
     }
 
-    /// The semaphore bounding concurrent invocations of one function.
-    fn limiter(&self, function: &str) -> Arc<tokio::sync::Semaphore> {
-        let mut limiters = self.limiters.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        limiters
-            .entry(function.to_owned())
-            .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(self.config.concurrency.max(1))))
-            .clone()
+    /// One function's limiter and series (made on its first call).
+    fn per_function(&self, function: &str) -> Arc<PerFunction> {
+        let mut known = self.per_function.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(found) = known.get(function) {
+            return found.clone();
+        }
+        let made = Arc::new(PerFunction::new(function, self.config.concurrency, &self.metrics));
+        known.insert(function.to_owned(), made.clone());
+        made
     }
 
     fn remember(&self, function: &str, status: &'static str, invocation: &Invocation) {
