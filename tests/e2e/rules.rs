@@ -36,6 +36,10 @@ service cloud.firestore {
     match /shared/{path=**} {
       allow read: if signedIn();
     }
+    match /fresh/{id} {
+      allow read: if signedIn();
+      allow create: if signedIn() && resource == null;
+    }
     match /big/{id} {
       allow read: if resource.data.n >= 9007199254740993;
     }
@@ -69,7 +73,42 @@ on_both_backends!(
     rules_reload_from_the_folder_and_keep_serving_on_a_broken_file,
     admin_api_reads_replaces_and_tests_rules,
     reloading_under_load_fails_no_request,
+    creates_at_a_server_drawn_id_are_checked_like_any_create,
 );
+
+/// `POST` on a collection (a server-drawn id) is decided by the create rule
+/// with `resource == null`, reads other documents through get()/exists(), and
+/// a refused one writes nothing.
+async fn creates_at_a_server_drawn_id_are_checked_like_any_create(backend: Backend) {
+    let server = start(backend).await;
+    let (ann, ann_token) = user(&server, "ann@example.com").await;
+    let token = Some(ann_token.as_str());
+    let (status, created) =
+        server.call("POST", "/v1/docs/notes", token, Some(json!({"owner": ann, "text": "a"}))).await;
+    assert_eq!(status, 201, "{created}");
+    let path = format!("/v1/docs/{}", created["path"].as_str().unwrap());
+    assert_eq!(server.call("GET", &path, token, None).await.1["data"], json!({"owner": ann, "text": "a"}));
+    for refused in [json!({"owner": "someone-else", "text": "b"}), json!({"owner": ann, "extra": true})] {
+        assert_eq!(server.call("POST", "/v1/docs/notes", token, Some(refused)).await.0, 403);
+    }
+    assert_eq!(server.call("POST", "/v1/docs/notes", None, Some(json!({"owner": ann}))).await.0, 403);
+    let count = json!({"collection": "notes", "count": true});
+    assert_eq!(
+        server.admin("POST", "/v1/query", Some(count)).await.1,
+        json!({"count": 1}),
+        "refused creates wrote nothing"
+    );
+
+    let (status, fresh) = server.call("POST", "/v1/docs/fresh", token, Some(json!({"n": 1}))).await;
+    assert_eq!(status, 201, "resource == null holds for a new id: {fresh}");
+
+    server.admin("PUT", "/v1/docs/notes/open", Some(json!({"owner": ann, "open": true}))).await;
+    server.admin("PUT", "/v1/docs/notes/shut", Some(json!({"owner": ann, "open": false}))).await;
+    let comment = || Some(json!({"text": "hi"}));
+    assert_eq!(server.call("POST", "/v1/docs/notes/open/comments", token, comment()).await.0, 201);
+    assert_eq!(server.call("POST", "/v1/docs/notes/shut/comments", token, comment()).await.0, 403);
+    assert_eq!(server.call("POST", "/v1/docs/notes/missing/comments", token, comment()).await.0, 403);
+}
 
 const OPEN_PRODUCTS: &str = "service cloud.firestore { match /products/{id} { allow read: if true; } }";
 const CLOSED_PRODUCTS: &str = "service cloud.firestore { match /products/{id} { allow read: if false; } }";
