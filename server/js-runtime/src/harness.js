@@ -42,7 +42,7 @@
   globalThis.console = { log: log("info"), info: log("info"), debug: log("debug"), warn: log("warn"), error: log("error") };
   // The module's exports, handed over by the host once the module has loaded.
   let exports = null;
-  const adopt = (namespace) => { exports ??= namespace; };
+  const adopt = (namespace) => { exports = namespace; };
   const describe = () =>
     JSON.stringify(
       Object.entries(exports ?? {})

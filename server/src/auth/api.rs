@@ -2,6 +2,8 @@
 //! once per request: a JWT access token or the service key), the `/v1/auth/*`
 //! endpoints, JWKS, and the `/v1/admin/users` endpoints. Wire types live here.
 
+use std::sync::Arc;
+
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -12,7 +14,6 @@ use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 use super::accounts::{AdminChange, NewAccount, ProfileChange, SignedIn};
 use super::tokens::AccessClaims;

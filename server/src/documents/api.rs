@@ -3,6 +3,8 @@
 //! Wire types live here (documents render through `render`); handlers extract, call one
 //! `Documents` method and map the result.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -11,7 +13,6 @@ use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 use serde_json::Value;
-use std::sync::Arc;
 
 use super::path::{AnyPath, CollectionPath, DocPath};
 use super::query::QueryRequest;

@@ -2,6 +2,8 @@
 //! function, after its auth requirement and body schema are checked) and the
 //! admin listing of loaded functions.
 
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -10,7 +12,6 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use nimbus_js_runtime::JsError;
 use serde_json::{json, Map, Value};
-use std::sync::Arc;
 
 use super::routes::{self, AuthMode};
 use crate::auth::{AuthError, Caller};

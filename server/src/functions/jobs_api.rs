@@ -1,12 +1,13 @@
 //! HTTP surface of the job queue: publishing a message to a topic, and the
 //! admin dead-letter list and replaying one.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 use super::api::FunctionsApi;
 use crate::auth::Caller;

@@ -38,6 +38,8 @@ pub struct TriggerWorker {
     metrics: QueueMetrics,
     /// Slots for jobs claimed and not yet finished.
     slots: Arc<Semaphore>,
+    /// How many slots an eager claim waits for: half of them.
+    claim_batch: u32,
     /// Finished jobs, deleted in batches.
     finished: mpsc::UnboundedSender<String>,
     finished_queue: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>>,
@@ -74,7 +76,7 @@ impl TriggerWorker {
         metrics: QueueMetrics,
     ) -> TriggerWorker {
         let (max_attempts, backoff) = retry;
-        let slots = Arc::new(Semaphore::new(slots_for(functions.workers())));
+        let slots = slots_for(functions.workers());
         let (finished, finished_queue) = mpsc::unbounded_channel();
         TriggerWorker {
             store,
@@ -84,19 +86,19 @@ impl TriggerWorker {
             backoff,
             lease,
             metrics,
-            slots,
+            slots: Arc::new(Semaphore::new(slots)),
+            claim_batch: (slots / 2).max(1) as u32,
             finished,
             finished_queue: Arc::new(tokio::sync::Mutex::new(finished_queue)),
         }
     }
 
-    /// Waits for free slots (all of them when `eager` is false, else half),
-    /// claims that many due jobs and starts them; returns how many it claimed
-    /// and how many it asked for.
+    /// Waits for free slots (half of them when `eager`, else one), claims as
+    /// many due jobs as there are free slots and starts them; returns how many
+    /// it claimed and how many it asked for.
     async fn claim_and_start(&self, eager: bool) -> Result<(usize, usize), StoreError> {
-        let all = slots_for(self.functions.workers());
-        let wanted = if eager { (all / 2).max(1) } else { 1 };
-        let Ok(mut permits) = self.slots.clone().acquire_many_owned(wanted as u32).await else { return Ok((0, 0)) };
+        let wanted = if eager { self.claim_batch } else { 1 };
+        let Ok(mut permits) = self.slots.clone().acquire_many_owned(wanted).await else { return Ok((0, 0)) };
         while let Ok(more) = self.slots.clone().try_acquire_owned() {
             permits.merge(more);
         }

@@ -3,13 +3,14 @@
 //! `POST /v1/admin/rules:test` (decide a described request against the
 //! current rules or given files).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
 
 use super::cases::{self, Case};
 use super::{compile, RulesError, RulesFile};
