@@ -35,6 +35,11 @@ mod postgres_only {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_whose_transaction_began_before_an_earlier_ended_one_is_not_skipped() {
+        super::a_commit_whose_transaction_began_before_an_earlier_ended_one_is_not_skipped().await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_on_one_instance_reaches_a_subscriber_on_another() {
         super::a_write_on_one_instance_reaches_a_subscriber_on_another().await
     }
@@ -611,6 +616,60 @@ async fn commits_that_finish_out_of_order_are_not_skipped() {
         (entries(&resumed), entries(&second_frame)),
         (vec![entry("added", "race/slow")], vec![entry("added", "race/fast")]),
         "a resume from before both sees both"
+    );
+}
+
+/// Begins a transaction on `connection` that writes document `race/{id}` and
+/// its change-log row, as a Nimbus commit does, without committing it.
+async fn write_uncommitted(connection: &mut sqlx::PgConnection, id: &str, commit_id: i64) {
+    let data = json!({"v": 1}).to_string();
+    sqlx::query(
+        "INSERT INTO documents (collection, id, data, version, create_time, update_time) \
+         VALUES ('race', $1, $2::jsonb, 1, 1, 1)",
+    )
+    .bind(id)
+    .bind(&data)
+    .execute(&mut *connection)
+    .await
+    .expect("insert document");
+    sqlx::query(
+        "INSERT INTO changes (collection, doc_id, kind, version, before, after, time, commit_id, create_time) \
+         VALUES ('race', $1, 'create', 1, NULL, $2::jsonb, 1, $3, 1)",
+    )
+    .bind(id)
+    .bind(&data)
+    .bind(commit_id)
+    .execute(&mut *connection)
+    .await
+    .expect("insert change");
+}
+
+async fn a_commit_whose_transaction_began_before_an_earlier_ended_one_is_not_skipped() {
+    // PostgreSQL's snapshots list the transactions running below one past the
+    // highest id that ended: `late` takes its id after `early`, draws the lower
+    // position, and is still running when `early` ends, so a snapshot then
+    // lists nothing running although `late` is.
+    let options = Options::default().file("rules/app.rules", OPEN_RULES).env("NIMBUS_REALTIME_POLL_MS", "20");
+    let server = Server::start_with(Backend::Postgres, options).await;
+    let mut live = Live::connect(&server, None).await;
+    assert_eq!(live.subscribe("q", json!({"query": {"collection": "race"}})).await["type"], "snapshot");
+    let url = server.database_url().expect("postgres");
+    let connect = || async { <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.expect("connect") };
+    let (mut early, mut late) = (connect().await, connect().await);
+    sqlx::query("BEGIN").execute(&mut early).await.expect("begin");
+    sqlx::query("SELECT pg_current_xact_id()").execute(&mut early).await.expect("early takes its id");
+    sqlx::query("BEGIN").execute(&mut late).await.expect("begin");
+    write_uncommitted(&mut late, "late", 515151).await;
+    write_uncommitted(&mut early, "early", 525252).await;
+    sqlx::query("COMMIT").execute(&mut early).await.expect("commit");
+    // The feed reads the log every 20 ms meanwhile.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut late).await.expect("commit");
+    let (first, second) = (live.next().await, live.next().await);
+    assert_eq!(
+        (entries(&first), entries(&second)),
+        (vec![entry("added", "race/late")], vec![entry("added", "race/early")]),
+        "both commits, in position order"
     );
 }
 

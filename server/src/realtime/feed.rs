@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use crate::documents::render::render_document;
-use crate::store::changes::ChangeRow;
+use crate::store::changes::{ChangeRow, InFlight};
 use crate::store::documents::StoredDoc;
 use crate::store::{Store, StoreError};
 
@@ -120,35 +120,47 @@ fn group_commits(rows: Vec<ChangeRow>) -> Vec<CommitEvent> {
 }
 
 /// Which positions are final on PostgreSQL. Rows visible in a snapshot up to
-/// `seen` are all there is below `seen` once the transactions that were in
-/// flight at that snapshot have ended: any transaction that was not in flight
-/// then draws its `seq` later, above `seen`.
+/// `seen` are all there is below `seen` once every transaction of the
+/// database that had an id when the snapshot was taken has ended: any other
+/// draws its `seq` later, above `seen`.
 #[derive(Debug, Default)]
 pub struct Horizon {
+    /// Every commit up to here was handed out.
     final_through: i64,
-    waiting: Option<(i64, Vec<u64>)>,
+    /// Known final; above `final_through` when a read was cut short by its limit.
+    known_final: i64,
+    /// A `seen` that becomes final once no transaction below the id `below` runs.
+    waiting: Option<Mark>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    seen: i64,
+    below: u64,
 }
 
 impl Horizon {
     pub fn new(final_through: i64) -> Horizon {
-        Horizon { final_through, waiting: None }
+        Horizon { final_through, known_final: final_through, waiting: None }
     }
 
     /// After a read that saw rows up to `seen` with `in_flight` transactions
-    /// running, the highest final position.
-    pub fn advance(&mut self, seen: i64, in_flight: &[u64]) -> i64 {
-        if let Some((mark, running)) = &self.waiting {
-            if running.iter().all(|x| !in_flight.contains(x)) {
-                self.final_through = self.final_through.max(*mark);
+    /// possibly running, the highest final position that read covers.
+    pub fn advance(&mut self, seen: i64, in_flight: &InFlight) -> i64 {
+        if let Some(mark) = self.waiting {
+            if in_flight.running.iter().all(|x| *x >= mark.below) {
+                self.known_final = self.known_final.max(mark.seen);
                 self.waiting = None;
             }
         }
-        if in_flight.is_empty() {
-            self.final_through = self.final_through.max(seen);
+        if in_flight.running.is_empty() {
+            self.known_final = self.known_final.max(seen);
             self.waiting = None;
-        } else if self.waiting.is_none() && seen > self.final_through {
-            self.waiting = Some((seen, in_flight.to_vec()));
+        } else if self.waiting.is_none() && seen > self.known_final {
+            self.waiting = Some(Mark { seen, below: in_flight.next });
         }
+        // A commit above `seen` was not in this read, final or not.
+        self.final_through = self.final_through.max(self.known_final.min(seen));
         self.final_through
     }
 
@@ -349,16 +361,39 @@ async fn announce(store: Store) {
 mod tests {
     use super::*;
 
+    fn running(ids: &[u64], next: u64) -> InFlight {
+        InFlight { running: ids.to_vec(), next }
+    }
+
     #[test]
     fn positions_wait_for_transactions_in_flight() {
         let mut horizon = Horizon::new(10);
-        // Rows up to 14 are visible, but transaction 7 (which may hold 12) is running.
-        assert_eq!(horizon.advance(14, &[7]), 10);
+        // Rows up to 14 are visible, but transaction 7 (which may hold 12) is running; ids up to 8 were assigned.
+        assert_eq!(horizon.advance(14, &running(&[7], 9)), 10);
         // 7 still runs: nothing moves, even though more rows are visible.
-        assert_eq!(horizon.advance(20, &[7, 9]), 10);
-        // 7 ended: everything seen while it ran (14) is final; 9 now holds 20 back.
-        assert_eq!(horizon.advance(20, &[9]), 14);
-        assert_eq!(horizon.advance(21, &[]), 21, "nothing in flight: all that is visible is final");
+        assert_eq!(horizon.advance(20, &running(&[7, 9], 10)), 10);
+        // 7 ended: everything seen while it ran (14) is final; 9 (assigned later) now holds 20 back.
+        assert_eq!(horizon.advance(20, &running(&[9], 10)), 14);
+        assert_eq!(horizon.advance(21, &running(&[], 11)), 21, "nothing in flight: all that is visible is final");
+    }
+
+    #[test]
+    fn a_position_waits_for_every_transaction_that_had_an_id() {
+        let mut horizon = Horizon::new(10);
+        assert_eq!(horizon.advance(14, &running(&[5, 8], 9)), 10);
+        // 5 ended but 8 runs: still waiting, although a later transaction 11 is the only other.
+        assert_eq!(horizon.advance(16, &running(&[8, 11], 12)), 10);
+        assert_eq!(horizon.advance(16, &running(&[11], 12)), 14);
+    }
+
+    #[test]
+    fn a_read_cut_short_hands_out_only_what_it_read() {
+        let mut horizon = Horizon::new(0);
+        assert_eq!(horizon.advance(500, &running(&[3], 4)), 0);
+        // The transaction ended; this read reached only 200 of the 500 known final.
+        assert_eq!(horizon.advance(200, &running(&[], 5)), 200);
+        assert_eq!(horizon.advance(450, &running(&[6], 7)), 450);
+        assert_eq!(horizon.advance(700, &running(&[6], 7)), 500);
     }
 
     #[test]

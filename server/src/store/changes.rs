@@ -33,10 +33,21 @@ pub struct ChangesRead {
     pub rows: Vec<ChangeRow>,
     /// The rows after the position that the read looked at (at most its limit).
     pub scanned: usize,
-    /// PostgreSQL: ids of the write transactions in flight when the rows were
-    /// read; any of them may yet commit rows below the highest `seq` read.
-    /// Always empty on SQLite, whose one writer commits in `seq` order.
-    pub in_flight: Vec<u64>,
+    /// PostgreSQL: the write transactions of this database that may have been
+    /// running when the rows were read; any of them may yet commit rows below
+    /// the highest `seq` read. Always empty on SQLite, whose one writer
+    /// commits in `seq` order.
+    pub in_flight: InFlight,
+}
+
+/// Transactions that may have been running at a snapshot, by PostgreSQL
+/// transaction id (64-bit, with the epoch).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct InFlight {
+    /// Every id of this database that may have been running, ascending.
+    pub running: Vec<u64>,
+    /// Above every id assigned before the snapshot was taken.
+    pub next: u64,
 }
 
 /// `seq, commit_id, collection, doc_id, kind, version, before, after, create_time, time`.
@@ -69,20 +80,22 @@ impl Store {
                  (SELECT commit_id FROM changes WHERE seq > $1 ORDER BY seq LIMIT $2) ORDER BY seq"
             )
         };
-        let (rows, in_flight): (Vec<Row>, Vec<u64>) = match &*self.pools {
+        let (rows, in_flight): (Vec<Row>, InFlight) = match &*self.pools {
             Pools::Sqlite(pools) => {
                 let sql = text("");
-                (sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(&pools.readers).await?, Vec::new())
+                (sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(&pools.readers).await?, InFlight::default())
             }
             Pools::Postgres(pool) => {
                 let sql = text("::text");
                 let mut tx = pool.begin().await?;
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY").execute(&mut *tx).await?;
-                let (snapshot, elsewhere): (String, Vec<String>) =
+                let (snapshot, elsewhere, age, reference): (String, Vec<String>, i32, i64) =
                     sqlx::query_as(IN_FLIGHT_SQL).fetch_one(&mut *tx).await?;
                 let rows = sqlx::query_as(&sql).bind(after).bind(limit).fetch_all(&mut *tx).await?;
                 tx.commit().await?;
-                (rows, in_flight_here(&snapshot, &elsewhere)?)
+                let snapshot = Snapshot::parse(&snapshot)?;
+                let next = snapshot.next_assigned(reference, age);
+                (rows, snapshot.in_flight_here(next, &elsewhere))
             }
         };
         let rows: Vec<ChangeRow> = rows.into_iter().map(change_row).collect();
@@ -189,28 +202,66 @@ impl CommitListener {
     }
 }
 
-/// The snapshot, and the transactions known to run in other databases of
-/// the cluster (they cannot write this database's change log; snapshots list
-/// every database's transactions). A transaction that ends between the two
-/// readings is listed nowhere and so is waited for: the filter only ever
-/// removes transactions that cannot matter.
-const IN_FLIGHT_SQL: &str = "SELECT pg_current_snapshot()::text, ARRAY(SELECT backend_xid::text FROM pg_stat_activity \
-     WHERE datname IS DISTINCT FROM current_database() AND backend_xid IS NOT NULL)";
+/// The snapshot; the transactions known to run in other databases of the
+/// cluster (they cannot write this database's change log; snapshots list
+/// every database's transactions); and how far transaction ids were assigned.
+///
+/// A snapshot lists the transactions running below its `xmax`, which is one
+/// past the highest id that has *ended*: a transaction that took its id after
+/// another one that has since ended is running but not listed. Every id from
+/// `xmax` up to the next one to be assigned is therefore taken as running,
+/// unless another database's. PostgreSQL has no function that tells the next
+/// id without assigning one, but `age(xid)` measures from it (read once per
+/// transaction, here after the snapshot was taken, so it bounds every id
+/// assigned before): the age of `xmax`'s low half (at least 3, the first
+/// ordinary id) gives the distance.
+///
+/// A transaction that ends between the snapshot and the reading of
+/// `pg_stat_activity` is listed nowhere and so is waited for: the filter only
+/// ever removes transactions that cannot matter.
+const IN_FLIGHT_SQL: &str = "SELECT snapshot::text, \
+     ARRAY(SELECT backend_xid::text FROM pg_stat_activity \
+       WHERE datname IS DISTINCT FROM current_database() AND backend_xid IS NOT NULL), \
+     age(reference::text::xid), reference \
+     FROM (SELECT snapshot, GREATEST(pg_snapshot_xmax(snapshot)::text::numeric % 4294967296, 3)::bigint AS reference \
+       FROM pg_current_snapshot() AS snapshot) AS taken";
 
-/// The transactions of this database in flight at `snapshot`: its list less
-/// those running `elsewhere` (32-bit ids, compared with the 64-bit ones' low half).
-fn in_flight_here(snapshot: &str, elsewhere: &[String]) -> Result<Vec<u64>, StoreError> {
-    let elsewhere: Vec<u64> = elsewhere.iter().filter_map(|x| x.parse().ok()).collect();
-    let mut in_flight = in_flight_transactions(snapshot)?;
-    in_flight.retain(|x| !elsewhere.contains(&(x & u64::from(u32::MAX))));
-    Ok(in_flight)
+/// A `pg_snapshot` (`xmin:xmax:xip,…`).
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    xmax: u64,
+    listed: Vec<u64>,
 }
 
-/// The transactions in flight of a `pg_snapshot` text (`xmin:xmax:xip,…`).
-fn in_flight_transactions(snapshot: &str) -> Result<Vec<u64>, StoreError> {
-    let invalid = || StoreError::Internal(format!("unexpected pg_snapshot text {snapshot:?}"));
-    let list = snapshot.splitn(3, ':').nth(2).ok_or_else(invalid)?;
-    list.split(',').filter(|x| !x.is_empty()).map(|x| x.parse().map_err(|_| invalid())).collect()
+impl Snapshot {
+    fn parse(text: &str) -> Result<Snapshot, StoreError> {
+        let invalid = || StoreError::Internal(format!("unexpected pg_snapshot text {text:?}"));
+        let mut parts = text.splitn(3, ':');
+        let (_xmin, xmax, list) = (parts.next(), parts.next().ok_or_else(invalid)?, parts.next().ok_or_else(invalid)?);
+        let xmax = xmax.parse().map_err(|_| invalid())?;
+        let listed = list.split(',').filter(|x| !x.is_empty()).map(|x| x.parse::<u64>().map_err(|_| invalid()));
+        Ok(Snapshot { xmax, listed: listed.collect::<Result<_, _>>()? })
+    }
+
+    /// The next id to be assigned (64-bit), from the `age` of the 32-bit
+    /// `reference` id, read after the snapshot.
+    fn next_assigned(&self, reference: i64, age: i32) -> u64 {
+        let low = |x: u64| x & u64::from(u32::MAX);
+        let next_low = low((reference as u64).wrapping_add(age.max(0) as u64));
+        self.xmax + low(next_low.wrapping_sub(low(self.xmax)))
+    }
+
+    /// The transactions of this database that may be running: those listed
+    /// and every id from `xmax` to `next`, less those running `elsewhere`
+    /// (32-bit ids, compared with the 64-bit ones' low half).
+    fn in_flight_here(&self, next: u64, elsewhere: &[String]) -> InFlight {
+        let elsewhere: Vec<u64> = elsewhere.iter().filter_map(|x| x.parse().ok()).collect();
+        let mut running: Vec<u64> = self.listed.iter().copied().chain(self.xmax..next.max(self.xmax)).collect();
+        running.retain(|x| !elsewhere.contains(&(x & u64::from(u32::MAX))));
+        running.sort_unstable();
+        running.dedup();
+        InFlight { running, next: next.max(self.xmax) }
+    }
 }
 
 #[cfg(test)]
@@ -218,16 +269,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn snapshots_list_their_transactions_in_flight() {
-        assert_eq!(in_flight_transactions("10:20:").ok(), Some(vec![]));
-        assert_eq!(in_flight_transactions("10:20:10,14,15").ok(), Some(vec![10, 14, 15]));
-        assert!(in_flight_transactions("garbage").is_err());
+    fn snapshots_parse() {
+        assert_eq!(Snapshot::parse("10:20:").ok(), Some(Snapshot { xmax: 20, listed: vec![] }));
+        assert_eq!(Snapshot::parse("10:20:10,14,15").ok(), Some(Snapshot { xmax: 20, listed: vec![10, 14, 15] }));
+        assert!(Snapshot::parse("garbage").is_err());
+    }
+
+    #[test]
+    fn ids_taken_after_the_last_ended_one_count_as_running() {
+        // 21 and 22 were assigned but nothing above 19 has ended: the snapshot lists neither.
+        let snapshot = Snapshot { xmax: 20, listed: vec![12] };
+        let in_flight = snapshot.in_flight_here(snapshot.next_assigned(20, 3), &[]);
+        assert_eq!(in_flight, InFlight { running: vec![12, 20, 21, 22], next: 23 });
+    }
+
+    #[test]
+    fn the_next_id_is_found_across_the_32_bit_wrap() {
+        let epoch = 1u64 << 32;
+        // xmax's low half is 2 (below the first ordinary id): the age is measured from 3.
+        let snapshot = Snapshot { xmax: epoch + 2, listed: vec![] };
+        assert_eq!(snapshot.next_assigned(3, 4), epoch + 7);
+        let before_wrap = Snapshot { xmax: epoch - 2, listed: vec![] };
+        assert_eq!(before_wrap.next_assigned(i64::from(u32::MAX) - 1, 5), epoch + 3);
     }
 
     #[test]
     fn transactions_of_other_databases_are_not_waited_for() {
         let epoch = 1u64 << 32;
-        let found = in_flight_here(&format!("1:9:{},{}", epoch + 5, epoch + 7), &["7".into()]).ok();
-        assert_eq!(found, Some(vec![epoch + 5]));
+        let snapshot = Snapshot { xmax: epoch + 9, listed: vec![epoch + 5, epoch + 7] };
+        let found = snapshot.in_flight_here(epoch + 11, &["7".into(), "10".into()]);
+        assert_eq!(found, InFlight { running: vec![epoch + 5, epoch + 9], next: epoch + 11 });
     }
 }
