@@ -139,7 +139,7 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
         settings: config.realtime.clone(),
         metrics: RealtimeMetrics::register(&metrics).map_err(metric)?,
     });
-    let graphql = Graphql::new(documents.clone(), realtime.clone(), &config.schemas, &config.graphql)
+    let graphql = Graphql::new(documents.clone(), realtime.clone(), &config.schemas, &config.graphql, &metrics)
         .map_err(|e| StartError::Config(e.to_string()))?;
     let graphql = Arc::new(graphql);
     let services = Services {

@@ -62,7 +62,8 @@ on_both_backends!(
     get_serves_queries_and_graphiql,
     subscriptions_follow_the_realtime_stream,
     the_older_graphql_ws_protocol_works_too,
-    requests_over_the_limits_get_a_clear_error
+    requests_over_the_limits_get_a_clear_error,
+    simple_queries_answer_exactly_as_the_engine_does
 );
 
 async fn queries_read_through_the_rules(backend: Backend) {
@@ -628,4 +629,106 @@ async fn requests_over_the_limits_get_a_clear_error(backend: Backend) {
         assert_eq!(status, 200);
         assert!(body["errors"][0]["message"].is_string(), "{query}: {body}");
     }
+}
+
+/// The response text of a GraphQL request.
+async fn graphql_text(server: &Server, token: Option<&str>, query: &str, variables: Value) -> String {
+    let mut request =
+        server.client.post(server.url("/v1/graphql")).json(&json!({"query": query, "variables": variables}));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request sent");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("text")
+}
+
+/// `text` with each cursor's value replaced (cursors are sealed with a fresh nonce each time).
+fn without_cursors(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) =
+        ["\"nextCursor\":\"", "\"cursor\":\""].iter().filter_map(|k| rest.find(k).map(|i| i + k.len())).min()
+    {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        rest = &rest[rest.find('"').unwrap_or(rest.len())..];
+        out.push_str("<cursor>");
+    }
+    out.push_str(rest);
+    out
+}
+
+async fn answered_by(server: &Server, by: &str) -> f64 {
+    server.metric(&format!("nimbus_graphql_requests_total{{by=\"{by}\"}}")).await.unwrap_or(0.0)
+}
+
+async fn simple_queries_answer_exactly_as_the_engine_does(backend: Backend) {
+    // Simple queries are answered by a plan, without async-graphql's engine;
+    // the same query with its root selection in an inline fragment goes
+    // through the engine. The two answers must be the same text.
+    let server = server(backend).await;
+    let odd = json!({"text": "quote \" backslash \\ tab \t newline \n bell \u{7} é ✓ 😀", "float": 1.5,
+        "big": 12345678901234567890u64, "negative": -42, "tiny": 1.0e-7, "huge": 1.0e300, "zero": 0.0,
+        "nested": {"z": 1, "a": [true, null, {"k": "v"}], "m": {}}, "when": {"$timestamp": "2026-01-02T03:04:05.123456Z"}, "published": true});
+    assert_eq!(server.admin("PUT", "/v1/docs/posts/odd", Some(odd)).await.0, 201);
+    let (_, token) = user_token(&server, "plan@example.com").await;
+    let every = "id path version createTime updateTime data __typename";
+    let queries: Vec<(Option<&str>, String, Value)> = vec![
+        (None, format!("{{ documents(collection: \"posts\", orderBy: [{{field: \"n\"}}]) {{ documents {{ {every} }} nextCursor __typename }} }}"), json!({})),
+        (Some(&token), format!("{{ documents(collection: \"posts\", orderBy: [{{field: \"n\", direction: DESC}}]) {{ documents {{ {every} }} nextCursor }} }}"), json!({})),
+        (Some(&token), "{ page: documents(collection: \"posts\", where: [{field: \"published\", op: EQ, value: true}], orderBy: [{field: \"n\"}], limit: 1) { cursor: nextCursor docs: documents { key: id data } } }".into(), json!({})),
+        (Some(&token), "query Posts($c: String!, $l: Int, $v: JSON) { documents(collection: $c, where: [{or: [{field: \"n\", op: GE, value: $v}, {field: \"tags\", op: ARRAY_CONTAINS, value: \"rust\"}]}], limit: $l) { documents { id version } nextCursor } }".into(), json!({"c": "posts", "l": 2, "v": 3})),
+        (Some(&token), "query($group: String = \"comments\") { documents(collectionGroup: $group, orderBy: [{field: \"n\"}]) { documents { path data } } }".into(), json!({})),
+        (None, format!("{{ documents(collection: \"posts\", where: [{{field: \"published\", op: EQ, value: true}}]) {{ documents {{ {every} }} }} }}"), json!({})),
+        (None, "{ document(path: \"posts/p1\") { id path data __typename } }".into(), json!({})),
+        (Some(&token), "query($p: String!) { one: document(path: $p) { version updateTime } }".into(), json!({"p": "posts/missing"})),
+    ];
+    let direct_before = answered_by(&server, "direct").await;
+    for (token, query, variables) in &queries {
+        let through_engine = format!("{} }}", query.replacen('{', "{ ... on Query {", 1));
+        let engine_before = answered_by(&server, "engine").await;
+        let engine = graphql_text(&server, *token, &through_engine, variables.clone()).await;
+        assert_eq!(answered_by(&server, "engine").await, engine_before + 1.0, "the engine answered {through_engine}");
+        let direct = graphql_text(&server, *token, query, variables.clone()).await;
+        assert_eq!(without_cursors(&direct), without_cursors(&engine), "{query}");
+        assert!(!direct.contains("errors"), "{direct}");
+    }
+    assert_eq!(
+        answered_by(&server, "direct").await,
+        direct_before + queries.len() as f64,
+        "each simple query was planned"
+    );
+    // A cursor the plan wrote continues the page.
+    let page = "query($after: String) { documents(collection: \"posts\", orderBy: [{field: \"n\"}], limit: 1, after: $after) { documents { id } nextCursor } }";
+    let (_, first) = graphql(&server, Some(&token), page, json!({})).await;
+    let (_, second) =
+        graphql(&server, Some(&token), page, json!({"after": first["data"]["documents"]["nextCursor"]})).await;
+    assert_eq!(second["data"]["documents"]["documents"], json!([{"id": "p2"}]), "{second}");
+
+    // What a plan cannot check itself, and any failure, is the engine's to answer.
+    let engine_before = answered_by(&server, "engine").await;
+    let refused = [
+        (None, "{ document(path: \"posts/p3\") { id } }", json!({})),
+        (None, "{ documents(collection: 5) { documents { id } } }", json!({})),
+        (None, "{ documents(collection: \"posts\", limit: 5000000000) { documents { id } } }", json!({})),
+        (
+            None,
+            "{ documents(collection: \"posts\", where: [{field: \"n\", op: NOPE, value: 1}]) { documents { id } } }",
+            json!({}),
+        ),
+        (
+            None,
+            "query($l: Int) { documents(collection: \"posts\", limit: $l) { documents { id } } }",
+            json!({"l": "ten"}),
+        ),
+        (None, "query($c: String!) { documents(collection: \"posts\") { documents { id } } }", json!({"c": "x"})),
+        (None, "{ documents(collection: \"posts\", collectionGroup: \"comments\") { documents { id } } }", json!({})),
+        (None, "{ documents(collection: \"posts/p1\") { documents { id } } }", json!({})),
+    ];
+    for (token, query, variables) in &refused {
+        let (_, body) = graphql(&server, *token, query, variables.clone()).await;
+        assert!(!codes(&body).is_empty(), "{query}: {body}");
+    }
+    assert_eq!(answered_by(&server, "engine").await, engine_before + refused.len() as f64, "the engine answered each");
 }

@@ -74,8 +74,7 @@ fn request(
 }
 
 async fn run(state: &GraphqlApi, caller: Caller, request: async_graphql::Request, allowed: Operations) -> Response {
-    let response = state.graphql.execute(caller, request, allowed).await;
-    match serde_json::to_string(&response) {
+    match state.graphql.respond(caller, request, allowed).await {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => ApiError::hidden(ErrorCode::Internal, &format!("a GraphQL response does not serialize: {e}"))
             .into_response(),

@@ -9,6 +9,7 @@
 //! WebSocket protocols.
 
 pub mod api;
+mod direct;
 mod live;
 mod loader;
 mod schema;
@@ -28,6 +29,7 @@ use crate::config::GraphqlSettings;
 use crate::documents::Documents;
 use crate::error::ErrorCode;
 use crate::http::error::ApiError;
+use crate::http::metrics::Metrics;
 use crate::realtime::Realtime;
 use crate::swap::Swap;
 
@@ -40,39 +42,51 @@ pub struct Graphql {
     realtime: Realtime,
     limits: GraphqlSettings,
     parsed: ParsedQueries,
+    /// Requests answered, by whom: `direct` (a plan) or `engine`.
+    answered: prometheus::IntCounterVec,
 }
 
-/// Queries already parsed, by their text: an app sends the same few queries
-/// again and again, and parsing one costs as much as resolving a short list.
-/// Validation, limits and the extensions still run on every request.
+/// Queries already parsed, by their text, each with its plan when it is simple
+/// enough to be answered without the engine (`direct`): an app sends the
+/// same few queries again and again, and parsing one costs as much as
+/// resolving a short list. Validation, limits and the extensions still run
+/// on every request the engine answers.
 #[derive(Default)]
-struct ParsedQueries(std::sync::Mutex<std::collections::HashMap<String, ExecutableDocument>>);
+struct ParsedQueries(std::sync::Mutex<std::collections::HashMap<String, Arc<Prepared>>>);
+
+struct Prepared {
+    document: ExecutableDocument,
+    plan: Option<direct::Plan>,
+}
 
 /// Most parsed queries kept; when full the cache starts again empty.
 const PARSED_QUERIES_KEPT: usize = 256;
 
 impl ParsedQueries {
     /// Gives `request` its parsed query from the cache, parsing (and keeping)
-    /// it on a miss; a query that does not parse is left to the engine, which
-    /// reports the error.
-    fn prepare(&self, request: &mut async_graphql::Request) {
+    /// it on a miss, and returns its plan; a query that does not parse is
+    /// left to the engine, which reports the error.
+    fn prepare(&self, request: &mut async_graphql::Request, limits: &GraphqlSettings) -> Option<Arc<Prepared>> {
         let cached = self.lock().get(&request.query).cloned();
-        let parsed = match cached {
-            Some(parsed) => parsed,
+        let prepared = match cached {
+            Some(prepared) => prepared,
             None => {
-                let Ok(parsed) = async_graphql::parser::parse_query(&request.query) else { return };
+                let document = async_graphql::parser::parse_query(&request.query).ok()?;
+                let plan = direct::plan(&document, limits);
+                let prepared = Arc::new(Prepared { document, plan });
                 let mut kept = self.lock();
                 if kept.len() >= PARSED_QUERIES_KEPT {
                     kept.clear();
                 }
-                kept.insert(request.query.clone(), parsed.clone());
-                parsed
+                kept.insert(request.query.clone(), prepared.clone());
+                prepared
             }
         };
-        request.set_parsed_query(parsed);
+        request.set_parsed_query(prepared.document.clone());
+        Some(prepared)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, ExecutableDocument>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Arc<Prepared>>> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -81,6 +95,8 @@ impl ParsedQueries {
 pub enum GraphqlError {
     #[error("GraphQL: {0}")]
     Schema(String),
+    #[error("GraphQL metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// Whether a request may change data (`GET` serves only queries).
@@ -97,14 +113,21 @@ impl Graphql {
         realtime: Realtime,
         schemas: &[(String, serde_json::Value)],
         limits: &GraphqlSettings,
+        metrics: &Metrics,
     ) -> Result<Graphql, GraphqlError> {
         let schema = build_schema(&documents, &realtime, schemas, limits)?;
+        let answered = metrics.counter_vec(
+            "nimbus_graphql_requests_total",
+            "GraphQL requests, by what answered them: a plan for a simple query (direct) or the engine",
+            &["by"],
+        )?;
         Ok(Graphql {
             schema: Swap::new(schema),
             documents,
             realtime,
             limits: limits.clone(),
             parsed: ParsedQueries::default(),
+            answered,
         })
     }
 
@@ -127,14 +150,31 @@ impl Graphql {
         Ok(builder.finish().map_err(|e| GraphqlError::Schema(e.0))?.sdl())
     }
 
-    /// Runs one request as `caller`.
-    pub async fn execute(
+    /// Runs one request as `caller`: the response's JSON text.
+    pub async fn respond(
+        &self,
+        caller: Caller,
+        mut request: async_graphql::Request,
+        allowed: Operations,
+    ) -> serde_json::Result<String> {
+        let prepared = self.parsed.prepare(&mut request, &self.limits);
+        if let Some(plan) = prepared.as_ref().and_then(|p| p.plan.as_ref()) {
+            if let Some(answer) = direct::answer(plan, &request, &self.documents, &caller).await {
+                self.answered.with_label_values(&["direct"]).inc();
+                return Ok(answer);
+            }
+        }
+        self.answered.with_label_values(&["engine"]).inc();
+        serde_json::to_string(&self.execute(caller, request, allowed).await)
+    }
+
+    /// Runs one request (its parsed query set) through the engine.
+    async fn execute(
         &self,
         caller: Caller,
         mut request: async_graphql::Request,
         allowed: Operations,
     ) -> async_graphql::Response {
-        self.parsed.prepare(&mut request);
         if allowed == Operations::QueriesOnly && changes_data(&mut request) {
             let error = failure(ErrorCode::MethodNotAllowed, "mutations need POST");
             return async_graphql::Response::from_errors(vec![error.into_server_error(Default::default())]);

@@ -475,7 +475,13 @@ fn filter_json(filter: ValueAccessor<'_>) -> Result<Value, Error> {
 }
 
 fn operator(name: &str) -> &'static str {
-    match name {
+    operator_named(name).unwrap_or("==")
+}
+
+/// The REST operator a `FilterOp` name stands for.
+pub(super) fn operator_named(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "EQ" => "==",
         "NE" => "!=",
         "LT" => "<",
         "LE" => "<=",
@@ -485,8 +491,8 @@ fn operator(name: &str) -> &'static str {
         "NOT_IN" => "not-in",
         "ARRAY_CONTAINS" => "array-contains",
         "ARRAY_CONTAINS_ANY" => "array-contains-any",
-        _ => "==",
-    }
+        _ => return None,
+    })
 }
 
 fn order_json(order: ValueAccessor<'_>) -> Result<Value, Error> {
