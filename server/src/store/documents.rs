@@ -93,6 +93,9 @@ pub(super) fn dialect(pools: &Pools) -> &'static dyn Dialect {
 
 impl Store {
     pub async fn get_document(&self, key: &DocKey) -> Result<Option<StoredDoc>, StoreError> {
+        if let Pools::Sqlite(pools) = &*self.pools {
+            return pools.documents.document(&key.collection, &key.id).await;
+        }
         let sql = format!(
             "SELECT id, {}, version, create_time, update_time FROM documents WHERE collection = $1 AND id = $2",
             dialect(&self.pools).data_text()
@@ -114,6 +117,9 @@ impl Store {
     pub async fn query_documents(&self, query: &Query) -> Result<Page, StoreError> {
         let _slot = self.query_slot().await?;
         let sql = query::select(dialect(&self.pools), query, self.collection_term(&query.collection));
+        if let Pools::Sqlite(pools) = &*self.pools {
+            return page_of(pools.documents.documents(sql, query.group, &query.collection).await?, query);
+        }
         let rows: Vec<DocRow> = if query.group {
             on_reader!(self, |pool| bind_params!(sqlx::query_as(&sql.text), &sql.params).fetch_all(pool).await?)
         } else {

@@ -2,6 +2,7 @@
 //! group-commit writer in `writer.rs` and the other writes), a small pool of
 //! read-only connections, and the SQLite flavour of every dialect-specific query.
 
+mod readers;
 mod writer;
 
 use std::path::Path;
@@ -13,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use super::commit::WriteSql;
 use super::query::{Dialect, FieldPath, Param, Scalar};
 use super::StoreError;
+pub(super) use readers::DocumentReaders;
 pub(super) use writer::{WriteQueue, WriteTurn};
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -24,6 +26,8 @@ pub(super) const QUERY_SLOTS: usize = READERS as usize - 1;
 pub(super) struct SqlitePools {
     pub writer: SqlitePool,
     pub readers: SqlitePool,
+    /// Documents by key and query pages, without sqlx (`readers.rs`).
+    pub documents: DocumentReaders,
     pub queue: WriteQueue,
 }
 
@@ -56,8 +60,9 @@ impl SqlitePools {
             })
             .connect_with(options.read_only(true))
             .await?;
+        let documents = DocumentReaders::open(path, READERS as usize, statement_limit)?;
         let queue = WriteQueue::start(writer.clone())?;
-        Ok(SqlitePools { writer, readers, queue })
+        Ok(SqlitePools { writer, readers, documents, queue })
     }
 
     /// Waits for the write connection (the writer thread hands it over).
@@ -66,6 +71,7 @@ impl SqlitePools {
     }
 
     pub async fn close(&self) {
+        self.documents.close();
         self.readers.close().await;
         let _turn = self.write_turn().await;
         self.writer.close().await;
