@@ -68,7 +68,8 @@ pub fn write(out: &mut String, micros: i64) {
             value /= 10;
         }
     }
-    out.extend(text.iter().map(|&b| char::from(b)));
+    // Digits and separators only: always UTF-8.
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
 /// `write` through `write!`, for the years with more or fewer than four digits.

@@ -94,6 +94,9 @@ struct Usage {
     non_null: bool,
 }
 
+/// Each use of a variable in the arguments, by name.
+type Usages = Vec<(Name, Usage)>;
+
 /// The plan for `document` when its shape is one a plan answers within `limits`.
 pub(super) fn plan(document: &ExecutableDocument, limits: &GraphqlSettings) -> Option<Plan> {
     if !document.fragments.is_empty() {
@@ -173,7 +176,7 @@ fn arguments(field: &Field) -> Option<Vec<(Name, GraphqlValue)>> {
         .collect()
 }
 
-fn documents_root(field: &Field, usages: &mut Vec<(Name, Usage)>) -> Option<Root> {
+fn documents_root(field: &Field, usages: &mut Usages) -> Option<Root> {
     let arguments = arguments(field)?;
     for (name, value) in &arguments {
         match name.as_str() {
@@ -200,7 +203,7 @@ fn documents_root(field: &Field, usages: &mut Vec<(Name, Usage)>) -> Option<Root
     (!fields.is_empty()).then_some(Root::Documents { arguments, fields })
 }
 
-fn document_root(field: &Field, usages: &mut Vec<(Name, Usage)>) -> Option<Root> {
+fn document_root(field: &Field, usages: &mut Usages) -> Option<Root> {
     let [(name, path)] = &arguments(field)?[..] else { return None };
     if name.as_str() != "path" {
         return None;
@@ -234,7 +237,7 @@ fn document_fields(field: &Field) -> Option<Vec<(String, DocField)>> {
 }
 
 /// A position of a scalar type: a variable (recorded) or any literal (checked when answering).
-fn scalar_position(value: &GraphqlValue, kind: Kind, non_null: bool, usages: &mut Vec<(Name, Usage)>) -> Option<()> {
+fn scalar_position(value: &GraphqlValue, kind: Kind, non_null: bool, usages: &mut Usages) -> Option<()> {
     if let GraphqlValue::Variable(name) = value {
         usages.push((name.clone(), Usage { kind, non_null }));
     } else if !literal(value) {
@@ -256,8 +259,8 @@ fn literal(value: &GraphqlValue) -> bool {
 /// A list literal whose items `item` accepts (a list in a variable goes to the engine).
 fn list_position(
     value: &GraphqlValue,
-    usages: &mut Vec<(Name, Usage)>,
-    item: fn(&GraphqlValue, &mut Vec<(Name, Usage)>) -> Option<()>,
+    usages: &mut Usages,
+    item: fn(&GraphqlValue, &mut Usages) -> Option<()>,
 ) -> Option<()> {
     match value {
         GraphqlValue::Null => Some(()),
@@ -266,7 +269,7 @@ fn list_position(
     }
 }
 
-fn filter_position(value: &GraphqlValue, usages: &mut Vec<(Name, Usage)>) -> Option<()> {
+fn filter_position(value: &GraphqlValue, usages: &mut Usages) -> Option<()> {
     let GraphqlValue::Object(fields) = value else { return None };
     for (name, value) in fields {
         match name.as_str() {
@@ -280,7 +283,7 @@ fn filter_position(value: &GraphqlValue, usages: &mut Vec<(Name, Usage)>) -> Opt
     Some(())
 }
 
-fn order_position(value: &GraphqlValue, usages: &mut Vec<(Name, Usage)>) -> Option<()> {
+fn order_position(value: &GraphqlValue, usages: &mut Usages) -> Option<()> {
     let GraphqlValue::Object(fields) = value else { return None };
     for (name, value) in fields {
         match name.as_str() {
@@ -294,7 +297,7 @@ fn order_position(value: &GraphqlValue, usages: &mut Vec<(Name, Usage)>) -> Opti
 
 /// The operation's variables, when each is used, is used only where its type
 /// fits, and every variable used is declared.
-fn variables_of(definition: &OperationDefinition, usages: &[(Name, Usage)]) -> Option<Vec<Variable>> {
+fn variables_of(definition: &OperationDefinition, usages: &Usages) -> Option<Vec<Variable>> {
     let variables: Vec<Variable> = definition
         .variable_definitions
         .iter()
