@@ -494,11 +494,11 @@ fn push_key(out: &mut String, key: &str) {
     out.push_str("\":");
 }
 
-fn write_page(
+/// `{"key":value,…}` for `fields`, each value written by `value`.
+fn write_object<F>(
     out: &mut String,
-    fields: &[(String, PageField)],
-    documents: &[StoredDoc],
-    next_cursor: Option<&str>,
+    fields: &[(String, F)],
+    mut value: impl FnMut(&mut String, &F) -> Option<()>,
 ) -> Option<()> {
     out.push('{');
     for (index, (key, field)) in fields.iter().enumerate() {
@@ -506,6 +506,19 @@ fn write_page(
             out.push(',');
         }
         push_key(out, key);
+        value(out, field)?;
+    }
+    out.push('}');
+    Some(())
+}
+
+fn write_page(
+    out: &mut String,
+    fields: &[(String, PageField)],
+    documents: &[StoredDoc],
+    next_cursor: Option<&str>,
+) -> Option<()> {
+    write_object(out, fields, |out, field| {
         match field {
             PageField::Documents(fields) => {
                 out.push('[');
@@ -523,18 +536,12 @@ fn write_page(
             },
             PageField::Typename => out.push_str("\"DocumentPage\""),
         }
-    }
-    out.push('}');
-    Some(())
+        Some(())
+    })
 }
 
 fn write_document(out: &mut String, fields: &[(String, DocField)], document: &StoredDoc) -> Option<()> {
-    out.push('{');
-    for (index, (key, field)) in fields.iter().enumerate() {
-        if index > 0 {
-            out.push(',');
-        }
-        push_key(out, key);
+    write_object(out, fields, |out, field| {
         match field {
             DocField::Id => push_string(out, &document.id),
             DocField::Path => push_string(out, &format!("{}/{}", document.collection, document.id)),
@@ -546,9 +553,8 @@ fn write_document(out: &mut String, fields: &[(String, DocField)], document: &St
             DocField::Data => push_json(out, &document.data)?,
             DocField::Typename => out.push_str("\"Document\""),
         }
-    }
-    out.push('}');
-    Some(())
+        Some(())
+    })
 }
 
 fn push_string(out: &mut String, text: &str) {
