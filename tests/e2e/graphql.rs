@@ -724,6 +724,11 @@ async fn simple_queries_answer_exactly_as_the_engine_does(backend: Backend) {
         ),
         (None, "query($c: String!) { documents(collection: \"posts\") { documents { id } } }", json!({"c": "x"})),
         (None, "{ documents(collection: \"posts\", collectionGroup: \"comments\") { documents { id } } }", json!({})),
+        (
+            None,
+            "query($c: String, $c: String) { documents(collection: $c) { documents { id } } }",
+            json!({"c": "posts"}),
+        ),
         (None, "{ documents(collection: \"posts/p1\") { documents { id } } }", json!({})),
     ];
     for (token, query, variables) in &refused {

@@ -295,8 +295,8 @@ fn order_position(value: &GraphqlValue, usages: &mut Usages) -> Option<()> {
     Some(())
 }
 
-/// The operation's variables, when each is used, is used only where its type
-/// fits, and every variable used is declared.
+/// The operation's variables, when each is declared once, is used, is used
+/// only where its type fits, and every variable used is declared.
 fn variables_of(definition: &OperationDefinition, usages: &Usages) -> Option<Vec<Variable>> {
     let variables: Vec<Variable> = definition
         .variable_definitions
@@ -317,7 +317,9 @@ fn variables_of(definition: &OperationDefinition, usages: &Usages) -> Option<Vec
         variables.iter().any(|v| v.name == *name && v.kind == usage.kind && (!usage.non_null || !v.nullable))
     };
     let used = |v: &Variable| usages.iter().any(|(name, _)| *name == v.name);
-    (usages.iter().all(fits) && variables.iter().all(used)).then_some(variables)
+    let once = |(i, v): (usize, &Variable)| variables[..i].iter().all(|earlier| earlier.name != v.name);
+    let sound = usages.iter().all(fits) && variables.iter().all(used) && variables.iter().enumerate().all(once);
+    sound.then_some(variables)
 }
 
 fn scalar_kind(ty: &Type) -> Option<Kind> {
