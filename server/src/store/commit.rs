@@ -174,13 +174,68 @@ pub(super) use record_changes;
 
 pub(super) use crate::clock::now_micros;
 
-/// Applies `$writes` in order on `$conn` (a connection inside a transaction),
-/// evaluating to `Result<Vec<Committed>, CommitError>`; the caller records the
-/// changes with `record_changes!` in the same transaction. A macro because the
-/// connection types of the two drivers differ while the steps do not.
+/// What a decided write does to its row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum RowStatement {
+    Nothing,
+    Delete,
+    /// Insert or update the row with the committed document's data.
+    Insert,
+    Update,
+}
+
+/// Decides the `index`th write of a commit against its current row: the
+/// statement to run on the row, and what the write committed.
+pub(super) fn decide(
+    index: usize,
+    write: &Write,
+    current: Option<StoredDoc>,
+    now: i64,
+    commit_id: i64,
+) -> Result<(RowStatement, Committed), CommitError> {
+    let outcome =
+        (write.mutation)(current.as_ref(), now).map_err(|rejection| CommitError::Rejected { index, rejection })?;
+    let (statement, kind, after) = match (outcome, current.as_ref()) {
+        (Outcome::Delete, None) => (RowStatement::Nothing, None, None),
+        (Outcome::Delete, Some(_)) => (RowStatement::Delete, Some(ChangeKind::Delete), None),
+        (Outcome::Put(data), old) => {
+            let (statement, kind) = match old {
+                None => (RowStatement::Insert, ChangeKind::Create),
+                Some(_) => (RowStatement::Update, ChangeKind::Update),
+            };
+            let doc = StoredDoc {
+                collection: write.key.collection.clone(),
+                id: write.key.id.clone(),
+                data,
+                version: old.map_or(1, |o| o.version + 1),
+                create_time: old.map_or(now, |o| o.create_time),
+                update_time: now,
+            };
+            (statement, Some(kind), Some(doc))
+        }
+    };
+    let version = after.as_ref().map_or_else(|| current.as_ref().map_or(0, |c| c.version + 1), |d| d.version);
+    let committed = Committed {
+        key: write.key.clone(),
+        kind,
+        version,
+        before: current.map(|c| c.data),
+        doc: after,
+        time: now,
+        commit: commit_id,
+    };
+    Ok((statement, committed))
+}
+
+/// Applies `$writes` in order on `$conn` (a sqlx connection inside a
+/// transaction), evaluating to `Result<Vec<Committed>, CommitError>`; the
+/// caller records the changes with `record_changes!` in the same
+/// transaction. A macro because the connection types of the two sqlx drivers
+/// differ while the steps do not (`decide` makes every decision).
 macro_rules! apply_writes {
     ($conn:expr, $sql:expr, $writes:expr, $now:expr, $commit_id:expr) => {{
         async {
+            use $crate::store::commit::RowStatement;
             let sql: &$crate::store::commit::WriteSql = $sql;
             let mut committed = Vec::with_capacity($writes.len());
             for (index, write) in $writes.iter().enumerate() {
@@ -202,54 +257,20 @@ macro_rules! apply_writes {
                             update_time,
                         })
                 };
-                let outcome = (write.mutation)(current.as_ref(), $now)
-                    .map_err(|rejection| $crate::store::commit::CommitError::Rejected { index, rejection })?;
-                let (kind, after) = match (outcome, current.as_ref()) {
-                    ($crate::store::commit::Outcome::Delete, None) => (None, None),
-                    ($crate::store::commit::Outcome::Delete, Some(_)) => {
-                        sqlx::query(sql.delete)
-                            .bind(&write.key.collection)
-                            .bind(&write.key.id)
-                            .execute(&mut *$conn)
-                            .await
-                            .map_err($crate::store::StoreError::from)?;
-                        (Some($crate::store::commit::ChangeKind::Delete), None)
-                    }
-                    ($crate::store::commit::Outcome::Put(data), old) => {
-                        let (statement, kind) = match old {
-                            None => (sql.insert, $crate::store::commit::ChangeKind::Create),
-                            Some(_) => (sql.update, $crate::store::commit::ChangeKind::Update),
-                        };
-                        sqlx::query(statement)
-                            .bind(&write.key.collection)
-                            .bind(&write.key.id)
-                            .bind(&data)
-                            .bind($now)
-                            .execute(&mut *$conn)
-                            .await
-                            .map_err($crate::store::StoreError::from)?;
-                        let doc = $crate::store::documents::StoredDoc {
-                            collection: write.key.collection.clone(),
-                            id: write.key.id.clone(),
-                            data,
-                            version: old.map_or(1, |o| o.version + 1),
-                            create_time: old.map_or($now, |o| o.create_time),
-                            update_time: $now,
-                        };
-                        (Some(kind), Some(doc))
-                    }
+                let (statement, decided) = $crate::store::commit::decide(index, write, current, $now, $commit_id)?;
+                let data = decided.doc.as_ref().map(|d| d.data.as_str());
+                let text = match statement {
+                    RowStatement::Nothing => None,
+                    RowStatement::Delete => Some(sql.delete),
+                    RowStatement::Insert => Some(sql.insert),
+                    RowStatement::Update => Some(sql.update),
                 };
-                let version =
-                    after.as_ref().map_or_else(|| current.as_ref().map_or(0, |c| c.version + 1), |d| d.version);
-                committed.push($crate::store::commit::Committed {
-                    key: write.key.clone(),
-                    kind,
-                    version,
-                    before: current.map(|c| c.data),
-                    doc: after,
-                    time: $now,
-                    commit: $commit_id,
-                });
+                if let Some(text) = text {
+                    let query = sqlx::query(text).bind(&write.key.collection).bind(&write.key.id);
+                    let query = if statement == RowStatement::Delete { query } else { query.bind(data).bind($now) };
+                    query.execute(&mut *$conn).await.map_err($crate::store::StoreError::from)?;
+                }
+                committed.push(decided);
             }
             Ok::<_, $crate::store::commit::CommitError>(committed)
         }
