@@ -61,7 +61,7 @@ impl SqlitePools {
             .connect_with(options.read_only(true))
             .await?;
         let documents = DocumentReaders::open(path, READERS as usize, statement_limit)?;
-        let queue = WriteQueue::start(writer.clone())?;
+        let queue = WriteQueue::start(path)?;
         Ok(SqlitePools { writer, readers, documents, queue })
     }
 
@@ -223,3 +223,58 @@ pub(super) static WRITE_SQL: WriteSql = WriteSql {
     delete: "DELETE FROM documents WHERE collection = $1 AND id = $2",
     json_param: "",
 };
+
+// ---- rusqlite (the document readers and the writer thread) -------------------
+
+/// Binds each `$n` of the statement to `params[n - 1]`, found by name.
+pub(super) fn bind_named(statement: &mut rusqlite::Statement<'_>, params: &[Param]) -> rusqlite::Result<()> {
+    for index in 1..=statement.parameter_count() {
+        let number = statement.parameter_name(index).and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok());
+        let param = number.and_then(|n| params.get(n.checked_sub(1)?));
+        let Some(param) = param else { return Err(rusqlite::Error::InvalidParameterCount(index, params.len())) };
+        bind_one(statement, index, param)?;
+    }
+    Ok(())
+}
+
+/// Binds `params` in order to `$1…$n` of a statement whose placeholders
+/// appear in that order (the multi-row inserts): no lookup by name, which
+/// SQLite does by walking the list of every parameter.
+pub(super) fn bind_in_order(statement: &mut rusqlite::Statement<'_>, params: &[Param]) -> rusqlite::Result<()> {
+    if statement.parameter_count() != params.len() {
+        return Err(rusqlite::Error::InvalidParameterCount(params.len(), statement.parameter_count()));
+    }
+    for (at, param) in params.iter().enumerate() {
+        bind_one(statement, at + 1, param)?;
+    }
+    Ok(())
+}
+
+fn bind_one(statement: &mut rusqlite::Statement<'_>, index: usize, param: &Param) -> rusqlite::Result<()> {
+    match param {
+        Param::Int(v) => statement.raw_bind_parameter(index, v),
+        Param::Real(v) => statement.raw_bind_parameter(index, v),
+        Param::Text(v) => statement.raw_bind_parameter(index, v),
+        Param::Bool(v) => statement.raw_bind_parameter(index, v),
+        Param::MaybeText(v) => statement.raw_bind_parameter(index, v),
+    }
+}
+
+/// A rusqlite failure in the store's terms (as `From<sqlx::Error>` maps SQLite's codes).
+pub(super) fn store_error(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::OperationInterrupted) => StoreError::TimedOut,
+        Some(ErrorCode::ConstraintViolation) if is_unique_violation(&e) => StoreError::AlreadyExists,
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
+            StoreError::Unavailable(e.to_string())
+        }
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    const PRIMARY_KEY: i32 = 1555; // SQLITE_CONSTRAINT_PRIMARYKEY
+    const UNIQUE: i32 = 2067; // SQLITE_CONSTRAINT_UNIQUE
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == PRIMARY_KEY || f.extended_code == UNIQUE)
+}

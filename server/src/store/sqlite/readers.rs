@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{StatementDeadline, PROGRESS_EVERY};
+use super::{bind_named, store_error, StatementDeadline, PROGRESS_EVERY};
 use crate::store::documents::StoredDoc;
-use crate::store::query::{Param, Sql};
+use crate::store::query::Sql;
 use crate::store::StoreError;
 
 type Job = Box<dyn FnOnce(&Connection) + Send>;
@@ -100,7 +100,7 @@ impl DocumentReaders {
         let collection = collection.to_owned();
         self.run(move |connection| {
             let mut statement = connection.prepare_cached(&sql.text)?;
-            bind(&mut statement, &sql.params)?;
+            bind_named(&mut statement, &sql.params)?;
             let first = usize::from(group);
             let mut rows = statement.raw_query();
             let mut documents = Vec::new();
@@ -120,23 +120,6 @@ impl DocumentReaders {
     }
 }
 
-/// Binds each `$n` of the statement to `params[n - 1]`.
-fn bind(statement: &mut rusqlite::CachedStatement<'_>, params: &[Param]) -> rusqlite::Result<()> {
-    for index in 1..=statement.parameter_count() {
-        let number = statement.parameter_name(index).and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok());
-        let param = number.and_then(|n| params.get(n.checked_sub(1)?));
-        let Some(param) = param else { return Err(rusqlite::Error::InvalidParameterCount(index, params.len())) };
-        match param {
-            Param::Int(v) => statement.raw_bind_parameter(index, v)?,
-            Param::Real(v) => statement.raw_bind_parameter(index, v)?,
-            Param::Text(v) => statement.raw_bind_parameter(index, v)?,
-            Param::Bool(v) => statement.raw_bind_parameter(index, v)?,
-            Param::MaybeText(v) => statement.raw_bind_parameter(index, v)?,
-        }
-    }
-    Ok(())
-}
-
 fn connect(path: &Path, statement_limit: Duration) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(path, flags).map_err(store_error)?;
@@ -146,16 +129,4 @@ fn connect(path: &Path, statement_limit: Duration) -> Result<Connection, StoreEr
     // rusqlite interrupts when the handler answers `true`.
     connection.progress_handler(PROGRESS_EVERY, Some(move || !deadline.check()));
     Ok(connection)
-}
-
-/// A rusqlite failure in the store's terms (as `From<sqlx::Error>` maps SQLite's codes).
-fn store_error(e: rusqlite::Error) -> StoreError {
-    use rusqlite::ErrorCode;
-    match e.sqlite_error_code() {
-        Some(ErrorCode::OperationInterrupted) => StoreError::TimedOut,
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked | ErrorCode::CannotOpen) => {
-            StoreError::Unavailable(e.to_string())
-        }
-        _ => StoreError::Internal(e.to_string()),
-    }
 }

@@ -1,57 +1,55 @@
 //! The SQLite document writer: commits arrive on a channel and whatever is
-//! waiting is committed together in one transaction (group commit) on a
-//! thread of its own. That thread keeps the one write connection between
-//! groups — handing a connection back to sqlx's pool costs a ping, a round
-//! trip to the connection's thread, as much as a group's statements — and
-//! gives it up as soon as another write (auth, jobs, migrations) asks for its
-//! turn, so those wait for at most one group.
+//! waiting is committed together in one transaction (group commit) by a
+//! thread of its own, on a rusqlite connection that thread owns — so a
+//! group's statements run where they are issued, without a round trip to a
+//! connection thread per statement (decision 0020). The other writes (auth,
+//! jobs, migrations) use sqlx's write connection; a turn (one mutex) lets one
+//! of the two write at a time, and the writer takes it per group, so those
+//! wait for at most one group.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
-use sqlx::{Sqlite, SqliteConnection, SqlitePool};
-use tokio::sync::{mpsc, oneshot, Mutex, Notify, OwnedMutexGuard};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
 
-use super::WRITE_SQL;
-use crate::store::commit::{apply_writes, now_micros, record_changes, Commit, CommitError, Committed, Outcome};
-use crate::store::jobs::{record_jobs, NewJob};
+use super::{bind_in_order, store_error, WRITE_SQL};
+use crate::store::commit::{decide, now_micros, Commit, CommitError, Committed, Outcome, RowStatement};
+use crate::store::documents::StoredDoc;
+use crate::store::jobs::NewJob;
+use crate::store::query::Param;
 use crate::store::StoreError;
 
 /// Most commits one writer transaction takes in at once.
 const GROUP_MAX: usize = 256;
+/// Statements the writer's connection keeps prepared.
+const PREPARED_KEPT: usize = 64;
 
 type Reply = oneshot::Sender<Result<Vec<Committed>, CommitError>>;
 
-/// Hands the write connection between the writer thread and other writes.
-struct Turns {
-    lock: Arc<Mutex<()>>,
-    /// Writes other than the writer thread's waiting for their turn.
-    waiting: AtomicUsize,
-    /// Tells an idle writer thread that someone is waiting.
-    asked: Notify,
-}
-
-/// The right to use the write connection; others wait until it is dropped.
+/// The right to write; others wait until it is dropped.
 pub(crate) struct WriteTurn(#[allow(dead_code)] OwnedMutexGuard<()>);
 
 /// The queue in front of the writer thread.
 pub(crate) struct WriteQueue {
     sender: mpsc::Sender<(Commit, Reply)>,
-    turns: Arc<Turns>,
+    turn: Arc<Mutex<()>>,
 }
 
 impl WriteQueue {
-    pub(super) fn start(writer: SqlitePool) -> Result<WriteQueue, StoreError> {
+    /// The writer thread of the database at `path` (its schema migrated or not yet).
+    pub(super) fn start(path: &Path) -> Result<WriteQueue, StoreError> {
+        let connection = connect(path)?;
         let (sender, receiver) = mpsc::channel(4096);
-        let turns =
-            Arc::new(Turns { lock: Arc::new(Mutex::new(())), waiting: AtomicUsize::new(0), asked: Notify::new() });
-        let thread_turns = turns.clone();
+        let turn = Arc::new(Mutex::new(()));
+        let thread_turn = turn.clone();
         std::thread::Builder::new()
             .name("nimbus-writer".into())
-            .spawn(move || supervise_writer(writer, receiver, thread_turns))
+            .spawn(move || run_writer(connection, receiver, &thread_turn))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
-        Ok(WriteQueue { sender, turns })
+        Ok(WriteQueue { sender, turn })
     }
 
     pub async fn commit(&self, commit: Commit) -> Result<Vec<Committed>, CommitError> {
@@ -63,82 +61,48 @@ impl WriteQueue {
         answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
     }
 
-    /// Waits until the writer thread has given up the write connection.
+    /// Waits until no group is being written, and keeps the writer out until dropped.
     pub async fn turn(&self) -> WriteTurn {
-        self.turns.waiting.fetch_add(1, Ordering::SeqCst);
-        self.turns.asked.notify_one();
-        let guard = self.turns.lock.clone().lock_owned().await;
-        self.turns.waiting.fetch_sub(1, Ordering::SeqCst);
-        WriteTurn(guard)
+        WriteTurn(self.turn.clone().lock_owned().await)
     }
 }
 
-/// The write connection while the writer thread holds it.
-struct Held {
-    connection: PoolConnection<Sqlite>,
-    _turn: OwnedMutexGuard<()>,
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let connection = Connection::open_with_flags(path, flags).map_err(store_error)?;
+    connection.busy_timeout(Duration::from_secs(5)).map_err(store_error)?;
+    // As sqlx's write connection: WAL, synchronous NORMAL, foreign keys.
+    connection.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).map_err(store_error)?;
+    connection.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;").map_err(store_error)?;
+    connection.set_prepared_statement_cache_capacity(PREPARED_KEPT);
+    Ok(connection)
 }
 
-/// Runs the writer loop until the queue closes. If the loop panics (a bug),
-/// the commits of the group in hand fail, the panic is logged, any
-/// transaction left open is rolled back, and the loop starts again on a new
-/// runtime: the queue and every later commit keep working.
-fn supervise_writer(pool: SqlitePool, mut receiver: mpsc::Receiver<(Commit, Reply)>, turns: Arc<Turns>) {
-    loop {
-        let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-            tracing::error!("the SQLite writer cannot start a runtime; commits will fail");
-            return;
-        };
-        let run = std::panic::AssertUnwindSafe(|| runtime.block_on(run_writer(&pool, &mut receiver, &turns)));
-        match std::panic::catch_unwind(run) {
-            Ok(()) => return,
-            Err(panic) => {
-                tracing::error!("the SQLite writer panicked, restarting it: {}", crate::supervise::panic_text(&*panic));
-                runtime.block_on(async {
-                    if let Ok(mut connection) = pool.acquire().await {
-                        let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
-                    }
-                });
-                std::thread::sleep(crate::supervise::RESTART_PAUSE);
-            }
-        }
-    }
-}
-
-async fn run_writer(pool: &SqlitePool, receiver: &mut mpsc::Receiver<(Commit, Reply)>, turns: &Turns) {
+/// Commits groups until the queue closes. A panic while committing a group
+/// (a bug) fails that group's commits (its transaction rolls back as it
+/// unwinds) and is logged; the next group goes on.
+fn run_writer(mut connection: Connection, mut receiver: mpsc::Receiver<(Commit, Reply)>, turn: &Mutex<()>) {
     let mut group = Vec::with_capacity(GROUP_MAX);
-    let mut held: Option<Held> = None;
-    loop {
-        tokio::select! {
-            biased;
-            _ = turns.asked.notified(), if held.is_some() => {
-                held = None;
-                continue;
+    while let Some(first) = receiver.blocking_recv() {
+        group.push(first);
+        while group.len() < GROUP_MAX {
+            match receiver.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
             }
-            received = receiver.recv_many(&mut group, GROUP_MAX) => if received == 0 { break },
         }
-        if held.is_none() {
-            let turn = turns.lock.clone().lock_owned().await;
-            match pool.acquire().await {
-                Ok(connection) => held = Some(Held { connection, _turn: turn }),
-                Err(e) => {
-                    reply_all(&mut group, Err(StoreError::from(e)));
-                    continue;
+        let results = {
+            let _turn = turn.blocking_lock();
+            match std::panic::catch_unwind(AssertUnwindSafe(|| commit_group(&mut connection, &group))) {
+                Ok(results) => results,
+                Err(panic) => {
+                    tracing::error!("the SQLite writer panicked on a group: {}", crate::supervise::panic_text(&*panic));
+                    let _ = connection.execute_batch("ROLLBACK");
+                    Err(StoreError::Internal("the writer failed on this group".into()))
                 }
             }
-        }
-        if let Some(Held { connection, .. }) = held.as_mut() {
-            let results = commit_group(connection, &group).await;
-            if results.is_err() {
-                // The connection may be left mid-transaction: open a new one.
-                connection.close_on_drop();
-                held = None;
-            }
-            reply_all(&mut group, results);
-        }
-        if turns.waiting.load(Ordering::SeqCst) > 0 {
-            held = None;
-        }
+        };
+        reply_all(&mut group, results);
     }
 }
 
@@ -158,29 +122,6 @@ fn reply_all(group: &mut Vec<(Commit, Reply)>, results: Result<CommitResults, St
     }
 }
 
-/// Commits a group in one transaction. Optimistically without savepoints;
-/// when any commit of the group is rejected (rare), the transaction is rolled
-/// back and the group runs again with one savepoint per commit, so a rejected
-/// commit leaves the others intact. Mutations are pure, so re-running is safe.
-async fn commit_group(
-    connection: &mut SqliteConnection,
-    group: &[(Commit, Reply)],
-) -> Result<CommitResults, StoreError> {
-    let now = now_micros();
-    let one_at_a_time = || vec![None; group.len()];
-    let Some(created) = fresh_creates(group) else {
-        return Ok(run_group(connection, group, one_at_a_time(), Savepoints::Yes, now).await?.unwrap_or_default());
-    };
-    let created = match commit_creates_at_once(connection, group, created).await? {
-        AtOnce::Committed(results) => return Ok(results),
-        AtOnce::NotApplicable(created) => created,
-    };
-    match run_group(connection, group, created, Savepoints::No, now).await? {
-        Some(results) => Ok(results),
-        None => Ok(run_group(connection, group, one_at_a_time(), Savepoints::Yes, now).await?.unwrap_or_default()),
-    }
-}
-
 type CommitResults = Vec<Result<Vec<Committed>, CommitError>>;
 
 /// Per commit of a group, its result when it only creates at fresh ids (see `fresh_creates`).
@@ -192,10 +133,27 @@ enum Savepoints {
     Yes,
 }
 
+/// Commits a group in one transaction. Optimistically without savepoints;
+/// when any commit of the group is rejected (rare), the transaction is rolled
+/// back and the group runs again with one savepoint per commit, so a rejected
+/// commit leaves the others intact. Mutations are pure, so re-running is safe.
+fn commit_group(connection: &mut Connection, group: &[(Commit, Reply)]) -> Result<CommitResults, StoreError> {
+    let now = now_micros();
+    let one_at_a_time = || vec![None; group.len()];
+    let first_try = match fresh_creates(group) {
+        Some(created) => run_group(connection, group, created, Savepoints::No, now)?,
+        None => None,
+    };
+    match first_try {
+        Some(results) => Ok(results),
+        None => Ok(run_group(connection, group, one_at_a_time(), Savepoints::Yes, now)?.unwrap_or_default()),
+    }
+}
+
 /// One attempt at a group, the commits of `created` already decided;
 /// `None` when, without savepoints, a commit was rejected.
-async fn run_group(
-    connection: &mut SqliteConnection,
+fn run_group(
+    connection: &mut Connection,
     group: &[(Commit, Reply)],
     mut created: Created,
     savepoints: Savepoints,
@@ -204,9 +162,9 @@ async fn run_group(
     // IMMEDIATE: take the write lock now, waiting (busy timeout) while another
     // process (`nimbus import` next to a running server) holds it, instead of
     // failing when a read transaction would be upgraded to a write.
-    let mut tx = sqlx::Connection::begin_with(connection, "BEGIN IMMEDIATE").await?;
-    if insert_fresh(&mut tx, &created).await.is_err() {
-        return Ok(None);
+    let mut tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(store_error)?;
+    if insert_fresh(&tx, &created).is_err() {
+        return Ok(None); // dropping `tx` rolls it back
     }
     let mut results = Vec::with_capacity(group.len());
     for ((commit, _), created) in group.iter().zip(created.iter_mut()) {
@@ -215,108 +173,135 @@ async fn run_group(
             continue;
         }
         let result = if savepoints == Savepoints::Yes {
-            let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
-            let result = apply_writes!(savepoint, &WRITE_SQL, commit.writes, commit.time, commit.id);
-            match result {
-                Ok(_) => savepoint.commit().await?,
-                Err(_) => savepoint.rollback().await?,
-            }
+            let savepoint = tx.savepoint().map_err(store_error)?;
+            let result = apply_writes(&savepoint, commit);
+            if result.is_ok() {
+                savepoint.commit().map_err(store_error)?;
+            } // else dropping the savepoint rolls it back
             result
         } else {
-            let result = apply_writes!(tx, &WRITE_SQL, commit.writes, commit.time, commit.id);
+            let result = apply_writes(&tx, commit);
             if result.is_err() {
-                tx.rollback().await?;
                 return Ok(None);
             }
             result
         };
         results.push(result);
     }
-    record_changes!(tx, &WRITE_SQL, committed_writes(&results))?;
-    record_jobs!(tx, &group_jobs(group, &results), now)?;
-    tx.commit().await?;
+    record_changes(&tx, committed_writes(&results))?;
+    record_jobs(&tx, &group_jobs(group, &results), now)?;
+    tx.commit().map_err(store_error)?;
     Ok(Some(results))
 }
 
-/// Most documents `commit_creates_at_once` writes (4 parameters each).
-const MAX_CREATES_AT_ONCE: usize = 1000;
-
-/// A group whose commits all create documents at fresh ids, and want no
-/// trigger jobs, is written as one multi-statement query — `BEGIN`, the
-/// documents, their change-log rows, `COMMIT` — one round trip to SQLite's
-/// thread instead of four (each costs more in waiting for that thread to be
-/// scheduled than the statement itself). Otherwise the general path decides.
-async fn commit_creates_at_once(
-    connection: &mut SqliteConnection,
-    group: &[(Commit, Reply)],
-    created: Created,
-) -> Result<AtOnce, StoreError> {
-    if created.iter().any(Option::is_none) {
-        return Ok(AtOnce::NotApplicable(created));
-    }
-    let results: CommitResults = created.into_iter().flatten().map(Ok).collect();
-    let not_applicable =
-        |results: CommitResults| Ok(AtOnce::NotApplicable(results.into_iter().map(Result::ok).collect()));
-    let rows: Vec<&Committed> = committed_writes(&results).collect();
-    if rows.is_empty() || rows.len() > MAX_CREATES_AT_ONCE || !group_jobs(group, &results).is_empty() {
-        return not_applicable(results);
-    }
-    // Each change row reuses its document's parameters; the commit ids follow them all.
-    let ids = rows.len() * 4;
-    let changes: Vec<String> = (0..rows.len())
-        .map(|r| {
-            let p = r * 4;
-            format!("(${}, ${}, 'create', 1, NULL, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, ids + r + 1, p + 4)
-        })
-        .collect();
-    let text = format!(
-        "BEGIN IMMEDIATE; {}; INSERT INTO changes ({}) VALUES {}; COMMIT",
-        documents_insert(rows.len()),
-        crate::store::commit::CHANGE_COLUMNS,
-        changes.join(", ")
-    );
-    let query = rows.iter().fold(bind_documents(sqlx::query(&text), &rows), |q, c| q.bind(c.commit));
-    let written = query.execute(&mut *connection).await;
-    drop(rows);
-    match written {
-        Ok(_) => Ok(AtOnce::Committed(results)),
-        Err(_) => {
-            sqlx::query("ROLLBACK").execute(&mut *connection).await?;
-            not_applicable(results)
+/// Applies a commit's writes in order (`commit::decide` makes every decision).
+fn apply_writes(connection: &Connection, commit: &Commit) -> Result<Vec<Committed>, CommitError> {
+    let sql = &WRITE_SQL;
+    let mut committed = Vec::with_capacity(commit.writes.len());
+    for (index, write) in commit.writes.iter().enumerate() {
+        let (collection, id) = (&write.key.collection, &write.key.id);
+        let current = if write.fresh { None } else { current_row(connection, collection, id).map_err(store_error)? };
+        let (statement, decided) = decide(index, write, current, commit.time, commit.id)?;
+        let data = decided.doc.as_ref().map(|d| d.data.as_str());
+        let (text, with_data) = match statement {
+            RowStatement::Nothing => (None, false),
+            RowStatement::Delete => (Some(sql.delete), false),
+            RowStatement::Insert => (Some(sql.insert), true),
+            RowStatement::Update => (Some(sql.update), true),
+        };
+        if let Some(text) = text {
+            let data = with_data.then_some((data, commit.time));
+            run_row_statement(connection, text, collection, id, data).map_err(store_error)?;
         }
+        committed.push(decided);
     }
+    Ok(committed)
 }
 
-enum AtOnce {
-    Committed(CommitResults),
-    /// Not a group of creates only, or the statement failed (rolled back): the results decided so far.
-    NotApplicable(Created),
-}
-
-/// `INSERT INTO documents … VALUES` for `rows` new documents: parameters
-/// `4r+1..4r+4` are collection, id, data and commit time of row `r`.
-fn documents_insert(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|r| {
-            let p = r * 4;
-            format!("(${}, ${}, ${}, 1, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 4)
-        })
-        .collect();
-    format!(
-        "INSERT INTO documents (collection, id, data, version, create_time, update_time) VALUES {}",
-        values.join(", ")
-    )
-}
-
-fn bind_documents<'q>(
-    mut query: sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    rows: &[&'q Committed],
-) -> sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-    for committed in rows {
-        let data = committed.doc.as_ref().map(|d| d.data.as_str());
-        query = query.bind(&committed.key.collection).bind(&committed.key.id).bind(data).bind(committed.time);
+/// One of `WRITE_SQL`'s row statements: `$1` collection, `$2` id, and for an
+/// insert or update `$3` data and `$4` time (bound by name: the update uses
+/// them out of order).
+fn run_row_statement(
+    connection: &Connection,
+    text: &str,
+    collection: &str,
+    id: &str,
+    data: Option<(Option<&str>, i64)>,
+) -> rusqlite::Result<usize> {
+    let mut statement = connection.prepare_cached(text)?;
+    let mut named: Vec<(&str, &dyn rusqlite::ToSql)> = vec![("$1", &collection), ("$2", &id)];
+    if let Some((data, time)) = &data {
+        named.push(("$3", data));
+        named.push(("$4", time));
     }
-    query
+    statement.execute(named.as_slice())
+}
+
+fn current_row(connection: &Connection, collection: &str, id: &str) -> rusqlite::Result<Option<StoredDoc>> {
+    let mut statement = connection.prepare_cached(WRITE_SQL.select_current)?;
+    let mut rows = statement.query((collection, id))?;
+    let Some(row) = rows.next()? else { return Ok(None) };
+    Ok(Some(StoredDoc {
+        collection: collection.to_owned(),
+        id: row.get(0)?,
+        data: row.get(1)?,
+        version: row.get(2)?,
+        create_time: row.get(3)?,
+        update_time: row.get(4)?,
+    }))
+}
+
+/// Runs `text` (a multi-row statement of `columns` per row) over `rows`, a
+/// few hundred parameters per statement.
+fn insert_rows<T>(
+    connection: &Connection,
+    rows: &[T],
+    per_statement: usize,
+    text: impl Fn(usize) -> String,
+    row_params: impl Fn(&T) -> Vec<Param>,
+) -> Result<(), StoreError> {
+    for chunk in rows.chunks(per_statement.max(1)) {
+        let params: Vec<Param> = chunk.iter().flat_map(&row_params).collect();
+        let mut statement = connection.prepare_cached(&text(chunk.len())).map_err(store_error)?;
+        bind_in_order(&mut statement, &params).map_err(store_error)?;
+        statement.raw_execute().map_err(store_error)?;
+    }
+    Ok(())
+}
+
+/// One change-log row per changed document (`commit::CHANGE_COLUMNS`).
+fn record_changes<'a>(
+    connection: &Connection,
+    committed: impl Iterator<Item = &'a Committed>,
+) -> Result<(), StoreError> {
+    let changed: Vec<&Committed> = committed.filter(|c| c.kind.is_some()).collect();
+    let text = |rows| crate::store::commit::changes_insert(&WRITE_SQL, rows);
+    insert_rows(connection, &changed, crate::store::commit::CHANGES_PER_INSERT, text, |c| {
+        vec![
+            Param::Text(c.key.collection.clone()),
+            Param::Text(c.key.id.clone()),
+            Param::Text(c.kind.map_or("", |k| k.as_str()).to_owned()),
+            Param::Int(c.version),
+            Param::MaybeText(c.before.clone()),
+            Param::MaybeText(c.doc.as_ref().map(|d| d.data.clone())),
+            Param::Int(c.time),
+            Param::Int(c.commit),
+            Param::Int(c.doc.as_ref().map_or(c.time, |d| d.create_time)),
+        ]
+    })
+}
+
+/// The trigger jobs, due at `now`.
+fn record_jobs(connection: &Connection, jobs: &[NewJob], now: i64) -> Result<(), StoreError> {
+    insert_rows(connection, jobs, crate::store::jobs::JOBS_PER_INSERT, crate::store::jobs::jobs_insert, |job| {
+        vec![
+            Param::Text(job.id.clone()),
+            Param::Text(job.function.clone()),
+            Param::Text(job.payload.clone()),
+            Param::Int(now),
+            Param::Int(now),
+        ]
+    })
 }
 
 /// For each commit made only of creates at fresh ids (`POST` on a
@@ -342,15 +327,33 @@ fn fresh_creates(group: &[(Commit, Reply)]) -> Option<Created> {
 /// Most rows in one multi-row `INSERT` of fresh documents (4 parameters each).
 const FRESH_ROWS_PER_INSERT: usize = crate::store::query::rows_per_statement(4);
 
+/// `INSERT INTO documents … VALUES` for `rows` new documents: parameters
+/// `4r+1..4r+4` are collection, id, data and commit time of row `r`.
+fn documents_insert(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|r| {
+            let p = r * 4;
+            format!("(${}, ${}, ${}, 1, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 4)
+        })
+        .collect();
+    format!(
+        "INSERT INTO documents (collection, id, data, version, create_time, update_time) VALUES {}",
+        values.join(", ")
+    )
+}
+
 /// Inserts the documents of `created` with a few multi-row statements instead
 /// of one statement per document.
-async fn insert_fresh(tx: &mut sqlx::Transaction<'_, Sqlite>, created: &Created) -> Result<(), StoreError> {
+fn insert_fresh(connection: &Connection, created: &Created) -> Result<(), StoreError> {
     let rows: Vec<&Committed> = created.iter().flatten().flatten().collect();
-    for chunk in rows.chunks(FRESH_ROWS_PER_INSERT) {
-        let text = documents_insert(chunk.len());
-        bind_documents(sqlx::query(&text), chunk).execute(&mut **tx).await?;
-    }
-    Ok(())
+    insert_rows(connection, &rows, FRESH_ROWS_PER_INSERT, documents_insert, |c| {
+        vec![
+            Param::Text(c.key.collection.clone()),
+            Param::Text(c.key.id.clone()),
+            Param::MaybeText(c.doc.as_ref().map(|d| d.data.clone())),
+            Param::Int(c.time),
+        ]
+    })
 }
 
 /// The trigger jobs of every successful commit of the group.
