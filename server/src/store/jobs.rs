@@ -60,6 +60,18 @@ pub(super) use record_jobs;
 
 const JOB_COLUMNS: &str = "id, function, payload, attempts, last_error, created_at";
 
+/// A row of `JOB_COLUMNS` read with rusqlite (SQLite's writer thread).
+fn job_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        id: row.get(0)?,
+        function: row.get(1)?,
+        payload: row.get(2)?,
+        attempts: row.get(3)?,
+        last_error: row.get(4)?,
+        created_at: row.get(5)?,
+    })
+}
+
 impl Store {
     /// Inserts jobs on their own (messages published outside a document
     /// write): a commit without writes, so on SQLite it joins the writer's
@@ -81,6 +93,13 @@ impl Store {
             "UPDATE jobs SET locked_until = $1 WHERE id IN (SELECT id FROM jobs WHERE dead = $2 AND run_after <= $3 \
              AND locked_until <= $3 ORDER BY run_after LIMIT $4{lock}) RETURNING {JOB_COLUMNS}"
         );
+        if let super::Pools::Sqlite(pools) = &*self.pools {
+            let params = [lease_until.into(), false.into(), now.into(), limit.into()];
+            return pools
+                .queue
+                .run(move |connection| super::sqlite::query_rows(connection, &sql, &params, job_row))
+                .await;
+        }
         Ok(on_writer!(self, |pool| {
             sqlx::query_as(&sql).bind(lease_until).bind(false).bind(now).bind(limit).fetch_all(pool).await?
         }))

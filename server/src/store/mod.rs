@@ -203,6 +203,10 @@ impl Store {
 
     /// Runs one writing statement with its parameters; answers the rows it touched.
     pub(in crate::store) async fn execute(&self, sql: &str, params: &[query::Param]) -> Result<u64, StoreError> {
+        if let Pools::Sqlite(pools) = &*self.pools {
+            let (sql, params) = (sql.to_owned(), params.to_vec());
+            return pools.queue.run(move |connection| sqlite::execute(connection, &sql, &params)).await;
+        }
         Ok(on_writer!(self, |pool| documents::bind_params!(sqlx::query(sql), params)
             .execute(pool)
             .await?
@@ -214,6 +218,11 @@ impl Store {
         &self,
         statements: &[(&str, &[query::Param])],
     ) -> Result<(), StoreError> {
+        if let Pools::Sqlite(pools) = &*self.pools {
+            let owned: Vec<(String, Vec<query::Param>)> =
+                statements.iter().map(|(sql, params)| ((*sql).to_owned(), params.to_vec())).collect();
+            return pools.queue.run(move |connection| sqlite::execute_together(connection, &owned)).await;
+        }
         on_writer!(self, |pool| {
             let mut tx = pool.begin().await?;
             for (sql, params) in statements {

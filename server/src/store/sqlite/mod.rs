@@ -226,6 +226,42 @@ pub(super) static WRITE_SQL: WriteSql = WriteSql {
 
 // ---- rusqlite (the document readers and the writer thread) -------------------
 
+/// Runs one writing statement on the writer's connection; the rows it touched.
+pub(super) fn execute(connection: &rusqlite::Connection, sql: &str, params: &[Param]) -> Result<u64, StoreError> {
+    let mut statement = connection.prepare_cached(sql).map_err(store_error)?;
+    bind_named(&mut statement, params).map_err(store_error)?;
+    Ok(statement.raw_execute().map_err(store_error)? as u64)
+}
+
+/// Runs writing statements in one transaction: all or none.
+pub(super) fn execute_together(
+    connection: &mut rusqlite::Connection,
+    statements: &[(String, Vec<Param>)],
+) -> Result<(), StoreError> {
+    let tx = connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(store_error)?;
+    for (sql, params) in statements {
+        execute(&tx, sql, params)?;
+    }
+    tx.commit().map_err(store_error)
+}
+
+/// The rows a statement answers (a `RETURNING` one), each made by `row`.
+pub(super) fn query_rows<T>(
+    connection: &rusqlite::Connection,
+    sql: &str,
+    params: &[Param],
+    mut row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = connection.prepare_cached(sql).map_err(store_error)?;
+    bind_named(&mut statement, params).map_err(store_error)?;
+    let mut rows = statement.raw_query();
+    let mut found = Vec::new();
+    while let Some(next) = rows.next().map_err(store_error)? {
+        found.push(row(next).map_err(store_error)?);
+    }
+    Ok(found)
+}
+
 /// Binds each `$n` of the statement to `params[n - 1]`, found by name.
 pub(super) fn bind_named(statement: &mut rusqlite::Statement<'_>, params: &[Param]) -> rusqlite::Result<()> {
     for index in 1..=statement.parameter_count() {

@@ -29,12 +29,20 @@ const PREPARED_KEPT: usize = 64;
 
 type Reply = oneshot::Sender<Result<Vec<Committed>, CommitError>>;
 
+/// Other work for the write connection: a statement or a few (jobs, settings, sessions).
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+enum Message {
+    Commit(Commit, Reply),
+    Run(Job),
+}
+
 /// The right to write; others wait until it is dropped.
 pub(crate) struct WriteTurn(#[allow(dead_code)] OwnedMutexGuard<()>);
 
 /// The queue in front of the writer thread.
 pub(crate) struct WriteQueue {
-    sender: mpsc::Sender<(Commit, Reply)>,
+    sender: mpsc::Sender<Message>,
     turn: Arc<Mutex<()>>,
 }
 
@@ -54,17 +62,32 @@ impl WriteQueue {
 
     pub async fn commit(&self, commit: Commit) -> Result<Vec<Committed>, CommitError> {
         let (reply, answer) = oneshot::channel();
-        self.sender
-            .send((commit, reply))
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
-        answer.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+        self.sender.send(Message::Commit(commit, reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+
+    /// Runs `work` on the write connection, in turn with the groups (its own
+    /// transaction, if it needs one, is its own).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |connection| {
+            let _ = reply.send(work(connection));
+        });
+        self.sender.send(Message::Run(job)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     /// Waits until no group is being written, and keeps the writer out until dropped.
     pub async fn turn(&self) -> WriteTurn {
         WriteTurn(self.turn.clone().lock_owned().await)
     }
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the writer has stopped".into())
 }
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -78,31 +101,49 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     Ok(connection)
 }
 
-/// Commits groups until the queue closes. A panic while committing a group
-/// (a bug) fails that group's commits (its transaction rolls back as it
-/// unwinds) and is logged; the next group goes on.
-fn run_writer(mut connection: Connection, mut receiver: mpsc::Receiver<(Commit, Reply)>, turn: &Mutex<()>) {
+/// Commits groups and runs the other work, in the order they arrive, until
+/// the queue closes. A panic (a bug) fails that group's commits or that work
+/// (a transaction open rolls back as it unwinds) and is logged; the writer goes on.
+fn run_writer(mut connection: Connection, mut receiver: mpsc::Receiver<Message>, turn: &Mutex<()>) {
     let mut group = Vec::with_capacity(GROUP_MAX);
-    while let Some(first) = receiver.blocking_recv() {
-        group.push(first);
-        while group.len() < GROUP_MAX {
-            match receiver.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
-            }
-        }
-        let results = {
-            let _turn = turn.blocking_lock();
-            match std::panic::catch_unwind(AssertUnwindSafe(|| commit_group(&mut connection, &group))) {
-                Ok(results) => results,
-                Err(panic) => {
-                    tracing::error!("the SQLite writer panicked on a group: {}", crate::supervise::panic_text(&*panic));
+    let mut next: Option<Message> = None;
+    loop {
+        let Some(message) = next.take().or_else(|| receiver.blocking_recv()) else { return };
+        let _turn = turn.blocking_lock();
+        match message {
+            Message::Run(job) => {
+                if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut connection))) {
+                    tracing::error!("the SQLite writer panicked: {}", crate::supervise::panic_text(&*panic));
                     let _ = connection.execute_batch("ROLLBACK");
-                    Err(StoreError::Internal("the writer failed on this group".into()))
                 }
             }
-        };
-        reply_all(&mut group, results);
+            Message::Commit(commit, reply) => {
+                group.push((commit, reply));
+                while group.len() < GROUP_MAX {
+                    match receiver.try_recv() {
+                        Ok(Message::Commit(commit, reply)) => group.push((commit, reply)),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let results = match std::panic::catch_unwind(AssertUnwindSafe(|| commit_group(&mut connection, &group)))
+                {
+                    Ok(results) => results,
+                    Err(panic) => {
+                        tracing::error!(
+                            "the SQLite writer panicked on a group: {}",
+                            crate::supervise::panic_text(&*panic)
+                        );
+                        let _ = connection.execute_batch("ROLLBACK");
+                        Err(StoreError::Internal("the writer failed on this group".into()))
+                    }
+                };
+                reply_all(&mut group, results);
+            }
+        }
     }
 }
 
