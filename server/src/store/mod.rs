@@ -86,7 +86,7 @@ macro_rules! on_reader {
 }
 
 /// Runs `$body` with `$pool` bound to the pool that takes writes (on SQLite,
-/// after the document writer has handed over the one write connection).
+/// sqlx's write connection, in its turn: the writer thread is not writing).
 macro_rules! on_writer {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &*$store.pools {

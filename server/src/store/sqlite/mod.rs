@@ -1,6 +1,9 @@
-//! SQLite specifics: WAL mode, one writer connection (shared between the
-//! group-commit writer in `writer.rs` and the other writes), a small pool of
-//! read-only connections, and the SQLite flavour of every dialect-specific query.
+//! SQLite specifics: WAL mode; the group-commit writer thread on a rusqlite
+//! connection of its own (`writer.rs`) and sqlx's write connection for the
+//! other writes, one at a time; the document readers on rusqlite
+//! (`readers.rs`) and a small pool of read-only sqlx connections for the rest
+//! (decision 0020); the rusqlite helpers both use; and the SQLite flavour of
+//! every dialect-specific query.
 
 mod readers;
 mod writer;
