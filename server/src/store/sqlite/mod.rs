@@ -232,7 +232,7 @@ pub(super) static WRITE_SQL: WriteSql = WriteSql {
 /// Runs one writing statement on the writer's connection; the rows it touched.
 pub(super) fn execute(connection: &rusqlite::Connection, sql: &str, params: &[Param]) -> Result<u64, StoreError> {
     let mut statement = connection.prepare_cached(sql).map_err(store_error)?;
-    bind_named(&mut statement, params).map_err(store_error)?;
+    bind_dollars(&mut statement, sql, params).map_err(store_error)?;
     Ok(statement.raw_execute().map_err(store_error)? as u64)
 }
 
@@ -256,7 +256,7 @@ pub(super) fn query_rows<T>(
     mut row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<Vec<T>, StoreError> {
     let mut statement = connection.prepare_cached(sql).map_err(store_error)?;
-    bind_named(&mut statement, params).map_err(store_error)?;
+    bind_dollars(&mut statement, sql, params).map_err(store_error)?;
     let mut rows = statement.raw_query();
     let mut found = Vec::new();
     while let Some(next) = rows.next().map_err(store_error)? {
@@ -265,8 +265,18 @@ pub(super) fn query_rows<T>(
     Ok(found)
 }
 
-/// Binds each `$n` of the statement to `params[n - 1]`, found by name.
-pub(super) fn bind_named(statement: &mut rusqlite::Statement<'_>, params: &[Param]) -> rusqlite::Result<()> {
+/// Binds each `$n` of `sql`'s statement to `params[n - 1]`: in order when the
+/// placeholders first appear as `$1, $2, …` (as `store::query` writes them),
+/// else found by name (SQLite finds a name by walking the list of every
+/// parameter, so by name costs the square of their number).
+pub(super) fn bind_dollars(
+    statement: &mut rusqlite::Statement<'_>,
+    sql: &str,
+    params: &[Param],
+) -> rusqlite::Result<()> {
+    if statement.parameter_count() == params.len() && placeholders_in_order(sql) {
+        return bind_in_order(statement, params);
+    }
     for index in 1..=statement.parameter_count() {
         let number = statement.parameter_name(index).and_then(|name| name.strip_prefix('$')?.parse::<usize>().ok());
         let param = number.and_then(|n| params.get(n.checked_sub(1)?));
@@ -274,6 +284,33 @@ pub(super) fn bind_named(statement: &mut rusqlite::Statement<'_>, params: &[Para
         bind_one(statement, index, param)?;
     }
     Ok(())
+}
+
+/// Whether the `$n` placeholders of `sql` first appear in the order 1, 2, 3, …
+/// (so SQLite numbers them as they are named). A `$` inside a string literal
+/// makes the answer `false`, which only costs the lookup by name.
+fn placeholders_in_order(sql: &str) -> bool {
+    let bytes = sql.as_bytes();
+    let mut highest = 0usize;
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'\'' => return false,
+            b'$' => {
+                let digits = bytes[at + 1..].iter().take_while(|b| b.is_ascii_digit()).count();
+                let Ok(number) = sql[at + 1..at + 1 + digits].parse::<usize>() else { return false };
+                if number == highest + 1 {
+                    highest = number;
+                } else if number > highest {
+                    return false;
+                }
+                at += digits;
+            }
+            _ => {}
+        }
+        at += 1;
+    }
+    true
 }
 
 /// Binds `params` in order to `$1…$n` of a statement whose placeholders
@@ -316,4 +353,19 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     const PRIMARY_KEY: i32 = 1555; // SQLITE_CONSTRAINT_PRIMARYKEY
     const UNIQUE: i32 = 2067; // SQLITE_CONSTRAINT_UNIQUE
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == PRIMARY_KEY || f.extended_code == UNIQUE)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholders_in_order_are_told_from_the_others() {
+        use super::placeholders_in_order as in_order;
+        assert!(in_order("SELECT 1"));
+        assert!(in_order("DELETE FROM jobs WHERE id IN ($1, $2, $3)"));
+        assert!(in_order("VALUES ($1, $2, $3, 1, $4, $4), ($5, $6, $7, 1, $8, $8)"), "a repeat is fine");
+        assert!(!in_order("UPDATE d SET data = $3, t = $4 WHERE c = $1 AND id = $2"));
+        assert!(!in_order("SELECT $2, $1"));
+        assert!(!in_order("SELECT '$1', $1"), "a literal is not looked into");
+        assert!(!in_order("SELECT $1, $10"), "a gap");
+    }
 }

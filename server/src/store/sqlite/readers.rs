@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{bind_named, store_error, StatementDeadline, PROGRESS_EVERY};
+use super::{bind_dollars, store_error, StatementDeadline, PROGRESS_EVERY};
 use crate::store::documents::StoredDoc;
 use crate::store::query::Sql;
 use crate::store::StoreError;
@@ -100,7 +100,7 @@ impl DocumentReaders {
         let collection = collection.to_owned();
         self.run(move |connection| {
             let mut statement = connection.prepare_cached(&sql.text)?;
-            bind_named(&mut statement, &sql.params)?;
+            bind_dollars(&mut statement, &sql.text, &sql.params)?;
             let first = usize::from(group);
             let mut rows = statement.raw_query();
             let mut documents = Vec::new();
