@@ -24,6 +24,7 @@ on_both_backends!(
     in_flight_request_finishes_on_sigterm,
     every_change_is_logged_in_commit_order,
     concurrent_creates_commit_together_and_leave_room_for_other_writes,
+    acknowledged_writes_survive_a_kill,
 );
 
 /// collection, id, kind, version, before, after
@@ -577,4 +578,51 @@ async fn in_flight_request_finishes_on_sigterm(backend: Backend) {
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     let status = server.terminate();
     assert!(status.success(), "nimbus exits cleanly after SIGTERM: {status:?}");
+}
+
+async fn acknowledged_writes_survive_a_kill(backend: Backend) {
+    // Writers race (so the writer commits them in groups, with their
+    // change-log rows and updates of one document); every write answered
+    // 2xx is there after SIGKILL and a restart, with its change-log row.
+    let mut server = Server::start(backend).await;
+    let writes = (0..8).map(|w| {
+        let (client, base) = (server.client.clone(), server.url("/v1/docs"));
+        async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..25 {
+                let response = client
+                    .put(format!("{base}/kept/w{w}-{i}"))
+                    .bearer_auth(crate::harness::SERVICE_KEY)
+                    .json(&json!({"w": w, "i": i}))
+                    .send()
+                    .await
+                    .expect("sent");
+                assert_eq!(response.status(), 201);
+                acknowledged.push(format!("w{w}-{i}"));
+                let counter = client
+                    .put(format!("{base}/counters/w{w}"))
+                    .bearer_auth(crate::harness::SERVICE_KEY)
+                    .json(&json!({"n": i}))
+                    .send()
+                    .await
+                    .expect("sent");
+                assert!(counter.status().is_success(), "{}", counter.status());
+            }
+            acknowledged
+        }
+    });
+    let acknowledged: Vec<String> = futures_util::future::join_all(writes).await.into_iter().flatten().collect();
+    server.crash_and_restart().await;
+    let ids = server.sql_rows("SELECT id FROM documents WHERE collection = 'kept' ORDER BY id").await;
+    let mut found: Vec<String> = ids.into_iter().filter_map(|r| r[0].clone()).collect();
+    let mut expected = acknowledged.clone();
+    found.sort();
+    expected.sort();
+    assert_eq!(found, expected, "every acknowledged create");
+    for w in 0..8 {
+        let (status, counter) = server.admin("GET", &format!("/v1/docs/counters/w{w}"), None).await;
+        assert_eq!((status, counter["data"]["n"].clone()), (200, json!(24)), "the last acknowledged update");
+    }
+    let logged = server.sql_rows("SELECT CAST(COUNT(*) AS TEXT) FROM changes WHERE collection = 'kept'").await;
+    assert_eq!(logged[0][0].as_deref(), Some("200"), "each create's change-log row");
 }
