@@ -1,6 +1,6 @@
 //! Tidy checks that keep `docs/ARCHITECTURE.md` true: every module of the
 //! three crates opens with a `//!` paragraph, no `unwrap()`/`expect()` outside
-//! tests, `sqlx` is named only under `store/`, `axum` only in the gateway
+//! tests, `sqlx` and `rusqlite` are named only under `store/`, `axum` only in the gateway
 //! (`http/`), in `api.rs` files and in `app.rs`, and the top-level modules
 //! import each other only as `ALLOWED_IMPORTS` says (no cycle).
 
@@ -59,7 +59,9 @@ fn every_module_says_what_it_owns() {
 fn sql_stays_in_store() {
     for (path, text) in files() {
         if !path.starts_with("store/") {
-            assert!(!mentions(&text, "sqlx"), "{path} uses sqlx; only store/ may speak SQL");
+            for driver in ["sqlx", "rusqlite"] {
+                assert!(!mentions(&text, driver), "{path} uses {driver}; only store/ may speak SQL");
+            }
         }
     }
 }
