@@ -114,7 +114,8 @@ pub(super) fn plan(document: &ExecutableDocument, limits: &GraphqlSettings) -> O
         return None;
     }
     let [root] = fields_of(&definition.selection_set.node)?[..] else { return None };
-    if !within_limits(root, limits) || (!limits.introspection && asks_typename(root)) {
+    let aliases = super::aliases_in(&definition.selection_set.node);
+    if !within_limits(root, limits) || aliases > limits.max_aliases || (!limits.introspection && asks_typename(root)) {
         return None;
     }
     let mut usages = Vec::new();
@@ -142,21 +143,20 @@ fn response_key(field: &Field) -> String {
     field.alias.as_ref().unwrap_or(&field.name).node.to_string()
 }
 
-/// Depth, complexity (one per field) and aliases as the engine counts them, each within its limit.
+/// Depth and complexity (one per field) as the engine counts them, each within its limit.
 fn within_limits(root: &Field, limits: &GraphqlSettings) -> bool {
-    fn walk(field: &Field, depth: usize, most_depth: &mut usize, fields: &mut usize, aliases: &mut usize) {
+    fn walk(field: &Field, depth: usize, most_depth: &mut usize, fields: &mut usize) {
         *most_depth = (*most_depth).max(depth);
         *fields += 1;
-        *aliases += usize::from(field.alias.is_some());
         for item in &field.selection_set.node.items {
             if let Selection::Field(child) = &item.node {
-                walk(&child.node, depth + 1, most_depth, fields, aliases);
+                walk(&child.node, depth + 1, most_depth, fields);
             }
         }
     }
-    let (mut depth, mut fields, mut aliases) = (0, 0, 0);
-    walk(root, 1, &mut depth, &mut fields, &mut aliases);
-    depth <= limits.max_depth && fields <= limits.max_complexity && aliases <= limits.max_aliases
+    let (mut depth, mut fields) = (0, 0);
+    walk(root, 1, &mut depth, &mut fields);
+    depth <= limits.max_depth && fields <= limits.max_complexity
 }
 
 fn asks_typename(field: &Field) -> bool {
@@ -354,7 +354,7 @@ pub(super) async fn answer(
             write_page(&mut out, fields, &documents, next_cursor.as_deref())?;
         }
         Root::Document { path, fields } => {
-            let Some(GraphqlValue::String(path)) = substitute(path, &bound) else { return None };
+            let GraphqlValue::String(path) = substitute(path, &bound) else { return None };
             let path = DocPath::parse(&path).ok()?;
             match documents.get(caller, &path).await {
                 Ok(document) => write_document(&mut out, fields, &document.stored)?,
@@ -395,18 +395,18 @@ fn fits(value: &GraphqlValue, kind: Kind, nullable: bool) -> bool {
 }
 
 /// `value` with the variables bound (an absent one reads as null).
-fn substitute(value: &GraphqlValue, bound: &[(Name, GraphqlValue)]) -> Option<GraphqlValue> {
+fn substitute(value: &GraphqlValue, bound: &[(Name, GraphqlValue)]) -> GraphqlValue {
     match value {
         GraphqlValue::Variable(name) => {
-            Some(bound.iter().find(|(n, _)| n == name).map_or(GraphqlValue::Null, |(_, v)| v.clone()))
+            bound.iter().find(|(n, _)| n == name).map_or(GraphqlValue::Null, |(_, v)| v.clone())
         }
-        other => Some(other.clone()),
+        other => other.clone(),
     }
 }
 
 /// A literal of a scalar position, checked as the engine would: `None` when it does not fit.
 fn scalar(value: &GraphqlValue, kind: Kind, bound: &[(Name, GraphqlValue)]) -> Option<Option<Value>> {
-    let value = substitute(value, bound)?;
+    let value = substitute(value, bound);
     if !fits(&value, kind, true) {
         return None;
     }

@@ -256,11 +256,12 @@ impl Snapshot {
     /// (32-bit ids, compared with the 64-bit ones' low half).
     fn in_flight_here(&self, next: u64, elsewhere: &[String]) -> InFlight {
         let elsewhere: Vec<u64> = elsewhere.iter().filter_map(|x| x.parse().ok()).collect();
-        let mut running: Vec<u64> = self.listed.iter().copied().chain(self.xmax..next.max(self.xmax)).collect();
+        let next = next.max(self.xmax);
+        let mut running: Vec<u64> = self.listed.iter().copied().chain(self.xmax..next).collect();
         running.retain(|x| !elsewhere.contains(&(x & u64::from(u32::MAX))));
         running.sort_unstable();
         running.dedup();
-        InFlight { running, next: next.max(self.xmax) }
+        InFlight { running, next }
     }
 }
 

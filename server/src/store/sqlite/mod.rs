@@ -229,6 +229,25 @@ pub(super) static WRITE_SQL: WriteSql = WriteSql {
 
 // ---- rusqlite (the document readers and the writer thread) -------------------
 
+/// The document `collection/id` as stored (`WRITE_SQL.select_current`).
+pub(super) fn document_row(
+    connection: &rusqlite::Connection,
+    collection: &str,
+    id: &str,
+) -> rusqlite::Result<Option<super::documents::StoredDoc>> {
+    let mut statement = connection.prepare_cached(WRITE_SQL.select_current)?;
+    let mut rows = statement.query((collection, id))?;
+    let Some(row) = rows.next()? else { return Ok(None) };
+    Ok(Some(super::documents::StoredDoc {
+        collection: collection.to_owned(),
+        id: row.get(0)?,
+        data: row.get(1)?,
+        version: row.get(2)?,
+        create_time: row.get(3)?,
+        update_time: row.get(4)?,
+    }))
+}
+
 /// Runs one writing statement on the writer's connection; the rows it touched.
 pub(super) fn execute(connection: &rusqlite::Connection, sql: &str, params: &[Param]) -> Result<u64, StoreError> {
     let mut statement = connection.prepare_cached(sql).map_err(store_error)?;
@@ -269,11 +288,7 @@ pub(super) fn query_rows<T>(
 /// placeholders first appear as `$1, $2, …` (as `store::query` writes them),
 /// else found by name (SQLite finds a name by walking the list of every
 /// parameter, so by name costs the square of their number).
-pub(super) fn bind_dollars(
-    statement: &mut rusqlite::Statement<'_>,
-    sql: &str,
-    params: &[Param],
-) -> rusqlite::Result<()> {
+fn bind_dollars(statement: &mut rusqlite::Statement<'_>, sql: &str, params: &[Param]) -> rusqlite::Result<()> {
     if statement.parameter_count() == params.len() && placeholders_in_order(sql) {
         return bind_in_order(statement, params);
     }
@@ -314,9 +329,8 @@ fn placeholders_in_order(sql: &str) -> bool {
 }
 
 /// Binds `params` in order to `$1…$n` of a statement whose placeholders
-/// appear in that order (the multi-row inserts): no lookup by name, which
-/// SQLite does by walking the list of every parameter.
-pub(super) fn bind_in_order(statement: &mut rusqlite::Statement<'_>, params: &[Param]) -> rusqlite::Result<()> {
+/// appear in that order: no lookup by name.
+fn bind_in_order(statement: &mut rusqlite::Statement<'_>, params: &[Param]) -> rusqlite::Result<()> {
     if statement.parameter_count() != params.len() {
         return Err(rusqlite::Error::InvalidParameterCount(params.len(), statement.parameter_count()));
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{bind_dollars, store_error, StatementDeadline, PROGRESS_EVERY};
+use super::{document_row, query_rows, store_error, StatementDeadline, PROGRESS_EVERY};
 use crate::store::documents::StoredDoc;
 use crate::store::query::Sql;
 use crate::store::StoreError;
@@ -62,7 +62,7 @@ impl DocumentReaders {
     /// Runs `read` on the next free reader.
     async fn run<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let stopped = || StoreError::Unavailable("the readers have stopped".into());
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -70,28 +70,13 @@ impl DocumentReaders {
             let _ = reply.send(read(connection));
         });
         self.jobs.send(Message::Read(job)).map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?.map_err(store_error)
+        answer.await.map_err(|_| stopped())?
     }
 
     /// The document `collection/id`.
     pub async fn document(&self, collection: &str, id: &str) -> Result<Option<StoredDoc>, StoreError> {
         let (collection, id) = (collection.to_owned(), id.to_owned());
-        self.run(move |connection| {
-            let mut statement = connection.prepare_cached(
-                "SELECT data, version, create_time, update_time FROM documents WHERE collection = ?1 AND id = ?2",
-            )?;
-            let mut rows = statement.query((&collection, &id))?;
-            let Some(row) = rows.next()? else { return Ok(None) };
-            Ok(Some(StoredDoc {
-                data: row.get(0)?,
-                version: row.get(1)?,
-                create_time: row.get(2)?,
-                update_time: row.get(3)?,
-                collection,
-                id,
-            }))
-        })
-        .await
+        self.run(move |connection| document_row(connection, &collection, &id).map_err(store_error)).await
     }
 
     /// The rows of `sql`, a `query::select`: `collection` first when `group`,
@@ -99,22 +84,17 @@ impl DocumentReaders {
     pub async fn documents(&self, sql: Sql, group: bool, collection: &str) -> Result<Vec<StoredDoc>, StoreError> {
         let collection = collection.to_owned();
         self.run(move |connection| {
-            let mut statement = connection.prepare_cached(&sql.text)?;
-            bind_dollars(&mut statement, &sql.text, &sql.params)?;
             let first = usize::from(group);
-            let mut rows = statement.raw_query();
-            let mut documents = Vec::new();
-            while let Some(row) = rows.next()? {
-                documents.push(StoredDoc {
+            query_rows(connection, &sql.text, &sql.params, |row| {
+                Ok(StoredDoc {
                     collection: if group { row.get(0)? } else { collection.clone() },
                     id: row.get(first)?,
                     data: row.get(first + 1)?,
                     version: row.get(first + 2)?,
                     create_time: row.get(first + 3)?,
                     update_time: row.get(first + 4)?,
-                });
-            }
-            Ok(documents)
+                })
+            })
         })
         .await
     }

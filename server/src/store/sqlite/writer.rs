@@ -2,24 +2,25 @@
 //! waiting is committed together in one transaction (group commit) by a
 //! thread of its own, on a rusqlite connection that thread owns — so a
 //! group's statements run where they are issued, without a round trip to a
-//! connection thread per statement (decision 0020). The other writes (auth,
-//! jobs, migrations) use sqlx's write connection; a turn (one mutex) lets one
-//! of the two write at a time, and the writer takes it per group, so those
-//! wait for at most one group.
+//! connection thread per statement (decision 0020). The job queue's claims,
+//! completions and failures and the store's single writes run on this thread
+//! too, between groups (`WriteQueue::run`). The other writes (auth, sessions,
+//! migrations) use sqlx's write connection; a turn (one mutex) lets one of
+//! the two write at a time, and the writer takes it per group, so those wait
+//! for at most one group.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
 
-use super::{bind_in_order, store_error, WRITE_SQL};
+use super::{document_row, store_error, WRITE_SQL};
 use crate::store::commit::{decide, now_micros, Commit, CommitError, Committed, Outcome, RowStatement};
-use crate::store::documents::StoredDoc;
 use crate::store::jobs::NewJob;
-use crate::store::query::Param;
 use crate::store::StoreError;
 
 /// Most commits one writer transaction takes in at once.
@@ -241,17 +242,17 @@ fn apply_writes(connection: &Connection, commit: &Commit) -> Result<Vec<Committe
     let mut committed = Vec::with_capacity(commit.writes.len());
     for (index, write) in commit.writes.iter().enumerate() {
         let (collection, id) = (&write.key.collection, &write.key.id);
-        let current = if write.fresh { None } else { current_row(connection, collection, id).map_err(store_error)? };
+        let current = if write.fresh { None } else { document_row(connection, collection, id).map_err(store_error)? };
         let (statement, decided) = decide(index, write, current, commit.time, commit.id)?;
-        let data = decided.doc.as_ref().map(|d| d.data.as_str());
-        let (text, with_data) = match statement {
-            RowStatement::Nothing => (None, false),
-            RowStatement::Delete => (Some(sql.delete), false),
-            RowStatement::Insert => (Some(sql.insert), true),
-            RowStatement::Update => (Some(sql.update), true),
+        let text = match statement {
+            RowStatement::Nothing => None,
+            RowStatement::Delete => Some(sql.delete),
+            RowStatement::Insert => Some(sql.insert),
+            RowStatement::Update => Some(sql.update),
         };
         if let Some(text) = text {
-            let data = with_data.then_some((data, commit.time));
+            // An insert or update writes the document it decided; a delete has none.
+            let data = decided.doc.as_ref().map(|d| (d.data.as_str(), commit.time));
             run_row_statement(connection, text, collection, id, data).map_err(store_error)?;
         }
         committed.push(decided);
@@ -267,7 +268,7 @@ fn run_row_statement(
     text: &str,
     collection: &str,
     id: &str,
-    data: Option<(Option<&str>, i64)>,
+    data: Option<(&str, i64)>,
 ) -> rusqlite::Result<usize> {
     let mut statement = connection.prepare_cached(text)?;
     let mut named: Vec<(&str, &dyn rusqlite::ToSql)> = vec![("$1", &collection), ("$2", &id)];
@@ -278,36 +279,29 @@ fn run_row_statement(
     statement.execute(named.as_slice())
 }
 
-fn current_row(connection: &Connection, collection: &str, id: &str) -> rusqlite::Result<Option<StoredDoc>> {
-    let mut statement = connection.prepare_cached(WRITE_SQL.select_current)?;
-    let mut rows = statement.query((collection, id))?;
-    let Some(row) = rows.next()? else { return Ok(None) };
-    Ok(Some(StoredDoc {
-        collection: collection.to_owned(),
-        id: row.get(0)?,
-        data: row.get(1)?,
-        version: row.get(2)?,
-        create_time: row.get(3)?,
-        update_time: row.get(4)?,
-    }))
-}
-
-/// Runs `text` (a multi-row statement of `columns` per row) over `rows`, a
-/// few hundred parameters per statement.
-fn insert_rows<T>(
+/// Runs `text(n)`, a multi-row statement for `n` rows, over `rows`, a few
+/// hundred parameters per statement; each row's values (borrowed, bound in
+/// the order of its placeholders) come from `values`.
+fn insert_rows<'a, T>(
     connection: &Connection,
-    rows: &[T],
+    rows: &'a [T],
     per_statement: usize,
     text: impl Fn(usize) -> String,
-    row_params: impl Fn(&T) -> Vec<Param>,
+    values: impl Fn(&'a T) -> Vec<ToSqlOutput<'a>>,
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(per_statement.max(1)) {
-        let params: Vec<Param> = chunk.iter().flat_map(&row_params).collect();
         let mut statement = connection.prepare_cached(&text(chunk.len())).map_err(store_error)?;
-        bind_in_order(&mut statement, &params).map_err(store_error)?;
+        for (at, value) in chunk.iter().flat_map(&values).enumerate() {
+            statement.raw_bind_parameter(at + 1, value).map_err(store_error)?;
+        }
         statement.raw_execute().map_err(store_error)?;
     }
     Ok(())
+}
+
+/// Text, or SQL NULL.
+fn text_or_null(text: Option<&str>) -> ToSqlOutput<'_> {
+    text.map_or(ToSqlOutput::Owned(Value::Null), ToSqlOutput::from)
 }
 
 /// One change-log row per changed document (`commit::CHANGE_COLUMNS`).
@@ -319,15 +313,15 @@ fn record_changes<'a>(
     let text = |rows| crate::store::commit::changes_insert(&WRITE_SQL, rows);
     insert_rows(connection, &changed, crate::store::commit::CHANGES_PER_INSERT, text, |c| {
         vec![
-            Param::Text(c.key.collection.clone()),
-            Param::Text(c.key.id.clone()),
-            Param::Text(c.kind.map_or("", |k| k.as_str()).to_owned()),
-            Param::Int(c.version),
-            Param::MaybeText(c.before.clone()),
-            Param::MaybeText(c.doc.as_ref().map(|d| d.data.clone())),
-            Param::Int(c.time),
-            Param::Int(c.commit),
-            Param::Int(c.doc.as_ref().map_or(c.time, |d| d.create_time)),
+            ToSqlOutput::from(c.key.collection.as_str()),
+            ToSqlOutput::from(c.key.id.as_str()),
+            ToSqlOutput::from(c.kind.map_or("", |k| k.as_str())),
+            ToSqlOutput::from(c.version),
+            text_or_null(c.before.as_deref()),
+            text_or_null(c.doc.as_ref().map(|d| d.data.as_str())),
+            ToSqlOutput::from(c.time),
+            ToSqlOutput::from(c.commit),
+            ToSqlOutput::from(c.doc.as_ref().map_or(c.time, |d| d.create_time)),
         ]
     })
 }
@@ -336,11 +330,11 @@ fn record_changes<'a>(
 fn record_jobs(connection: &Connection, jobs: &[NewJob], now: i64) -> Result<(), StoreError> {
     insert_rows(connection, jobs, crate::store::jobs::JOBS_PER_INSERT, crate::store::jobs::jobs_insert, |job| {
         vec![
-            Param::Text(job.id.clone()),
-            Param::Text(job.function.clone()),
-            Param::Text(job.payload.clone()),
-            Param::Int(now),
-            Param::Int(now),
+            ToSqlOutput::from(job.id.as_str()),
+            ToSqlOutput::from(job.function.as_str()),
+            ToSqlOutput::from(job.payload.as_str()),
+            ToSqlOutput::from(now),
+            ToSqlOutput::from(now),
         ]
     })
 }
@@ -389,10 +383,10 @@ fn insert_fresh(connection: &Connection, created: &Created) -> Result<(), StoreE
     let rows: Vec<&Committed> = created.iter().flatten().flatten().collect();
     insert_rows(connection, &rows, FRESH_ROWS_PER_INSERT, documents_insert, |c| {
         vec![
-            Param::Text(c.key.collection.clone()),
-            Param::Text(c.key.id.clone()),
-            Param::MaybeText(c.doc.as_ref().map(|d| d.data.clone())),
-            Param::Int(c.time),
+            ToSqlOutput::from(c.key.collection.as_str()),
+            ToSqlOutput::from(c.key.id.as_str()),
+            text_or_null(c.doc.as_ref().map(|d| d.data.as_str())),
+            ToSqlOutput::from(c.time),
         ]
     })
 }
