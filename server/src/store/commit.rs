@@ -184,6 +184,18 @@ pub(super) enum RowStatement {
     Update,
 }
 
+impl RowStatement {
+    /// The statement's text in `sql`'s dialect (`None` for nothing to run).
+    pub(super) fn text(self, sql: &WriteSql) -> Option<&'static str> {
+        match self {
+            RowStatement::Nothing => None,
+            RowStatement::Delete => Some(sql.delete),
+            RowStatement::Insert => Some(sql.insert),
+            RowStatement::Update => Some(sql.update),
+        }
+    }
+}
+
 /// Decides the `index`th write of a commit against its current row: the
 /// statement to run on the row, and what the write committed.
 pub(super) fn decide(
@@ -259,13 +271,7 @@ macro_rules! apply_writes {
                 };
                 let (statement, decided) = $crate::store::commit::decide(index, write, current, $now, $commit_id)?;
                 let data = decided.doc.as_ref().map(|d| d.data.as_str());
-                let text = match statement {
-                    RowStatement::Nothing => None,
-                    RowStatement::Delete => Some(sql.delete),
-                    RowStatement::Insert => Some(sql.insert),
-                    RowStatement::Update => Some(sql.update),
-                };
-                if let Some(text) = text {
+                if let Some(text) = statement.text(sql) {
                     let query = sqlx::query(text).bind(&write.key.collection).bind(&write.key.id);
                     let query = if statement == RowStatement::Delete { query } else { query.bind(data).bind($now) };
                     query.execute(&mut *$conn).await.map_err($crate::store::StoreError::from)?;

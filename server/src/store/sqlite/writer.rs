@@ -19,7 +19,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
 
 use super::{document_row, store_error, WRITE_SQL};
-use crate::store::commit::{decide, now_micros, Commit, CommitError, Committed, Outcome, RowStatement};
+use crate::store::commit::{decide, now_micros, Commit, CommitError, Committed, Outcome};
 use crate::store::jobs::NewJob;
 use crate::store::StoreError;
 
@@ -244,13 +244,7 @@ fn apply_writes(connection: &Connection, commit: &Commit) -> Result<Vec<Committe
         let (collection, id) = (&write.key.collection, &write.key.id);
         let current = if write.fresh { None } else { document_row(connection, collection, id).map_err(store_error)? };
         let (statement, decided) = decide(index, write, current, commit.time, commit.id)?;
-        let text = match statement {
-            RowStatement::Nothing => None,
-            RowStatement::Delete => Some(sql.delete),
-            RowStatement::Insert => Some(sql.insert),
-            RowStatement::Update => Some(sql.update),
-        };
-        if let Some(text) = text {
+        if let Some(text) = statement.text(sql) {
             // An insert or update writes the document it decided; a delete has none.
             let data = decided.doc.as_ref().map(|d| (d.data.as_str(), commit.time));
             run_row_statement(connection, text, collection, id, data).map_err(store_error)?;
