@@ -1,10 +1,12 @@
-//! SQLite specifics: WAL mode; the group-commit writer thread on a rusqlite
-//! connection of its own (`writer.rs`) and sqlx's write connection for the
-//! other writes, one at a time; the document readers on rusqlite
+//! SQLite specifics: WAL mode, checkpointed by a thread of its own
+//! (`checkpoint.rs`, decision 0021); the group-commit writer thread on a
+//! rusqlite connection of its own (`writer.rs`) and sqlx's write connection
+//! for the other writes, one at a time; the document readers on rusqlite
 //! (`readers.rs`) and a small pool of read-only sqlx connections for the rest
 //! (decision 0020); the rusqlite helpers both use; and the SQLite flavour of
 //! every dialect-specific query.
 
+mod checkpoint;
 mod readers;
 mod writer;
 
@@ -32,6 +34,7 @@ pub(super) struct SqlitePools {
     /// Documents by key and query pages, without sqlx (`readers.rs`).
     pub documents: DocumentReaders,
     pub queue: WriteQueue,
+    checkpoints: std::sync::Arc<checkpoint::Checkpoints>,
 }
 
 impl SqlitePools {
@@ -46,7 +49,9 @@ impl SqlitePools {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // The checkpointer thread keeps the WAL short (`checkpoint.rs`).
+            .pragma("wal_autocheckpoint", checkpoint::WRITER_BACKSTOP.to_string());
         // A connection to a local file does not go stale: skip sqlx's ping
         // before every acquire, a round trip to the connection's thread that
         // cost as much as the query itself.
@@ -64,8 +69,9 @@ impl SqlitePools {
             .connect_with(options.read_only(true))
             .await?;
         let documents = DocumentReaders::open(path, READERS as usize, statement_limit)?;
-        let queue = WriteQueue::start(path)?;
-        Ok(SqlitePools { writer, readers, documents, queue })
+        let checkpoints = checkpoint::Checkpoints::start(path)?;
+        let queue = WriteQueue::start(path, checkpoints.clone())?;
+        Ok(SqlitePools { writer, readers, documents, queue, checkpoints })
     }
 
     /// Waits for the write connection (the writer thread hands it over).
@@ -74,6 +80,7 @@ impl SqlitePools {
     }
 
     pub async fn close(&self) {
+        self.checkpoints.stop();
         self.documents.close();
         self.readers.close().await;
         let _turn = self.write_turn().await;

@@ -18,6 +18,7 @@ use rusqlite::types::{ToSqlOutput, Value};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
 
+use super::checkpoint::{Checkpoints, WRITER_BACKSTOP};
 use super::{document_row, store_error, WRITE_SQL};
 use crate::store::commit::{decide, now_micros, Commit, CommitError, Committed, Outcome};
 use crate::store::jobs::NewJob;
@@ -49,14 +50,14 @@ pub(crate) struct WriteQueue {
 
 impl WriteQueue {
     /// The writer thread of the database at `path` (its schema migrated or not yet).
-    pub(super) fn start(path: &Path) -> Result<WriteQueue, StoreError> {
+    pub(super) fn start(path: &Path, checkpoints: Arc<Checkpoints>) -> Result<WriteQueue, StoreError> {
         let connection = connect(path)?;
         let (sender, receiver) = mpsc::channel(4096);
         let turn = Arc::new(Mutex::new(()));
         let thread_turn = turn.clone();
         std::thread::Builder::new()
             .name("nimbus-writer".into())
-            .spawn(move || run_writer(connection, receiver, &thread_turn))
+            .spawn(move || run_writer(connection, receiver, &thread_turn, &checkpoints))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(WriteQueue { sender, turn })
     }
@@ -98,6 +99,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
     // As sqlx's write connection: WAL, synchronous NORMAL, foreign keys.
     connection.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(())).map_err(store_error)?;
     connection.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;").map_err(store_error)?;
+    connection.pragma_update(None, "wal_autocheckpoint", WRITER_BACKSTOP).map_err(store_error)?;
     connection.set_prepared_statement_cache_capacity(PREPARED_KEPT);
     Ok(connection)
 }
@@ -105,7 +107,13 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 /// Commits groups and runs the other work, in the order they arrive, until
 /// the queue closes. A panic (a bug) fails that group's commits or that work
 /// (a transaction open rolls back as it unwinds) and is logged; the writer goes on.
-fn run_writer(mut connection: Connection, mut receiver: mpsc::Receiver<Message>, turn: &Mutex<()>) {
+/// Between two of them it finishes a checkpoint when the checkpointer asks.
+fn run_writer(
+    mut connection: Connection,
+    mut receiver: mpsc::Receiver<Message>,
+    turn: &Mutex<()>,
+    checkpoints: &Checkpoints,
+) {
     let mut group = Vec::with_capacity(GROUP_MAX);
     let mut next: Option<Message> = None;
     loop {
@@ -145,6 +153,7 @@ fn run_writer(mut connection: Connection, mut receiver: mpsc::Receiver<Message>,
                 reply_all(&mut group, results);
             }
         }
+        checkpoints.finish_if_asked(&connection);
     }
 }
 
