@@ -24,7 +24,7 @@ use crate::store::StoreError;
 /// How often the checkpointer looks at the WAL.
 const PASS_EVERY: Duration = Duration::from_millis(20);
 /// WAL pages above which the WAL should start again from its beginning.
-const RESTART_AT: i64 = 1000;
+const RESTART_AT: i64 = 4000;
 /// Pages left for the writer's own checkpoint: it copies these in its turn.
 const LEFT_FOR_THE_WRITER: i64 = 64;
 /// Passes the checkpointer makes back to back to catch up before asking the writer.
