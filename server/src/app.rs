@@ -114,6 +114,9 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
     let mailer = Mailer::from_config(auth.smtp_url.as_ref(), &auth.mail_from, config.data_dir.join("mail"))
         .map_err(StartError::Config)?;
     let metrics = Metrics::new().map_err(|e| StartError::Metrics(e.to_string()))?;
+    if let Some(reads) = store.sqlite_reads() {
+        metrics.registry.register(Box::new(reads)).map_err(|e| StartError::Metrics(e.to_string()))?;
+    }
     let schemas = Schemas::compile(&config.schemas).map_err(StartError::Config)?;
     crate::documents::ensure_indexes(&store, &config.indexes).await.map_err(StartError::Config)?;
     let rules = RulesService::load(&config.rules_dir, store.clone()).await.map_err(StartError::Config)?;

@@ -159,6 +159,21 @@ impl Server {
     pub async fn crash_and_restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        self.respawn().await;
+    }
+
+    /// Stops the server (SIGTERM) and starts it again in the same folder, on
+    /// the same database, with `extra` settings replacing or adding to its own.
+    pub async fn restart_with(&mut self, extra: &[(&str, &str)]) {
+        self.terminate();
+        for (key, value) in extra {
+            self.env.retain(|(k, _)| k != key);
+            self.env.push((key.to_string(), value.to_string()));
+        }
+        self.respawn().await;
+    }
+
+    async fn respawn(&mut self) {
         let (child, base) = spawn_in(self.dir.path(), &self.env);
         self.child = child;
         self.base = base;
@@ -172,10 +187,7 @@ impl Server {
         self.env.retain(|(key, _)| key != "NIMBUS_DATABASE_URL");
         self.env.push(("NIMBUS_DATABASE_URL".into(), database.url.clone()));
         self._db = Some(database);
-        let (child, base) = spawn_in(self.dir.path(), &self.env);
-        self.child = child;
-        self.base = base;
-        self.wait_ready().await;
+        self.respawn().await;
     }
 
     /// A second instance on the same PostgreSQL database (its own folder,

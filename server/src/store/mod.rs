@@ -152,6 +152,15 @@ impl Store {
         })
     }
 
+    /// On SQLite, the count of document reads by the thread that answered
+    /// them (`nimbus_sqlite_reads_total`), for the app to register.
+    pub fn sqlite_reads(&self) -> Option<prometheus::IntCounterVec> {
+        match &*self.pools {
+            Pools::Sqlite(pools) => Some(pools.documents.answered.clone()),
+            Pools::Postgres(_) => None,
+        }
+    }
+
     /// `"sqlite"` or `"postgres"`, for logs.
     pub fn backend_name(&self) -> &'static str {
         match *self.pools {

@@ -68,7 +68,8 @@ impl SqlitePools {
             })
             .connect_with(options.read_only(true))
             .await?;
-        let documents = DocumentReaders::open(path, READERS as usize, statement_limit)?;
+        let runtime_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let documents = DocumentReaders::open(path, READERS as usize, runtime_threads, statement_limit)?;
         let checkpoints = checkpoint::Checkpoints::start(path)?;
         let queue = WriteQueue::start(path, checkpoints.clone())?;
         Ok(SqlitePools { writer, readers, documents, queue, checkpoints })
