@@ -41,9 +41,11 @@ pub(crate) struct Checkpoints {
     stopped: AtomicBool,
 }
 
-/// The WAL's state after a checkpoint: pages in it, pages of them in the database.
+/// The WAL's state after a checkpoint: pages in it, pages of them in the
+/// database; `busy` when another checkpoint was running (nothing was done).
 #[derive(Debug, Clone, Copy)]
 struct WalState {
+    busy: bool,
     pages: i64,
     checkpointed: i64,
 }
@@ -77,6 +79,9 @@ impl Checkpoints {
     fn run(&self, connection: &Connection) {
         while !self.stopped.load(Ordering::Relaxed) {
             std::thread::sleep(PASS_EVERY);
+            if self.writer_asked.load(Ordering::Acquire) {
+                continue; // the writer's checkpoint comes first
+            }
             if let Err(e) = self.pass(connection) {
                 tracing::warn!("a background WAL checkpoint failed (the writer's own checkpoint stands in): {e}");
                 std::thread::sleep(Duration::from_secs(1));
@@ -111,7 +116,8 @@ impl Checkpoints {
             return;
         }
         match checkpoint(connection) {
-            // Done, or the checkpointer is at it (busy): ask again at its next pass.
+            // Busy: the checkpointer's pass had not ended; again after the next group.
+            Ok(wal) if wal.busy => {}
             Ok(_) => self.writer_asked.store(false, Ordering::Release),
             Err(e) => tracing::warn!("the writer's WAL checkpoint failed: {e}"),
         }
@@ -122,6 +128,6 @@ impl Checkpoints {
 /// from the WAL, without waiting for anyone.
 fn checkpoint(connection: &Connection) -> rusqlite::Result<WalState> {
     connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        Ok(WalState { pages: row.get(1)?, checkpointed: row.get(2)? })
+        Ok(WalState { busy: row.get::<_, i64>(0)? != 0, pages: row.get(1)?, checkpointed: row.get(2)? })
     })
 }
