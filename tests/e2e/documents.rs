@@ -631,8 +631,11 @@ async fn acknowledged_writes_survive_a_kill(backend: Backend) {
 /// under writes that never pause, the WAL must still start again from its
 /// beginning now and then, or it grows until the writer's own backstop
 /// checkpoint (20,000 pages) lands inside a commit. Writers race for well over
-/// 20,000 pages of WAL in small commits; the WAL file (which never shrinks)
-/// must have stayed far below the backstop.
+/// 20,000 pages of WAL in small commits (without the checkpointer the file
+/// reaches 20,005 pages); the WAL file (which never shrinks) must have stayed
+/// well below the backstop. Alone on this machine it stays under 7,000 pages;
+/// the bound leaves room for a CI run whose parallel tests slow the
+/// checkpointer's fsyncs (13,037 pages seen once).
 #[tokio::test]
 async fn the_sqlite_wal_starts_again_while_writes_go_on() {
     const PAGE: u64 = 4096 + 24; // a WAL frame: the page and its header
@@ -661,7 +664,7 @@ async fn the_sqlite_wal_starts_again_while_writes_go_on() {
     assert_eq!(written[0][0].as_deref(), Some("12000"));
     // 12,000 documents of 4 kB, each also in its change-log row: about 100 MB.
     let wal = std::fs::metadata(server.dir.path().join("nimbus-data/nimbus.db-wal")).expect("a WAL").len();
-    assert!(wal < 12_000 * PAGE, "the WAL reached {} pages", wal / PAGE);
+    assert!(wal < 17_000 * PAGE, "the WAL reached {} pages", wal / PAGE);
 }
 
 /// On SQLite a document read first runs on the calling thread within a
