@@ -130,7 +130,7 @@ pub async fn assemble(config: Config) -> Result<Parts, StartError> {
     let schedules = Schedules::default();
     let functions = start_functions(&config, &metrics, &documents, &triggers, &messages, &schedules).await?;
     // Built after functions, so its sign-up hooks arrive through the constructor.
-    let hooks = FunctionSignUpHooks::new(functions.clone(), store.clone(), triggers.clone());
+    let hooks = FunctionSignUpHooks::new(functions.clone(), store.clone());
     let accounts = Accounts::new(store.clone(), tokens, mailer, auth.clone(), Some(Arc::new(hooks)));
     let metric = |e: prometheus::Error| StartError::Metrics(e.to_string());
     let queue_metrics = QueueMetrics::register(&metrics).map_err(metric)?;
@@ -174,12 +174,11 @@ pub async fn build(config: Config) -> Result<App, StartError> {
     services.functions.write_invocation_log();
     watch_collection_schemas(&services);
     services.realtime.spawn();
-    schedules.spawn(services.store.clone(), services.triggers.clone());
+    schedules.spawn(services.store.clone());
     let settings = &services.config.functions;
     TriggerWorker::new(
         services.store.clone(),
         services.functions.clone(),
-        services.triggers.clone(),
         (settings.retry_attempts, settings.retry_backoff),
         settings.timeout + std::time::Duration::from_secs(2),
         queue_metrics,
@@ -270,7 +269,6 @@ fn routes(services: &Services) -> Router {
             documents: services.documents.clone(),
             messages: services.messages.clone(),
             store: services.store.clone(),
-            triggers: services.triggers.clone(),
             authenticator: auth.clone(),
         })))
         .merge(

@@ -47,6 +47,15 @@ export const slow = onCreate("jobs/{id}", async (event, ctx) => {
 });
 "#;
 
+const STAMP: &str = r#"
+import { onCreate } from "nimbus:functions";
+export const stamp = onCreate("tasks/{id}", async (event, ctx) => {
+  const until = Date.now() + 20;
+  while (Date.now() < until) {}
+  await ctx.db.doc(`stamps/${event.params.id}`).set({ eventId: event.id });
+});
+"#;
+
 /// The document at `path`, once it exists.
 async fn eventually(server: &Server, path: &str) -> Value {
     crate::harness::eventually(Duration::from_secs(10), path, || async {
@@ -97,6 +106,7 @@ on_both_backends!(
     document_triggers_run_with_their_event,
     failing_triggers_retry_then_dead_letter_and_replay,
     a_crash_after_commit_still_runs_the_trigger,
+    jobs_beyond_the_free_slots_wait_for_a_claim,
 );
 
 async fn document_triggers_run_with_their_event(backend: Backend) {
@@ -193,6 +203,36 @@ async fn a_crash_after_commit_still_runs_the_trigger(backend: Backend) {
     })
     .await;
     assert_eq!(count(&server, "effects").await, 1, "the trigger ran after the restart, once per event id");
+}
+
+/// A commit hands its jobs straight to the worker while it has free slots
+/// (one JavaScript worker: 16 of them); the rest wait in the table for a
+/// claim. Every job runs, once.
+async fn jobs_beyond_the_free_slots_wait_for_a_claim(backend: Backend) {
+    let options = Options::default().file("functions/stamp.js", STAMP).env("NIMBUS_FUNCTIONS_WORKERS", "1");
+    let server = Server::start_with(backend, options).await;
+    assert_eq!(server.admin("PUT", "/v1/docs/tasks/first", Some(json!({}))).await.0, 201);
+    eventually(&server, "/v1/docs/stamps/first").await;
+    let writes: Vec<Value> = (0..40).map(|i| json!({"op": "set", "path": format!("tasks/t{i}"), "data": {}})).collect();
+    let (status, body) = server.admin("POST", "/v1/batch", Some(json!({ "writes": writes }))).await;
+    assert_eq!(status, 200, "{body}");
+    crate::harness::eventually(Duration::from_secs(20), "every task's stamp", || async {
+        (count(&server, "stamps").await == 41).then_some(())
+    })
+    .await;
+    let metrics = server.metrics().await;
+    let started = |how: &str| {
+        let line = format!("nimbus_jobs_started_total{{how=\"{how}\"}} ");
+        metrics.lines().find_map(|l| l.strip_prefix(line.as_str())).and_then(|n| n.parse::<i64>().ok()).unwrap_or(0)
+    };
+    let (handed, claimed) = (started("commit"), started("claim"));
+    assert_eq!(handed + claimed, 41, "each job started once: {metrics}");
+    assert!(handed >= 1 && claimed >= 24, "handed over {handed}, claimed {claimed}");
+    crate::harness::eventually(Duration::from_secs(5), "finished jobs deleted", || async {
+        let rows = server.sql_rows("SELECT CAST(COUNT(*) AS TEXT) FROM jobs").await;
+        (rows[0][0].as_deref() == Some("0")).then_some(())
+    })
+    .await;
 }
 
 async fn auth_triggers_refuse_sign_ups_and_welcome_new_users(backend: Backend) {

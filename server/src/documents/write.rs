@@ -115,15 +115,8 @@ impl Documents {
         let writes =
             requests.iter().enumerate().map(|(i, r)| self.store_write(r, seen.map(|versions| versions[i]))).collect();
         let jobs = self.triggers.jobs_for(caller.to_json());
-        let enqueues = jobs.is_some();
         match self.store.commit(writes, jobs, time).await {
-            Ok(committed) => {
-                // Waking the worker for nothing would cost a job claim, a write.
-                if enqueues && self.triggers.matches_any(&committed) {
-                    self.triggers.wake();
-                }
-                Ok(committed)
-            }
+            Ok(committed) => Ok(committed),
             Err(CommitError::Store(e)) => Err(e.into()),
             Err(CommitError::Rejected { rejection: Rejection::Changed, .. }) => {
                 Err(StoreError::Conflict("a document changed after the rules check".into()).into())

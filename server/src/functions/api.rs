@@ -26,7 +26,6 @@ pub struct FunctionsApi {
     pub documents: crate::documents::Documents,
     pub messages: crate::triggers::Messages,
     pub store: crate::store::Store,
-    pub triggers: crate::triggers::TriggerIndex,
     pub authenticator: crate::auth::Authenticator,
 }
 

@@ -73,7 +73,6 @@ async fn replay(
 ) -> Result<StatusCode, ApiError> {
     caller.require_admin()?;
     if state.store.replay_job(&id, now_micros()).await? {
-        state.triggers.wake();
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(ErrorCode::NotFound, format!("no dead letter {id}")))

@@ -16,17 +16,15 @@ use crate::clock::{format_time, now_micros};
 use crate::error::ErrorCode;
 use crate::store::jobs::NewJob;
 use crate::store::Store;
-use crate::triggers::TriggerIndex;
 
 pub struct FunctionSignUpHooks {
     functions: Functions,
     store: Store,
-    triggers: TriggerIndex,
 }
 
 impl FunctionSignUpHooks {
-    pub fn new(functions: Functions, store: Store, triggers: TriggerIndex) -> FunctionSignUpHooks {
-        FunctionSignUpHooks { functions, store, triggers }
+    pub fn new(functions: Functions, store: Store) -> FunctionSignUpHooks {
+        FunctionSignUpHooks { functions, store }
     }
 }
 
@@ -80,14 +78,13 @@ impl SignUpHooks for FunctionSignUpHooks {
                 NewJob { id, function: format!("{name}:{export}"), payload: event.to_string() }
             })
             .collect();
-        let (store, triggers) = (self.store.clone(), self.triggers.clone());
+        let store = self.store.clone();
         Box::pin(async move {
             if jobs.is_empty() {
                 return;
             }
-            match store.enqueue_jobs(&jobs).await {
-                Ok(()) => triggers.wake(),
-                Err(e) => tracing::error!("afterSignUp jobs could not be queued: {e}"),
+            if let Err(e) = store.enqueue_jobs(&jobs).await {
+                tracing::error!("afterSignUp jobs could not be queued: {e}");
             }
         })
     }

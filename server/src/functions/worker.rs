@@ -3,7 +3,10 @@
 //! stable event id, deletes finished jobs in batches, retries with
 //! exponential backoff and finally moves a job that keeps failing to the
 //! dead letters. Jobs run continuously: a new batch is claimed as soon as
-//! half of the slots are free, not when the last batch has finished.
+//! half of the slots are free, not when the last batch has finished. Most
+//! jobs are never claimed: the commit that inserts them leases them while
+//! this worker has free slots and hands them over (`store::jobs`, decision
+//! 0023); claims pick up the rest, retries and other instances' leftovers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,9 +17,8 @@ use serde_json::{json, Value};
 
 use super::Functions;
 use crate::clock::now_micros;
-use crate::store::jobs::JobRow;
+use crate::store::jobs::{ClaimedJob, JobRow};
 use crate::store::{Store, StoreError};
-use crate::triggers::TriggerIndex;
 
 /// Prometheus series of the job queue.
 #[derive(Clone)]
@@ -24,6 +26,9 @@ pub struct QueueMetrics {
     pub depth: prometheus::IntGauge,
     pub retries: prometheus::IntCounter,
     pub dead_letters: prometheus::IntCounter,
+    /// Jobs started, by how they reached the worker: `commit` (handed over by
+    /// the commit that inserted them) or `claim`.
+    pub started: prometheus::IntCounterVec,
 }
 
 /// Runs due jobs.
@@ -31,7 +36,6 @@ pub struct QueueMetrics {
 pub struct TriggerWorker {
     store: Store,
     functions: Functions,
-    index: TriggerIndex,
     max_attempts: i64,
     backoff: Duration,
     lease: Duration,
@@ -61,6 +65,11 @@ impl QueueMetrics {
             depth: metrics.gauge("nimbus_jobs_pending", "Trigger and message jobs waiting (not dead)")?,
             retries: metrics.counter("nimbus_job_retries_total", "Failed job attempts that will be retried")?,
             dead_letters: metrics.counter("nimbus_job_dead_letters_total", "Jobs moved to the dead letters")?,
+            started: metrics.counter_vec(
+                "nimbus_jobs_started_total",
+                "Jobs started, handed over by their commit or claimed",
+                &["how"],
+            )?,
         })
     }
 }
@@ -70,7 +79,6 @@ impl TriggerWorker {
     pub fn new(
         store: Store,
         functions: Functions,
-        index: TriggerIndex,
         retry: (u32, Duration),
         lease: Duration,
         metrics: QueueMetrics,
@@ -81,7 +89,6 @@ impl TriggerWorker {
         TriggerWorker {
             store,
             functions,
-            index,
             max_attempts: i64::from(max_attempts.max(1)),
             backoff,
             lease,
@@ -107,15 +114,25 @@ impl TriggerWorker {
         let jobs = self.store.claim_jobs(now, now + self.lease.as_micros() as i64, asked as i64).await?;
         let claimed = jobs.len();
         for job in jobs {
-            let (worker, permit) = (self.clone(), permits.split(1));
-            tokio::spawn(async move {
-                let _permit = permit;
-                if let Err(e) = worker.run(job).await {
-                    tracing::error!("trigger job bookkeeping failed: {e}");
-                }
-            });
+            if let Some(slot) = permits.split(1) {
+                self.start(ClaimedJob { job, slot }, "claim");
+            }
         }
         Ok((claimed, asked))
+    }
+
+    /// Runs a claimed job in a task of its own, which frees its slot at the
+    /// end; `how` it came (`commit` or `claim`) is counted.
+    fn start(&self, claimed: ClaimedJob, how: &str) {
+        self.metrics.started.with_label_values(&[how]).inc();
+        let worker = self.clone();
+        tokio::spawn(async move {
+            let ClaimedJob { job, slot } = claimed;
+            let _slot = slot;
+            if let Err(e) = worker.run(job).await {
+                tracing::error!("trigger job bookkeeping failed: {e}");
+            }
+        });
     }
 
     async fn run(&self, job: JobRow) -> Result<(), StoreError> {
@@ -154,11 +171,24 @@ impl TriggerWorker {
         }
     }
 
-    /// Runs jobs until the process ends: at once when woken, else every 200 ms.
+    /// Runs jobs until the process ends: those commits hand over at once,
+    /// claimed ones when the store says some are due, else every 200 ms.
     pub fn spawn(self) {
         let (store, finished) = (self.store.clone(), self.finished_queue.clone());
         crate::supervise::spawn_supervised("finished jobs", move || delete_finished(store.clone(), finished.clone()));
+        if let Some(handed) = self.store.hand_jobs_to(self.slots.clone(), self.lease) {
+            let (worker, handed) = (self.clone(), Arc::new(tokio::sync::Mutex::new(handed)));
+            crate::supervise::spawn_supervised("handed jobs", move || worker.clone().run_handed(handed.clone()));
+        }
         crate::supervise::spawn_supervised("trigger worker", move || self.clone().run_forever());
+    }
+
+    /// Starts each job a commit of this process handed over.
+    async fn run_handed(self, handed: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<ClaimedJob>>>) {
+        let mut handed = handed.lock().await;
+        while let Some(claimed) = handed.recv().await {
+            self.start(claimed, "commit");
+        }
     }
 
     async fn run_forever(self) {
@@ -174,7 +204,7 @@ impl TriggerWorker {
                 }
             }
             if !more_due {
-                let _ = tokio::time::timeout(Duration::from_millis(200), self.index.woken()).await;
+                let _ = tokio::time::timeout(Duration::from_millis(200), self.store.jobs_due()).await;
             }
             more_due = match self.claim_and_start(more_due).await {
                 Ok((claimed, asked)) => claimed > 0 && claimed == asked,

@@ -298,7 +298,7 @@ impl Store {
         let commit = Commit { writes, jobs, time: time.unwrap_or_else(now_micros), id: new_commit_id() };
         let committed = match &*self.pools {
             Pools::Sqlite(pools) => pools.queue.commit(commit).await,
-            Pools::Postgres(pool) => super::postgres::commit(pool, commit).await,
+            Pools::Postgres(pool) => super::postgres::commit(pool, commit, &self.handoff).await,
         }?;
         if committed.iter().any(|c| c.kind.is_some()) {
             self.note_commit();

@@ -2,7 +2,14 @@
 //! function its changes trigger, claimed by workers with a lease (on
 //! PostgreSQL with `FOR UPDATE SKIP LOCKED`, so instances share the work),
 //! deleted when done, retried later when failed, kept as dead letters when
-//! they keep failing.
+//! they keep failing. A commit in a process whose worker has free slots
+//! claims its own jobs as it inserts them and hands them to that worker once
+//! it is durable (`JobHandoff`, decision 0023): no claim, a write of its own,
+//! stands between a commit and its triggers.
+
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{Store, StoreError};
 
@@ -31,23 +38,26 @@ pub struct JobRow {
 /// Decides the jobs of a commit from its committed writes and the commit time.
 pub type JobsFor = Box<dyn Fn(&[super::commit::Committed], i64) -> Vec<NewJob> + Send + Sync>;
 
-/// Most job rows in one INSERT (5 parameters each).
-pub(super) const JOBS_PER_INSERT: usize = super::query::rows_per_statement(5);
+/// Most job rows in one INSERT (6 parameters each).
+pub(super) const JOBS_PER_INSERT: usize = super::query::rows_per_statement(6);
 
 pub(super) fn jobs_insert(rows: usize) -> String {
-    let values = super::query::value_rows(rows, &[""; 5]);
-    format!("INSERT INTO jobs (id, function, payload, run_after, created_at) VALUES {values}")
+    let values = super::query::value_rows(rows, &[""; 6]);
+    format!("INSERT INTO jobs (id, function, payload, run_after, created_at, locked_until) VALUES {values}")
 }
 
-/// Inserts `$jobs` (a slice of `NewJob`) due at `$now` on `$conn`.
+/// Inserts `$jobs` (a slice of `NewJob`) due at `$now` on `$conn`, those
+/// `$reserved` (a `Reserved`) holds slots for already leased.
 macro_rules! record_jobs {
-    ($conn:expr, $jobs:expr, $now:expr) => {{
+    ($conn:expr, $jobs:expr, $reserved:expr, $now:expr) => {{
         async {
+            let mut leases = (0..).map(|i| $reserved.locked_until(i));
             for chunk in $jobs.chunks($crate::store::jobs::JOBS_PER_INSERT) {
                 let text = $crate::store::jobs::jobs_insert(chunk.len());
                 let mut query = sqlx::query(&text);
-                for job in chunk {
-                    query = query.bind(&job.id).bind(&job.function).bind(&job.payload).bind($now).bind($now);
+                for (job, lease) in chunk.iter().zip(&mut leases) {
+                    query =
+                        query.bind(&job.id).bind(&job.function).bind(&job.payload).bind($now).bind($now).bind(lease);
                 }
                 query.execute(&mut *$conn).await.map_err($crate::store::StoreError::from)?;
             }
@@ -57,6 +67,78 @@ macro_rules! record_jobs {
     }};
 }
 pub(super) use record_jobs;
+
+/// A job its commit claimed for this process's worker, with the worker's slot it holds.
+pub struct ClaimedJob {
+    pub job: JobRow,
+    pub slot: OwnedSemaphorePermit,
+}
+
+/// Where commits hand their jobs: the worker's slots, its lease and its
+/// inbox (set once the worker runs; until then every job waits for a
+/// claim), and the signal that jobs wait in the table for a claim.
+#[derive(Default)]
+pub(super) struct JobHandoff {
+    worker: OnceLock<HandoffWorker>,
+    due: Notify,
+}
+
+struct HandoffWorker {
+    slots: Arc<Semaphore>,
+    lease_micros: i64,
+    inbox: mpsc::UnboundedSender<ClaimedJob>,
+}
+
+/// The worker's slots a commit took for its first jobs, before inserting them.
+pub(super) struct Reserved {
+    slots: Vec<OwnedSemaphorePermit>,
+    locked_until: i64,
+}
+
+impl JobHandoff {
+    /// Slots for up to `jobs` jobs of a commit at `now`, as many as are free.
+    pub(super) fn reserve(&self, jobs: usize, now: i64) -> Reserved {
+        let Some(worker) = self.worker.get().filter(|_| jobs > 0) else {
+            return Reserved { slots: Vec::new(), locked_until: 0 };
+        };
+        let slots = std::iter::from_fn(|| worker.slots.clone().try_acquire_owned().ok()).take(jobs).collect();
+        Reserved { slots, locked_until: now + worker.lease_micros }
+    }
+
+    /// Once `jobs` (inserted with `reserved`) are committed: the leased ones
+    /// go to the worker, and the worker hears when others wait for a claim.
+    pub(super) fn hand_over(&self, jobs: &[NewJob], reserved: Reserved, now: i64) {
+        let handed = reserved.slots.len();
+        if let Some(worker) = self.worker.get() {
+            for (job, slot) in jobs.iter().zip(reserved.slots) {
+                let job = JobRow {
+                    id: job.id.clone(),
+                    function: job.function.clone(),
+                    payload: job.payload.clone(),
+                    attempts: 0,
+                    last_error: None,
+                    created_at: now,
+                };
+                // With the worker gone (the process ending) the job stays leased: it runs after its lease.
+                let _ = worker.inbox.send(ClaimedJob { job, slot });
+            }
+        }
+        if jobs.len() > handed {
+            self.due.notify_one();
+        }
+    }
+}
+
+impl Reserved {
+    /// The `locked_until` of a commit's job `index`: its lease when it has a slot, else 0.
+    pub(super) fn locked_until(&self, index: usize) -> i64 {
+        if index < self.slots.len() {
+            self.locked_until
+        } else {
+            0
+        }
+    }
+}
 
 const JOB_COLUMNS: &str = "id, function, payload, attempts, last_error, created_at";
 
@@ -73,6 +155,26 @@ fn job_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
 }
 
 impl Store {
+    /// Makes this process's worker the one its commits hand their jobs to
+    /// (once; `None` after that): each job takes one of `slots` and is leased
+    /// for `lease`; they arrive on the returned inbox.
+    pub fn hand_jobs_to(
+        &self,
+        slots: Arc<Semaphore>,
+        lease: std::time::Duration,
+    ) -> Option<mpsc::UnboundedReceiver<ClaimedJob>> {
+        let (inbox, received) = mpsc::unbounded_channel();
+        let lease_micros = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX / 2);
+        self.handoff.worker.set(HandoffWorker { slots, lease_micros, inbox }).ok()?;
+        Some(received)
+    }
+
+    /// Resolves when jobs may wait in the table for a claim (a commit left
+    /// some unclaimed, a dead letter was replayed) since it last resolved.
+    pub async fn jobs_due(&self) {
+        self.handoff.due.notified().await;
+    }
+
     /// Inserts jobs on their own (messages published outside a document
     /// write): a commit without writes, so on SQLite it joins the writer's
     /// group commit instead of taking the write connection for itself.
@@ -131,7 +233,11 @@ impl Store {
     pub async fn replay_job(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let sql =
             "UPDATE jobs SET dead = $2, attempts = 0, run_after = $3, locked_until = 0 WHERE id = $1 AND dead = $4";
-        Ok(self.execute(sql, &[id.into(), false.into(), now.into(), true.into()]).await? == 1)
+        let replayed = self.execute(sql, &[id.into(), false.into(), now.into(), true.into()]).await? == 1;
+        if replayed {
+            self.handoff.due.notify_one();
+        }
+        Ok(replayed)
     }
 
     /// Jobs waiting to run (not dead), for the queue-depth metric.

@@ -128,6 +128,8 @@ pub struct Store {
     commits: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Sessions that ended (`session_changes`).
     sessions: tokio::sync::broadcast::Sender<std::sync::Arc<sessions::SessionChange>>,
+    /// Where commits hand their trigger jobs (`jobs::JobHandoff`).
+    handoff: std::sync::Arc<jobs::JobHandoff>,
 }
 
 impl Store {
@@ -135,8 +137,11 @@ impl Store {
     /// not migrate. A read statement that runs longer than `statement_limit`
     /// is cancelled (`TimedOut`).
     pub async fn connect(config: &DatabaseConfig, statement_limit: std::time::Duration) -> Result<Store, StoreError> {
+        let handoff = std::sync::Arc::new(jobs::JobHandoff::default());
         let pools = match config {
-            DatabaseConfig::Sqlite { path } => Pools::Sqlite(sqlite::SqlitePools::open(path, statement_limit).await?),
+            DatabaseConfig::Sqlite { path } => {
+                Pools::Sqlite(sqlite::SqlitePools::open(path, statement_limit, handoff.clone()).await?)
+            }
             DatabaseConfig::Postgres { url } => Pools::Postgres(postgres::connect(url, statement_limit).await?),
         };
         let query_slots = match pools {
@@ -149,6 +154,7 @@ impl Store {
             query_slots: std::sync::Arc::new(tokio::sync::Semaphore::new(query_slots)),
             commits: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
             sessions: tokio::sync::broadcast::Sender::new(1024),
+            handoff,
         })
     }
 

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::commit::{apply_writes, record_changes, Commit, CommitError, Committed, WriteSql};
-use super::jobs::record_jobs;
+use super::jobs::{record_jobs, JobHandoff};
 use super::query::{Dialect, FieldPath, Param, Scalar};
 use super::StoreError;
 
@@ -163,7 +163,7 @@ async fn rollback(tx: sqlx::Transaction<'_, sqlx::Postgres>) {
 }
 
 /// Runs the writes in one transaction, row locks taken as they are read.
-pub(super) async fn commit(pool: &PgPool, commit: Commit) -> Result<Vec<Committed>, CommitError> {
+pub(super) async fn commit(pool: &PgPool, commit: Commit, handoff: &JobHandoff) -> Result<Vec<Committed>, CommitError> {
     let writes = &commit.writes;
     let mut attempt = 0;
     loop {
@@ -173,12 +173,19 @@ pub(super) async fn commit(pool: &PgPool, commit: Commit) -> Result<Vec<Committe
         let result = match apply_writes!(tx, &WRITE_SQL, writes, now, commit.id) {
             Ok(committed) => {
                 let jobs = commit.jobs.as_ref().map(|jobs_for| jobs_for(&committed, now)).unwrap_or_default();
+                let reserved = handoff.reserve(jobs.len(), now);
                 let recorded = match record_changes!(tx, &WRITE_SQL, committed.iter()) {
-                    Ok(()) => record_jobs!(tx, &jobs, now),
+                    Ok(()) => record_jobs!(tx, &jobs, reserved, now),
                     Err(e) => Err(e),
                 };
                 match recorded {
-                    Ok(()) => tx.commit().await.map(|()| committed).map_err(|e| CommitError::Store(e.into())),
+                    Ok(()) => match tx.commit().await {
+                        Ok(()) => {
+                            handoff.hand_over(&jobs, reserved, now);
+                            Ok(committed)
+                        }
+                        Err(e) => Err(CommitError::Store(e.into())),
+                    },
                     Err(e) => {
                         rollback(tx).await;
                         Err(CommitError::Store(e))

@@ -88,7 +88,6 @@ pub struct Consumer {
 pub struct TriggerIndex {
     triggers: Swap<Vec<DocTrigger>>,
     consumers: Swap<Vec<Consumer>>,
-    wake: Arc<tokio::sync::Notify>,
 }
 
 impl TriggerIndex {
@@ -129,23 +128,6 @@ impl TriggerIndex {
         Some(Box::new(move |committed: &[Committed], now: i64| {
             committed.iter().flat_map(|change| jobs_of_change(&triggers, change, &auth, now)).collect()
         }))
-    }
-
-    /// Whether any of these changes matches a document trigger (so the
-    /// commit wrote jobs and the worker should be woken).
-    pub fn matches_any(&self, committed: &[Committed]) -> bool {
-        let triggers = self.current();
-        committed.iter().any(|change| !fired(&triggers, change, &change_path(change)).is_empty())
-    }
-
-    /// Tells the worker that jobs may be waiting.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    /// Resolves when `wake` is called.
-    pub async fn woken(&self) {
-        self.wake.notified().await;
     }
 }
 
@@ -215,7 +197,6 @@ impl Messages {
         let (id, jobs) = self.index.message_jobs(topic, data);
         if !jobs.is_empty() {
             self.store.enqueue_jobs(&jobs).await?;
-            self.index.wake();
         }
         Ok(id)
     }

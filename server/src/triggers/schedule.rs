@@ -12,7 +12,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::TriggerIndex;
 use crate::clock::format_time;
 use crate::store::jobs::NewJob;
 use crate::store::Store;
@@ -55,18 +54,18 @@ impl Schedules {
     }
 
     /// Runs the scheduler until the process ends.
-    pub fn spawn(self, store: Store, index: TriggerIndex) {
-        crate::supervise::spawn_supervised("scheduler", move || self.clone().run_forever(store.clone(), index.clone()));
+    pub fn spawn(self, store: Store) {
+        crate::supervise::spawn_supervised("scheduler", move || self.clone().run_forever(store.clone()));
     }
 
-    async fn run_forever(self, store: Store, index: TriggerIndex) {
+    async fn run_forever(self, store: Store) {
         let mut last = clock_now();
         loop {
             tokio::time::sleep(Duration::from_millis(250)).await;
             let now = clock_now();
             for schedule in self.current().iter() {
                 let Some(tick) = schedule.latest_tick(last, now) else { continue };
-                if let Err(e) = run_tick(&store, &index, schedule, tick).await {
+                if let Err(e) = run_tick(&store, schedule, tick).await {
                     tracing::error!(function = %schedule.function, "schedule tick failed: {e}");
                 }
             }
@@ -80,12 +79,7 @@ fn clock_now() -> DateTime<Utc> {
     DateTime::from_timestamp_micros(crate::clock::now_micros()).unwrap_or_else(Utc::now)
 }
 
-async fn run_tick(
-    store: &Store,
-    index: &TriggerIndex,
-    schedule: &Schedule,
-    tick: DateTime<Utc>,
-) -> Result<(), crate::store::StoreError> {
+async fn run_tick(store: &Store, schedule: &Schedule, tick: DateTime<Utc>) -> Result<(), crate::store::StoreError> {
     let tick_micros = tick.timestamp_micros();
     if !store.claim_tick(&schedule.function, tick_micros).await? {
         return Ok(());
@@ -93,7 +87,6 @@ async fn run_tick(
     let id = crate::ids::uuid();
     let event = json!({"id": id, "type": "schedule", "scheduledTime": format_time(tick_micros), "time": format_time(crate::clock::now_micros())});
     store.enqueue_jobs(&[NewJob { id, function: schedule.function.clone(), payload: event.to_string() }]).await?;
-    index.wake();
     Ok(())
 }
 

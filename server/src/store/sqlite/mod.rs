@@ -12,11 +12,13 @@ mod writer;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::commit::WriteSql;
+use super::jobs::JobHandoff;
 use super::query::{Dialect, FieldPath, Param, Scalar};
 use super::StoreError;
 pub(super) use readers::DocumentReaders;
@@ -38,7 +40,7 @@ pub(super) struct SqlitePools {
 }
 
 impl SqlitePools {
-    pub async fn open(path: &Path, statement_limit: Duration) -> Result<Self, StoreError> {
+    pub async fn open(path: &Path, statement_limit: Duration, handoff: Arc<JobHandoff>) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
@@ -71,7 +73,7 @@ impl SqlitePools {
         let runtime_threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let documents = DocumentReaders::open(path, READERS as usize, runtime_threads, statement_limit)?;
         let checkpoints = checkpoint::Checkpoints::start(path)?;
-        let queue = WriteQueue::start(path, checkpoints.clone())?;
+        let queue = WriteQueue::start(path, checkpoints.clone(), handoff)?;
         Ok(SqlitePools { writer, readers, documents, queue, checkpoints })
     }
 

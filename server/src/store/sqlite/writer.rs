@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot, Mutex, OwnedMutexGuard};
 use super::checkpoint::{Checkpoints, WRITER_BACKSTOP};
 use super::{document_row, store_error, WRITE_SQL};
 use crate::store::commit::{decide, now_micros, Commit, CommitError, Committed, Outcome};
-use crate::store::jobs::NewJob;
+use crate::store::jobs::{JobHandoff, NewJob, Reserved};
 use crate::store::StoreError;
 
 /// Most commits one writer transaction takes in at once.
@@ -50,14 +50,18 @@ pub(crate) struct WriteQueue {
 
 impl WriteQueue {
     /// The writer thread of the database at `path` (its schema migrated or not yet).
-    pub(super) fn start(path: &Path, checkpoints: Arc<Checkpoints>) -> Result<WriteQueue, StoreError> {
+    pub(super) fn start(
+        path: &Path,
+        checkpoints: Arc<Checkpoints>,
+        handoff: Arc<JobHandoff>,
+    ) -> Result<WriteQueue, StoreError> {
         let connection = connect(path)?;
         let (sender, receiver) = mpsc::channel(4096);
         let turn = Arc::new(Mutex::new(()));
         let thread_turn = turn.clone();
         std::thread::Builder::new()
             .name("nimbus-writer".into())
-            .spawn(move || run_writer(connection, receiver, &thread_turn, &checkpoints))
+            .spawn(move || run_writer(connection, receiver, &thread_turn, &checkpoints, &handoff))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(WriteQueue { sender, turn })
     }
@@ -113,6 +117,7 @@ fn run_writer(
     mut receiver: mpsc::Receiver<Message>,
     turn: &Mutex<()>,
     checkpoints: &Checkpoints,
+    handoff: &JobHandoff,
 ) {
     let mut group = Vec::with_capacity(GROUP_MAX);
     let mut next: Option<Message> = None;
@@ -138,18 +143,19 @@ fn run_writer(
                         Err(_) => break,
                     }
                 }
-                let results = match std::panic::catch_unwind(AssertUnwindSafe(|| commit_group(&mut connection, &group)))
-                {
-                    Ok(results) => results,
-                    Err(panic) => {
-                        tracing::error!(
-                            "the SQLite writer panicked on a group: {}",
-                            crate::supervise::panic_text(&*panic)
-                        );
-                        let _ = connection.execute_batch("ROLLBACK");
-                        Err(StoreError::Internal("the writer failed on this group".into()))
-                    }
-                };
+                let results =
+                    match std::panic::catch_unwind(AssertUnwindSafe(|| commit_group(&mut connection, &group, handoff)))
+                    {
+                        Ok(results) => results,
+                        Err(panic) => {
+                            tracing::error!(
+                                "the SQLite writer panicked on a group: {}",
+                                crate::supervise::panic_text(&*panic)
+                            );
+                            let _ = connection.execute_batch("ROLLBACK");
+                            Err(StoreError::Internal("the writer failed on this group".into()))
+                        }
+                    };
                 reply_all(&mut group, results);
             }
         }
@@ -188,16 +194,21 @@ enum Savepoints {
 /// when any commit of the group is rejected (rare), the transaction is rolled
 /// back and the group runs again with one savepoint per commit, so a rejected
 /// commit leaves the others intact. Mutations are pure, so re-running is safe.
-fn commit_group(connection: &mut Connection, group: &[(Commit, Reply)]) -> Result<CommitResults, StoreError> {
+/// The jobs of a committed group go to the worker (`JobHandoff`).
+fn commit_group(
+    connection: &mut Connection,
+    group: &[(Commit, Reply)],
+    handoff: &JobHandoff,
+) -> Result<CommitResults, StoreError> {
     let now = now_micros();
     let one_at_a_time = || vec![None; group.len()];
     let first_try = match fresh_creates(group) {
-        Some(created) => run_group(connection, group, created, Savepoints::No, now)?,
+        Some(created) => run_group(connection, group, created, Savepoints::No, now, handoff)?,
         None => None,
     };
     match first_try {
         Some(results) => Ok(results),
-        None => Ok(run_group(connection, group, one_at_a_time(), Savepoints::Yes, now)?.unwrap_or_default()),
+        None => Ok(run_group(connection, group, one_at_a_time(), Savepoints::Yes, now, handoff)?.unwrap_or_default()),
     }
 }
 
@@ -209,6 +220,7 @@ fn run_group(
     mut created: Created,
     savepoints: Savepoints,
     now: i64,
+    handoff: &JobHandoff,
 ) -> Result<Option<CommitResults>, StoreError> {
     // IMMEDIATE: take the write lock now, waiting (busy timeout) while another
     // process (`nimbus import` next to a running server) holds it, instead of
@@ -240,8 +252,11 @@ fn run_group(
         results.push(result);
     }
     record_changes(&tx, committed_writes(&results))?;
-    record_jobs(&tx, &group_jobs(group, &results), now)?;
+    let jobs = group_jobs(group, &results);
+    let reserved = handoff.reserve(jobs.len(), now);
+    record_jobs(&tx, &jobs, &reserved, now)?;
     tx.commit().map_err(store_error)?;
+    handoff.hand_over(&jobs, reserved, now);
     Ok(Some(results))
 }
 
@@ -290,11 +305,11 @@ fn insert_rows<'a, T>(
     rows: &'a [T],
     per_statement: usize,
     text: impl Fn(usize) -> String,
-    values: impl Fn(&'a T) -> Vec<ToSqlOutput<'a>>,
+    mut values: impl FnMut(&'a T) -> Vec<ToSqlOutput<'a>>,
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(per_statement.max(1)) {
         let mut statement = connection.prepare_cached(&text(chunk.len())).map_err(store_error)?;
-        for (at, value) in chunk.iter().flat_map(&values).enumerate() {
+        for (at, value) in chunk.iter().flat_map(&mut values).enumerate() {
             statement.raw_bind_parameter(at + 1, value).map_err(store_error)?;
         }
         statement.raw_execute().map_err(store_error)?;
@@ -329,15 +344,18 @@ fn record_changes<'a>(
     })
 }
 
-/// The trigger jobs, due at `now`.
-fn record_jobs(connection: &Connection, jobs: &[NewJob], now: i64) -> Result<(), StoreError> {
+/// The trigger jobs, due at `now`, those `reserved` has slots for leased.
+fn record_jobs(connection: &Connection, jobs: &[NewJob], reserved: &Reserved, now: i64) -> Result<(), StoreError> {
+    let mut index = 0;
     insert_rows(connection, jobs, crate::store::jobs::JOBS_PER_INSERT, crate::store::jobs::jobs_insert, |job| {
+        index += 1;
         vec![
             ToSqlOutput::from(job.id.as_str()),
             ToSqlOutput::from(job.function.as_str()),
             ToSqlOutput::from(job.payload.as_str()),
             ToSqlOutput::from(now),
             ToSqlOutput::from(now),
+            ToSqlOutput::from(reserved.locked_until(index - 1)),
         ]
     })
 }
