@@ -62,11 +62,13 @@ impl Checkpoints {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let connection = Connection::open_with_flags(path, flags).map_err(store_error)?;
         connection.busy_timeout(Duration::from_secs(5)).map_err(store_error)?;
+        let database = std::fs::File::open(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
         let checkpoints = Arc::new(Checkpoints::default());
         let shared = checkpoints.clone();
         std::thread::Builder::new()
             .name("nimbus-checkpoint".into())
-            .spawn(move || shared.run(&connection))
+            .spawn(move || shared.run(&connection, &database))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpointer: {e}")))?;
         Ok(checkpoints)
     }
@@ -76,13 +78,13 @@ impl Checkpoints {
         self.stopped.store(true, Ordering::Relaxed);
     }
 
-    fn run(&self, connection: &Connection) {
+    fn run(&self, connection: &Connection, database: &std::fs::File) {
         while !self.stopped.load(Ordering::Relaxed) {
             std::thread::sleep(PASS_EVERY);
             if self.writer_asked.load(Ordering::Acquire) {
                 continue; // the writer's checkpoint comes first
             }
-            if let Err(e) = self.pass(connection) {
+            if let Err(e) = self.pass(connection, database) {
                 tracing::warn!("a background WAL checkpoint failed (the writer's own checkpoint stands in): {e}");
                 std::thread::sleep(Duration::from_secs(1));
             }
@@ -91,7 +93,7 @@ impl Checkpoints {
 
     /// One look at the WAL: checkpoints what is new; when the WAL is long,
     /// catches up and asks the writer for the rest.
-    fn pass(&self, connection: &Connection) -> rusqlite::Result<()> {
+    fn pass(&self, connection: &Connection, database: &std::fs::File) -> rusqlite::Result<()> {
         let mut wal = checkpoint(connection)?;
         if wal.pages < RESTART_AT {
             return Ok(());
@@ -102,6 +104,12 @@ impl Checkpoints {
             }
             wal = checkpoint(connection)?;
         }
+        // The passes copied pages into the database file without syncing it
+        // (SQLite syncs it only when a checkpoint reaches the WAL's end): sync
+        // them here, so that the writer's own checkpoint, which does reach the
+        // end, has only its last pages left to sync. A failure here only
+        // leaves that work to the writer, whose sync reports it.
+        let _ = database.sync_data();
         // Even with nothing left as this connection saw the WAL, the writer
         // has gone on writing meanwhile: it finishes.
         self.writer_asked.store(true, Ordering::Release);
