@@ -115,14 +115,13 @@ impl Documents {
         let writes =
             requests.iter().enumerate().map(|(i, r)| self.store_write(r, seen.map(|versions| versions[i]))).collect();
         let jobs = self.triggers.jobs_for(caller.to_json());
-        match self.store.commit(writes, jobs, time).await {
-            Ok(committed) => Ok(committed),
-            Err(CommitError::Store(e)) => Err(e.into()),
-            Err(CommitError::Rejected { rejection: Rejection::Changed, .. }) => {
-                Err(StoreError::Conflict("a document changed after the rules check".into()).into())
+        self.store.commit(writes, jobs, time).await.map_err(|e| match e {
+            CommitError::Store(e) => e.into(),
+            CommitError::Rejected { rejection: Rejection::Changed, .. } => {
+                StoreError::Conflict("a document changed after the rules check".into()).into()
             }
-            Err(CommitError::Rejected { index, rejection }) => Err(rejected(requests, index, rejection)),
-        }
+            CommitError::Rejected { index, rejection } => rejected(requests, index, rejection),
+        })
     }
 
     /// The store write for a request; with `seen`, the document must still be at that version.

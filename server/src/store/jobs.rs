@@ -51,7 +51,7 @@ pub(super) fn jobs_insert(rows: usize) -> String {
 macro_rules! record_jobs {
     ($conn:expr, $jobs:expr, $reserved:expr, $now:expr) => {{
         async {
-            let mut leases = (0..).map(|i| $reserved.locked_until(i));
+            let mut leases = $reserved.leases();
             for chunk in $jobs.chunks($crate::store::jobs::JOBS_PER_INSERT) {
                 let text = $crate::store::jobs::jobs_insert(chunk.len());
                 let mut query = sqlx::query(&text);
@@ -130,13 +130,10 @@ impl JobHandoff {
 }
 
 impl Reserved {
-    /// The `locked_until` of a commit's job `index`: its lease when it has a slot, else 0.
-    pub(super) fn locked_until(&self, index: usize) -> i64 {
-        if index < self.slots.len() {
-            self.locked_until
-        } else {
-            0
-        }
+    /// The `locked_until` of a commit's jobs in order: the lease for those with
+    /// a slot, then 0 (due for a claim) for as many as follow.
+    pub(super) fn leases(&self) -> impl Iterator<Item = i64> {
+        std::iter::repeat_n(self.locked_until, self.slots.len()).chain(std::iter::repeat(0))
     }
 }
 

@@ -305,11 +305,11 @@ fn insert_rows<'a, T>(
     rows: &'a [T],
     per_statement: usize,
     text: impl Fn(usize) -> String,
-    mut values: impl FnMut(&'a T) -> Vec<ToSqlOutput<'a>>,
+    values: impl Fn(&'a T) -> Vec<ToSqlOutput<'a>>,
 ) -> Result<(), StoreError> {
     for chunk in rows.chunks(per_statement.max(1)) {
         let mut statement = connection.prepare_cached(&text(chunk.len())).map_err(store_error)?;
-        for (at, value) in chunk.iter().flat_map(&mut values).enumerate() {
+        for (at, value) in chunk.iter().flat_map(&values).enumerate() {
             statement.raw_bind_parameter(at + 1, value).map_err(store_error)?;
         }
         statement.raw_execute().map_err(store_error)?;
@@ -346,18 +346,23 @@ fn record_changes<'a>(
 
 /// The trigger jobs, due at `now`, those `reserved` has slots for leased.
 fn record_jobs(connection: &Connection, jobs: &[NewJob], reserved: &Reserved, now: i64) -> Result<(), StoreError> {
-    let mut index = 0;
-    insert_rows(connection, jobs, crate::store::jobs::JOBS_PER_INSERT, crate::store::jobs::jobs_insert, |job| {
-        index += 1;
-        vec![
-            ToSqlOutput::from(job.id.as_str()),
-            ToSqlOutput::from(job.function.as_str()),
-            ToSqlOutput::from(job.payload.as_str()),
-            ToSqlOutput::from(now),
-            ToSqlOutput::from(now),
-            ToSqlOutput::from(reserved.locked_until(index - 1)),
-        ]
-    })
+    let leased: Vec<(&NewJob, i64)> = jobs.iter().zip(reserved.leases()).collect();
+    insert_rows(
+        connection,
+        &leased,
+        crate::store::jobs::JOBS_PER_INSERT,
+        crate::store::jobs::jobs_insert,
+        |(job, lease)| {
+            vec![
+                ToSqlOutput::from(job.id.as_str()),
+                ToSqlOutput::from(job.function.as_str()),
+                ToSqlOutput::from(job.payload.as_str()),
+                ToSqlOutput::from(now),
+                ToSqlOutput::from(now),
+                ToSqlOutput::from(*lease),
+            ]
+        },
+    )
 }
 
 /// For each commit made only of creates at fresh ids (`POST` on a
